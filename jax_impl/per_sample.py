@@ -1,0 +1,113 @@
+"""Per-sample gradients in JAX, by method name.
+
+Methods (``METHODS``):
+  loop        a jitted single-example ``grad``, called from Python once per example (mirrors torch's loop);
+  vmap        ``jit(vmap(grad(loss)))``, the idiomatic JAX method;
+  vmap_nojit  ``vmap(grad(loss))`` run op by op, to show what ``jit`` buys.
+``native_fn`` returns the framework-native callable ``(params, x, y) -> State with (B, *shape) leaves`` that
+the benchmarks time; ``per_sample_grads`` is the canonical numpy-in/numpy-out API shared with ``torch_impl``.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from compare.spec import (
+    DEFAULT_LOSS,
+    check_batch,
+    check_chunk_size,
+    check_dtype,
+    check_loss,
+    check_method,
+    check_output_fits,
+)
+from jax_impl.model import apply, loss_fn
+from jax_impl.weights import JAX_DTYPES, resolve_device, to_canonical, to_native
+
+METHODS: tuple[str, ...] = ("loop", "vmap", "vmap_nojit")
+
+Params = nnx.State
+GradFn = Callable[[Params, jax.Array, jax.Array], Params]
+
+
+def batch_loss(params: Params, x: jax.Array, y: jax.Array, loss: str) -> jax.Array:
+    return loss_fn(apply(params, x), y, loss)
+
+
+def sample_loss(params: Params, x: jax.Array, y: jax.Array, loss: str) -> jax.Array:
+    """Loss of ONE example (x: (1, 28, 28), y: ()) as a batch of one, exactly as the seed does."""
+    return batch_loss(params, x[None], y[None], loss)
+
+
+def _loop(params: Params, x: jax.Array, y: jax.Array, step: GradFn) -> Params:
+    grads = [step(params, x[i], y[i]) for i in range(x.shape[0])]
+    return jax.tree.map(lambda *g: jnp.stack(g), *grads)
+
+
+def _vmap(loss: str, chunk_size: int | None) -> GradFn:
+    sample_grad = jax.grad(partial(sample_loss, loss=loss))
+    if chunk_size is None:
+        return jax.vmap(sample_grad, in_axes=(None, 0, 0))
+    # lax.map with batch_size vmaps over chunks of `chunk_size` and loops over chunks (jax#11319).
+    return lambda params, x, y: jax.lax.map(lambda xy: sample_grad(params, *xy), (x, y), batch_size=chunk_size)
+
+
+def native_fn(method: str = "vmap", *, loss: str = DEFAULT_LOSS, chunk_size: int | None = None) -> GradFn:
+    """The framework-native per-sample gradient function: ``(params, x, y) -> State of (B, *shape)``."""
+    check_loss(loss)
+    check_chunk_size(chunk_size)
+    check_method(method, METHODS, chunk_size)
+    if method == "loop":
+        return partial(_loop, step=jax.jit(jax.grad(partial(sample_loss, loss=loss))))
+    if method == "vmap":
+        return jax.jit(_vmap(loss, chunk_size))
+    return _vmap(loss, chunk_size)
+
+
+def reference_fn(*, loss: str = DEFAULT_LOSS) -> GradFn:
+    """Ordinary training's gradient: one batched forward+backward of the mean loss (no per-sample axis)."""
+    return jax.jit(jax.grad(partial(batch_loss, loss=check_loss(loss))))
+
+
+def native_inputs(
+    weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, dtype: str = "float32", device: str | None = None
+) -> tuple[Params, jax.Array, jax.Array]:
+    """Validate, then move canonical weights and a numpy batch onto ``device`` in ``dtype``."""
+    check_dtype(dtype)
+    check_batch(x, y)
+    dev = resolve_device(device)
+    params = to_native(weights, dtype, device)
+    xj = jax.device_put(x.astype(JAX_DTYPES[dtype]), dev)
+    yj = jax.device_put(y.astype(np.int32), dev)
+    return params, xj, yj
+
+
+def per_sample_grads(
+    weights: dict[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    method: str = "vmap",
+    loss: str = DEFAULT_LOSS,
+    dtype: str = "float32",
+    chunk_size: int | None = None,
+    device: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-sample gradients in canonical names/layouts with a leading batch axis: ``{name: (B, *shape)}``."""
+    fn = native_fn(method, loss=loss, chunk_size=chunk_size)
+    params, xj, yj = native_inputs(weights, x, y, dtype=dtype, device=device)
+    check_output_fits(x.shape[0], dtype)
+    try:
+        grads = jax.block_until_ready(fn(params, xj, yj))
+    except jax.errors.JaxRuntimeError as err:
+        if "RESOURCE_EXHAUSTED" in str(err):
+            raise MemoryError(
+                f"jax method {method!r} ran out of device memory at B={x.shape[0]}; pass chunk_size to bound it"
+            ) from err
+        raise
+    return to_canonical(grads, batch_axis=True)

@@ -1,0 +1,1 @@
+"""PyTorch side: the seed CNN, canonical<->native weights, per-sample gradients via torch.func."""

@@ -1,0 +1,128 @@
+"""Per-sample gradients in PyTorch, by method name.
+
+Methods (``METHODS``):
+  loop     the seed's reference: one forward/backward per example with ``torch.autograd.grad``;
+  vmap     ``torch.func``: ``vmap(grad(loss))`` over ``functional_call`` (the tutorial's method);
+  compile  ``torch.compile`` of the vmap function (compiles on first call, per batch shape).
+``native_fn`` returns the framework-native callable ``(params, x, y) -> {name: (B, *shape)}`` that the
+benchmarks time; ``per_sample_grads`` is the canonical numpy-in/numpy-out API shared with ``jax_impl``.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, vmap
+
+from compare.spec import (
+    DEFAULT_LOSS,
+    MethodError,
+    check_batch,
+    check_chunk_size,
+    check_dtype,
+    check_loss,
+    check_method,
+    check_output_fits,
+)
+from torch_impl.model import SimpleCNN, loss_fn
+from torch_impl.weights import TORCH_DTYPES, resolve_device, to_canonical, to_native
+
+METHODS: tuple[str, ...] = ("loop", "vmap", "compile")
+
+Params = dict[str, torch.Tensor]
+GradFn = Callable[[Params, torch.Tensor, torch.Tensor], Params]
+
+# Parameters live in the dicts passed to functional_call; the template module holds none of its own.
+_TEMPLATE = SimpleCNN().to("meta")
+
+
+def batch_loss(params: Params, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    return loss_fn(functional_call(_TEMPLATE, params, (x,)), y, loss)
+
+
+def sample_loss(params: Params, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """Loss of ONE example (x: (1, 28, 28), y: ()) as a batch of one, exactly as the seed does."""
+    return batch_loss(params, x.unsqueeze(0), y.unsqueeze(0), loss)
+
+
+def _loop(params: Params, x: torch.Tensor, y: torch.Tensor, loss: str) -> Params:
+    names = list(params)
+    leaves = [params[n].detach().requires_grad_(True) for n in names]
+    live = dict(zip(names, leaves))
+    grads = [torch.autograd.grad(sample_loss(live, x[i], y[i], loss), leaves) for i in range(x.shape[0])]
+    return {n: torch.stack([g[j] for g in grads]) for j, n in enumerate(names)}
+
+
+def _vmap(loss: str, chunk_size: int | None) -> GradFn:
+    return vmap(grad(partial(sample_loss, loss=loss)), in_dims=(None, 0, 0), chunk_size=chunk_size)
+
+
+def _compiled(loss: str, chunk_size: int | None) -> GradFn:
+    compiled = torch.compile(_vmap(loss, chunk_size))
+
+    def call(params: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
+        try:
+            return compiled(params, x, y)
+        except Exception as err:  # Dynamo/Inductor failures surface here, on the first call of a shape
+            raise MethodError(f"torch method 'compile' failed on this platform: {type(err).__name__}: {err}") from err
+
+    return call
+
+
+def native_fn(method: str = "vmap", *, loss: str = DEFAULT_LOSS, chunk_size: int | None = None) -> GradFn:
+    """The framework-native per-sample gradient function: ``(params, x, y) -> {name: (B, *shape)}``."""
+    check_loss(loss)
+    check_chunk_size(chunk_size)
+    check_method(method, METHODS, chunk_size)
+    if method == "loop":
+        return partial(_loop, loss=loss)
+    if method == "vmap":
+        return _vmap(loss, chunk_size)
+    return _compiled(loss, chunk_size)
+
+
+def reference_fn(*, loss: str = DEFAULT_LOSS) -> GradFn:
+    """Ordinary training's gradient: one batched forward+backward of the mean loss (no per-sample axis)."""
+    return grad(partial(batch_loss, loss=check_loss(loss)))
+
+
+def native_inputs(
+    weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, dtype: str = "float32", device: str | None = None
+) -> tuple[Params, torch.Tensor, torch.Tensor]:
+    """Validate, then move canonical weights and a numpy batch onto ``device`` in ``dtype``."""
+    check_dtype(dtype)
+    check_batch(x, y)
+    dev = resolve_device(device)
+    if dev.type == "cuda":  # full float32 convolutions, as JAX is asked for (precision=HIGHEST)
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    params = to_native(weights, dtype, str(dev.type))
+    xt = torch.as_tensor(x, dtype=TORCH_DTYPES[dtype], device=dev)
+    yt = torch.as_tensor(y, dtype=torch.int64, device=dev)
+    return params, xt, yt
+
+
+def per_sample_grads(
+    weights: dict[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    method: str = "vmap",
+    loss: str = DEFAULT_LOSS,
+    dtype: str = "float32",
+    chunk_size: int | None = None,
+    device: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-sample gradients in canonical names/layouts with a leading batch axis: ``{name: (B, *shape)}``."""
+    fn = native_fn(method, loss=loss, chunk_size=chunk_size)
+    params, xt, yt = native_inputs(weights, x, y, dtype=dtype, device=device)
+    check_output_fits(x.shape[0], dtype)
+    try:
+        grads = fn(params, xt, yt)
+    except torch.OutOfMemoryError as err:
+        raise MemoryError(
+            f"torch method {method!r} ran out of device memory at B={x.shape[0]}; pass chunk_size to bound it"
+        ) from err
+    return to_canonical(grads, batch_axis=True)
