@@ -1,0 +1,135 @@
+"""DP-SGD in JAX with optax (Abadi et al. 2016, arXiv:1607.00133), mirroring ``torch_impl.dp`` name for name.
+
+optax's own DP transformation, ``optax.contrib.differentially_private_aggregate``, draws its noise from a
+PRNG key it carries. To let both frameworks take the *same* noisy step from one shared numpy draw, the step
+here computes the same aggregation explicitly from optax's own clipping primitive:
+  g = (optax.per_example_global_norm_clip(per_example, clip) + clip * noise_multiplier * z) / B
+which is ``differentially_private_aggregate``'s update operation for operation (tests/test_dp.py checks
+equality with the same key via ``sample_noise``, and with noise 0), followed by ``optax.sgd(lr)``.
+``optax_dpsgd`` is optax's own chain, kept as the oracle and for users who want the key-driven form.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from compare.privacy import check_dp_params
+from compare.spec import DEFAULT_LOSS, check_dtype, check_loss
+from jax_impl.model import apply
+from jax_impl.per_sample import batch_loss, sample_loss
+from jax_impl.weights import JAX_DTYPES, resolve_device, to_native
+
+Params = nnx.State
+DPStepFn = Callable[[Params, jax.Array, jax.Array, "Params | None"], tuple[Params, jax.Array]]
+SGDStepFn = Callable[[Params, jax.Array, jax.Array], tuple[Params, jax.Array]]
+
+
+def clip_factors(per_example: Params, clip: float) -> jax.Array:
+    """(B,) factors ``min(clip / ||g_i||, 1)`` (NaN -> 1): the multipliers of optax's per-example clipping."""
+    norms = jax.vmap(optax.tree.norm)(per_example)
+    return jnp.nan_to_num(jnp.minimum(clip / norms, 1.0), nan=1.0)
+
+
+def private_mean(
+    per_example: Params, *, clip: float, noise_multiplier: float, noise: Params | None
+) -> Params:
+    """Clipped sum plus Gaussian noise of std ``clip * noise_multiplier``, over B: leaves shaped like params.
+
+    ``noise``: standard normal draws shaped like the parameters; None only when ``noise_multiplier == 0``.
+    """
+    if noise is None and noise_multiplier != 0:
+        raise ValueError(f"noise_multiplier={noise_multiplier} needs a noise draw; got noise=None")
+    leaves, treedef = jax.tree.flatten(per_example)
+    batch = leaves[0].shape[0]
+    clipped, _ = optax.per_example_global_norm_clip(leaves, clip)
+    if noise is not None:
+        std = clip * noise_multiplier
+        clipped = [g + std * z for g, z in zip(clipped, treedef.flatten_up_to(noise))]
+    return jax.tree.unflatten(treedef, [g / batch for g in clipped])
+
+
+def optax_dpsgd(*, lr: float, clip: float, noise_multiplier: float, key: jax.Array) -> optax.GradientTransformation:
+    """optax's own DP-SGD: ``differentially_private_aggregate`` (noise from ``key``) chained with ``sgd(lr)``."""
+    check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
+    return optax.chain(
+        optax.contrib.differentially_private_aggregate(l2_norm_clip=clip, noise_multiplier=noise_multiplier, key=key),
+        optax.sgd(lr),
+    )
+
+
+def make_step(
+    *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS
+) -> DPStepFn:
+    """One jitted DP-SGD step ``step(params, x, y, noise) -> (new_params, mean loss before the step)``.
+
+    Per-sample gradients are ``vmap(value_and_grad)`` of ``per_sample.sample_loss`` (the 'vmap' method).
+    """
+    check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
+    per_example = jax.vmap(jax.value_and_grad(partial(sample_loss, loss=check_loss(loss))), in_axes=(None, 0, 0))
+    sgd = optax.sgd(lr)
+
+    @jax.jit
+    def step(params: Params, x: jax.Array, y: jax.Array, noise: Params | None = None) -> tuple[Params, jax.Array]:
+        losses, grads = per_example(params, x, y)
+        mean = private_mean(grads, clip=clip, noise_multiplier=noise_multiplier, noise=noise)
+        updates, _ = sgd.update(mean, sgd.init(params))
+        return optax.apply_updates(params, updates), jnp.mean(losses)
+
+    return step
+
+
+def make_sgd_step(*, lr: float, loss: str = DEFAULT_LOSS) -> SGDStepFn:
+    """The non-private baseline: ``step(params, x, y) -> (new_params, loss)`` from the batched mean gradient."""
+    check_dp_params(lr=lr, clip=math.inf, noise_multiplier=0.0)
+    value_and_grad = jax.value_and_grad(partial(batch_loss, loss=check_loss(loss)))
+    sgd = optax.sgd(lr)
+
+    @jax.jit
+    def step(params: Params, x: jax.Array, y: jax.Array) -> tuple[Params, jax.Array]:
+        value, grads = value_and_grad(params, x, y)
+        updates, _ = sgd.update(grads, sgd.init(params))
+        return optax.apply_updates(params, updates), value
+
+    return step
+
+
+def sample_noise(key: jax.Array, params: Params) -> Params:
+    """Standard normal draws shaped like ``params``, split from ``key`` exactly as optax's DP aggregate does."""
+    leaves, treedef = jax.tree.flatten(params)
+    _, *keys = jax.random.split(key, len(leaves) + 1)
+    return jax.tree.unflatten(treedef, [jax.random.normal(k, p.shape, p.dtype) for k, p in zip(keys, leaves)])
+
+
+def native_noise(noise: dict[str, np.ndarray], *, dtype: str = "float32", device: str | None = None) -> Params:
+    """A shared canonical draw ``{name: float32 array}`` -> native State (layouts permuted like weights)."""
+    return to_native(noise, check_dtype(dtype), device)
+
+
+def native_batch(
+    x: np.ndarray, y: np.ndarray, *, dtype: str = "float32", device: str | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """A checked numpy batch (see ``compare.spec.check_batch``) -> device arrays."""
+    dev = resolve_device(device)
+    return jax.device_put(x.astype(JAX_DTYPES[check_dtype(dtype)]), dev), jax.device_put(y.astype(np.int32), dev)
+
+
+@jax.jit
+def _labels(params: Params, x: jax.Array) -> jax.Array:
+    return jnp.argmax(apply(params, x), axis=1)
+
+
+def predict(params: Params, x: jax.Array) -> np.ndarray:
+    """Predicted class per example, (B,) int64 numpy."""
+    return np.asarray(_labels(params, x)).astype(np.int64)
+
+
+def block_until_ready(tree: object) -> object:
+    """Wait for JAX's asynchronous dispatch before a clock stops."""
+    return jax.block_until_ready(tree)
