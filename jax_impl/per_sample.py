@@ -3,7 +3,9 @@
 Methods (``METHODS``):
   loop        a jitted single-example ``grad``, called from Python once per example (mirrors torch's loop);
   vmap        ``jit(vmap(grad(loss)))``, the idiomatic JAX method;
-  vmap_nojit  ``vmap(grad(loss))`` run op by op, to show what ``jit`` buys.
+  vmap_nojit  ``vmap(grad(loss))`` run op by op, to show what ``jit`` buys;
+  per_layer   explicit per-layer rules from one batched forward/backward (``jax_impl.per_layer``), jitted;
+  vmap_patches  ``jit(vmap(grad))`` of the model with convolutions as patches + dot (``jax_impl.model_patches``).
 ``native_fn`` returns the framework-native callable ``(params, x, y) -> State with (B, *shape) leaves`` that
 the benchmarks time; ``per_sample_grads`` is the canonical numpy-in/numpy-out API shared with ``torch_impl``.
 """
@@ -26,10 +28,12 @@ from compare.spec import (
     check_method,
     check_output_fits,
 )
+from jax_impl import model_patches
 from jax_impl.model import apply, loss_fn
+from jax_impl.per_layer import per_layer_grads
 from jax_impl.weights import JAX_DTYPES, resolve_device, to_canonical, to_native
 
-METHODS: tuple[str, ...] = ("loop", "vmap", "vmap_nojit")
+METHODS: tuple[str, ...] = ("loop", "vmap", "vmap_nojit", "per_layer", "vmap_patches")
 
 Params = nnx.State
 GradFn = Callable[[Params, jax.Array, jax.Array], Params]
@@ -49,8 +53,9 @@ def _loop(params: Params, x: jax.Array, y: jax.Array, step: GradFn) -> Params:
     return jax.tree.map(lambda *g: jnp.stack(g), *grads)
 
 
-def _vmap(loss: str, chunk_size: int | None) -> GradFn:
-    sample_grad = jax.grad(partial(sample_loss, loss=loss))
+def _vmap(loss: str, chunk_size: int | None, forward: Callable[[Params, jax.Array], jax.Array] = apply) -> GradFn:
+    """vmap of one example's gradient; ``forward`` is the model's apply (standard or patches convolutions)."""
+    sample_grad = jax.grad(lambda p, x, y: loss_fn(forward(p, x[None]), y[None], loss))
     if chunk_size is None:
         return jax.vmap(sample_grad, in_axes=(None, 0, 0))
     # lax.map with batch_size vmaps over chunks of `chunk_size` and loops over chunks (jax#11319).
@@ -66,6 +71,10 @@ def native_fn(method: str = "vmap", *, loss: str = DEFAULT_LOSS, chunk_size: int
         return partial(_loop, step=jax.jit(jax.grad(partial(sample_loss, loss=loss))))
     if method == "vmap":
         return jax.jit(_vmap(loss, chunk_size))
+    if method == "per_layer":
+        return jax.jit(partial(per_layer_grads, loss=loss, chunk_size=chunk_size))
+    if method == "vmap_patches":
+        return jax.jit(_vmap(loss, chunk_size, model_patches.apply))
     return _vmap(loss, chunk_size)
 
 

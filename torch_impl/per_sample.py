@@ -3,12 +3,16 @@
 Methods (``METHODS``):
   loop     the seed's reference: one forward/backward per example with ``torch.autograd.grad``;
   vmap     ``torch.func``: ``vmap(grad(loss))`` over ``functional_call`` (the tutorial's method);
-  compile  ``torch.compile`` of the vmap function (compiles on first call, per batch shape).
+  compile  ``torch.compile`` of the vmap function (compiles on first call, per batch shape);
+  per_layer  explicit per-layer rules from one batched forward/backward (``torch_impl.per_layer``);
+  opacus_hooks, opacus_ew, opacus_functorch  Opacus' GradSampleModule modes, when opacus is installed
+           (``torch_impl.opacus_methods``).
 ``native_fn`` returns the framework-native callable ``(params, x, y) -> {name: (B, *shape)}`` that the
 benchmarks time; ``per_sample_grads`` is the canonical numpy-in/numpy-out API shared with ``jax_impl``.
 """
 from __future__ import annotations
 
+import importlib.util
 from functools import partial
 from typing import Callable
 
@@ -27,9 +31,13 @@ from compare.spec import (
     check_output_fits,
 )
 from torch_impl.model import SimpleCNN, loss_fn
+from torch_impl.opacus_methods import OPACUS_METHODS, opacus_fn
+from torch_impl.per_layer import per_layer_grads
 from torch_impl.weights import TORCH_DTYPES, resolve_device, to_canonical, to_native
 
-METHODS: tuple[str, ...] = ("loop", "vmap", "compile")
+# Opacus is an optional extra (``pip install -e ".[opacus]"``); its methods exist only where it is installed.
+HAS_OPACUS = importlib.util.find_spec("opacus") is not None
+METHODS: tuple[str, ...] = ("loop", "vmap", "compile", "per_layer") + (OPACUS_METHODS if HAS_OPACUS else ())
 
 Params = dict[str, torch.Tensor]
 GradFn = Callable[[Params, torch.Tensor, torch.Tensor], Params]
@@ -80,6 +88,10 @@ def native_fn(method: str = "vmap", *, loss: str = DEFAULT_LOSS, chunk_size: int
         return partial(_loop, loss=loss)
     if method == "vmap":
         return _vmap(loss, chunk_size)
+    if method == "per_layer":
+        return partial(per_layer_grads, loss=loss, chunk_size=chunk_size)
+    if method in OPACUS_METHODS:
+        return opacus_fn(method, loss=loss, chunk_size=chunk_size)
     return _compiled(loss, chunk_size)
 
 

@@ -1,0 +1,105 @@
+"""Per-sample gradients from explicit per-layer rules (mirrors ``torch_impl.per_layer``).
+
+One batched forward, one batched backward to the layer OUTPUTS (pre-activations ``z``), then each layer's
+per-sample weight gradient from its input ``a`` and output cotangent ``g`` (Goodfellow 2015, "Efficient
+per-example gradient computations"):
+  linear  dW_b = a_b g_b^T   (a batched outer product; Flax kernels are (in, out)),  db_b = g_b;
+  conv    dW_b = U_b^T G_b   with U_b = im2col(a_b) (``lax.conv_general_dilated_patches``);  db_b = sum_hw g_b.
+The cotangents come from ``jax.grad`` w.r.t. zero "probes" added to each layer's output (d/dprobe = d/dz).
+The backward differentiates the SUM of per-example losses (= B x the mean loss), so each sample's cotangent
+is exactly its own single-example loss gradient (the mean's 1/B undone).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jax_impl.model import GRAPHDEF, PRECISION, loss_fn
+
+Params = nnx.State
+KERNEL = 3  # both convolutions: 3x3, stride 1, VALID (jax_impl.model.SimpleCNN)
+LAYERS: tuple[str, ...] = ("conv1", "conv2", "fc1", "fc2")
+
+
+def forward_to_outputs(
+    params: Params, x: jax.Array, probes: dict[str, jax.Array]
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """SimpleCNN's forward with ``probes[layer]`` added to each layer's output; also returns each layer's input.
+
+    x: (B, 1, 28, 28) NCHW -> (logits (B, 10), inputs {layer: a}); conv inputs are NHWC, as the model runs them.
+    """
+    m = nnx.merge(GRAPHDEF, params)
+    xh = jnp.transpose(x, (0, 2, 3, 1))  # NCHW -> NHWC
+    a1 = nnx.relu(m.conv1(xh) + probes["conv1"])
+    h = nnx.relu(m.conv2(a1) + probes["conv2"])
+    f = nnx.max_pool(h, (2, 2), strides=(2, 2)).reshape(x.shape[0], -1)  # (H, W, C) order, as the model
+    a3 = nnx.relu(m.fc1(f) + probes["fc1"])
+    logits = m.fc2(a3) + probes["fc2"]
+    return logits, {"conv1": xh, "conv2": a1, "fc1": f, "fc2": a3}
+
+
+def output_shapes(batch_size: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of each layer's output (NHWC for convs)."""
+    return {"conv1": (batch_size, 26, 26, 32), "conv2": (batch_size, 24, 24, 64), "fc1": (batch_size, 128),
+            "fc2": (batch_size, 10)}
+
+
+def output_cotangents(
+    params: Params, x: jax.Array, y: jax.Array, loss: str
+) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """(layer inputs, d(sum of per-example losses)/d(layer outputs)), both keyed by layer name."""
+    probes = {k: jnp.zeros(s, x.dtype) for k, s in output_shapes(x.shape[0]).items()}
+
+    def total(p: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+        logits, inputs = forward_to_outputs(params, x, p)
+        return loss_fn(logits, y, loss) * x.shape[0], inputs  # mean -> sum: per-example cotangents
+
+    cots, inputs = jax.grad(total, has_aux=True)(probes)
+    return inputs, cots
+
+
+def _conv_rule(a: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """a: (B, H, W, C_in), g: (B, H', W', C_out) -> kernel (B, k, k, C_in, C_out) HWIO, bias (B, C_out)."""
+    cols = jax.lax.conv_general_dilated_patches(
+        a, (KERNEL, KERNEL), (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=PRECISION
+    )  # (B, H', W', C_in*k*k), features in (C_in, kh, kw) order
+    cols = cols.reshape(*cols.shape[:3], a.shape[-1], KERNEL, KERNEL)
+    kernel = jnp.einsum("bhwcij,bhwo->bijco", cols, g, precision=PRECISION)
+    return kernel, g.sum(axis=(1, 2))
+
+
+def _linear_rule(a: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """a: (B, in), g: (B, out) -> kernel (B, in, out) = outer products, bias (B, out) = g."""
+    return jnp.einsum("bi,bo->bio", a, g, precision=PRECISION), g
+
+
+_RULES = {"conv1": _conv_rule, "conv2": _conv_rule, "fc1": _linear_rule, "fc2": _linear_rule}
+
+
+def _batch_grads(params: Params, x: jax.Array, y: jax.Array, loss: str) -> Params:
+    inputs, cots = output_cotangents(params, x, y, loss)
+    pure = {}
+    for layer, rule in _RULES.items():
+        kernel, bias = rule(inputs[layer], cots[layer])
+        pure[layer] = {"kernel": kernel, "bias": bias}
+    grads = jax.tree.map(lambda v: v, params)  # a fresh State of the same structure to fill
+    nnx.replace_by_pure_dict(grads, pure)
+    return grads
+
+
+def per_layer_grads(
+    params: Params, x: jax.Array, y: jax.Array, *, loss: str, chunk_size: int | None = None
+) -> Params:
+    """Per-sample gradients: an ``nnx.State`` like ``params`` with a leading (B,) axis on every leaf.
+
+    With ``chunk_size``, ``lax.map(batch_size=chunk_size)`` runs the rules on chunks of that many samples
+    (it vmaps the one-example rules, which batches their convolutions and products back into one chunk pass).
+    """
+    if chunk_size is None:
+        return _batch_grads(params, x, y, loss)
+
+    def one(xy: tuple[jax.Array, jax.Array]) -> Params:
+        return jax.tree.map(lambda v: v[0], _batch_grads(params, xy[0][None], xy[1][None], loss))
+
+    return jax.lax.map(one, (x, y), batch_size=chunk_size)

@@ -1,0 +1,65 @@
+"""Opacus 1.6 ``GradSampleModule`` modes as per-sample methods: the peer baselines (torch only, optional extra).
+
+  opacus_hooks      module hooks + per-layer rules (einsum for linear, unfold/im2col for conv);
+  opacus_ew         PyTorch's ExpandedWeights (``call_for_per_sample_grads``), Opacus' "ew" mode;
+  opacus_functorch  ``force_functorch``: every layer's rule via ``torch.func`` (vmap(grad) of the layer).
+Opacus computes ``p.grad_sample`` of the loss it is given; with ``loss_reduction="mean"`` it multiplies the
+backprops by the batch size, undoing the mean's 1/B, so ``grad_sample`` equals the single-example gradients
+(what ``loop`` returns). Users of Opacus pay for ``loss.backward()`` (which also accumulates ``p.grad``), so
+that is what is timed too.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+
+from compare.spec import InputError
+from torch_impl.model import SimpleCNN, loss_fn
+from torch_impl.per_layer import empty_grads
+
+OPACUS_METHODS: tuple[str, ...] = ("opacus_hooks", "opacus_ew", "opacus_functorch")
+
+Params = dict[str, torch.Tensor]
+GradFn = Callable[[Params, torch.Tensor, torch.Tensor], Params]
+
+
+def _wrap(method: str) -> tuple[SimpleCNN, torch.nn.Module]:
+    """(the plain model, its GradSampleModule wrapper) for ``method``; built once per method instance."""
+    from opacus.grad_sample import GradSampleModule, GradSampleModuleExpandedWeights
+
+    model = SimpleCNN()
+    if method == "opacus_ew":
+        return model, GradSampleModuleExpandedWeights(model, batch_first=True, loss_reduction="mean")
+    force = method == "opacus_functorch"
+    return model, GradSampleModule(model, batch_first=True, loss_reduction="mean", strict=True, force_functorch=force)
+
+
+def opacus_fn(method: str, *, loss: str, chunk_size: int | None = None) -> GradFn:
+    """``(params, x, y) -> {name: (B, *shape)}`` through Opacus; with ``chunk_size``, that many samples a pass."""
+    if method not in OPACUS_METHODS:
+        raise InputError(f"unknown Opacus method {method!r}; expected one of {OPACUS_METHODS}")
+    model, gsm = _wrap(method)
+    named = dict(model.named_parameters())
+
+    def one_pass(x: torch.Tensor, y: torch.Tensor) -> Params:
+        gsm.zero_grad(set_to_none=True)  # drops p.grad and p.grad_sample of the previous call
+        with torch.enable_grad(), warnings.catch_warnings():
+            # Opacus' full backward hooks warn when the input needs no gradient (x never does here): expected.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+            loss_fn(gsm(x), y, loss).backward()
+        return {n: p.grad_sample for n, p in named.items()}
+
+    def call(params: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
+        for n, p in named.items():
+            p.data = params[n]  # no copy: the module computes with the caller's tensors (dtype, device)
+        if chunk_size is None or chunk_size >= x.shape[0]:
+            return one_pass(x, y)
+        out = empty_grads(x.shape[0], x)
+        for lo in range(0, x.shape[0], chunk_size):
+            for n, g in one_pass(x[lo : lo + chunk_size], y[lo : lo + chunk_size]).items():
+                out[n][lo : lo + chunk_size].copy_(g)
+        return out
+
+    return call
