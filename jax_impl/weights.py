@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from compare.spec import PARAM_SHAPES
+from compare.spec import PARAM_SHAPES, InputError
 from compare.weights import validate_weights
 from jax_impl.model import ABSTRACT_STATE
 
@@ -48,7 +48,7 @@ def resolve_device(device: str | None) -> jax.Device:
             raise RuntimeError("device='cuda' requested but JAX sees no GPU (install the [cuda] extra)") from err
     if device == "cpu":
         return jax.devices("cpu")[0]
-    raise ValueError(f"unknown device {device!r}; expected 'cpu', 'cuda'/'gpu' or None")
+    raise InputError(f"unknown device {device!r}; expected 'cpu', 'cuda'/'gpu' or None")
 
 
 def _native_shape(name: str) -> tuple[int, ...]:

@@ -1,19 +1,42 @@
-"""Shared fixtures: the seed-0 canonical weights and seeded batches (session-scoped: init costs ~0.1 s)."""
+"""Shared fixtures, strictness switches and cached references for the test suite.
+
+Strict by default (as Equinox's conftest): JAX raises on implicit rank promotion, so a broadcast that
+only works by accident (e.g. a bias of shape (C,) added to (B, H, W, C) without a reshape) fails here.
+Python warnings raised by our own packages are errors (set in ``pytest_configure``).
+"""
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from compare.spec import make_batch
-from compare.weights import init_weights
+from helpers import BATCH_SEED, BATCH_SIZE, seed_weights
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Few examples, no deadline: every example runs two frameworks' gradients (seconds, not milliseconds),
+# and derandomised so a CI run is reproducible.
+settings.register_profile(
+    "repo", max_examples=3, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("repo")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Our own code must not warn; third-party deprecation noise (torch, jax, opacus internals) is not ours.
+    for module in ("compare", "torch_impl", "jax_impl"):
+        config.addinivalue_line("filterwarnings", f"error:::{module}")
 
 
 @pytest.fixture(scope="session")
 def weights() -> dict[str, np.ndarray]:
-    return init_weights(0)
+    """The seed's weights (PyTorch default init after ``torch.manual_seed(0)``)."""
+    return seed_weights()
 
 
 @pytest.fixture(scope="session")
 def batch() -> tuple[np.ndarray, np.ndarray]:
-    """B=8 keeps the loop references fast; batch-size edge cases parametrise their own."""
-    return make_batch(8, seed=1)
+    """B=8 keeps the loop references fast; batch-size edge cases make their own."""
+    return make_batch(BATCH_SIZE, seed=BATCH_SEED)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from compare.spec import PARAM_SHAPES
+from compare.spec import PARAM_SHAPES, InputError
 from compare.weights import validate_weights
 
 # canonical name -> (native name, permutation applied to the canonical array); identity here.
@@ -26,7 +26,7 @@ def resolve_device(device: str | None) -> torch.device:
         return torch.device("cuda")
     if device == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"unknown device {device!r}; expected 'cpu', 'cuda'/'gpu' or None")
+    raise InputError(f"unknown device {device!r}; expected 'cpu', 'cuda'/'gpu' or None")
 
 
 def to_native(
