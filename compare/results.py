@@ -1,0 +1,145 @@
+"""The results data: timing-record schema, the append-only ``points.jsonl``, ``meta`` and ``results.json``.
+
+A record is a flat dict with at least ``TIMING_FIELDS``; extras (``compile_source``, ``times_ms``, RSS and GPU
+peaks, ``threads``, ``floor_ms``, ``ratio_to_floor``...) ride along. Each finished point is appended and
+flushed at once, so a run killed at any moment keeps every finished point; a line cut off by the kill is
+dropped (and the file rewritten without it) when the run resumes.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+log = logging.getLogger("compare.results")
+
+TIMING_FIELDS: tuple[str, ...] = (
+    "framework", "method", "kind", "batch_size", "dtype", "device", "median_ms", "iqr_ms", "min_ms", "repeats",
+    "compile_ms", "first_call_ms", "peak_mem_bytes", "status", "reason",
+)
+# What identifies a point: a resumed run skips a planned point whose key is already recorded.
+KEY_FIELDS: tuple[str, ...] = ("framework", "kind", "method", "batch_size", "dtype", "device", "loss", "chunk_size")
+STATUSES: tuple[str, ...] = ("ok", "oom", "error", "timeout", "skipped")
+VERSIONED: tuple[str, ...] = ("torch", "jax", "jaxlib", "flax", "optax", "numpy", "opacus", "matplotlib")
+# Environment variables that change what a point measures; recorded in meta and identical for every point.
+ENV_PREFIXES: tuple[str, ...] = ("OMP_", "MKL_", "OPENBLAS_", "MALLOC_", "XLA_", "JAX_", "TF_", "CUDA_",
+                                 "PYTORCH_", "TORCH_", "LD_PRELOAD", "NPROC")
+
+
+def point_key(record: dict) -> tuple:
+    return tuple(record.get(f) for f in KEY_FIELDS)
+
+
+def failure_record(spec: dict, status: str, reason: str, **extra: object) -> dict:
+    """A record for a point that produced no timing: every schema field present, the numbers ``None``."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; expected one of {STATUSES}")
+    record = {f: None for f in TIMING_FIELDS}
+    record.update({k: spec.get(k) for k in (*KEY_FIELDS, "weights")}, status=status, reason=reason)
+    record.update(extra)
+    return record
+
+
+def append_point(path: Path, record: dict) -> None:
+    """One JSON line, flushed and fsynced before returning: the point survives a kill right after."""
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def load_points(path: Path) -> list[dict]:
+    """Every complete record of ``path``; a torn last line (a kill mid-write) is dropped and the file repaired."""
+    if not path.is_file():
+        return []
+    records, good, torn = [], [], 0
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+            good.append(line)
+        except json.JSONDecodeError:
+            torn += 1
+    if torn:
+        log.warning("%s: dropped %d incomplete line(s) left by an interrupted run", path, torn)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(g + "\n" for g in good))
+        os.replace(tmp, path)
+    return records
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: str) -> str:
+    """The CPU model, or the GPU's name (asked of torch, which the parent process has imported already)."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    return cpu_model()
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in VERSIONED:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def relevant_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in sorted(env.items()) if k.startswith(ENV_PREFIXES)}
+
+
+def make_meta(*, argv: list[str], device: str, env: dict[str, str], config: dict) -> dict:
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m compare.run", *argv]),
+        "git_commit": _git_commit(),
+        "device": device_name(device),
+        "device_kind": device,
+        "platform": platform.platform(),
+        "cores": os.cpu_count(),
+        "cores_available": len(os.sched_getaffinity(0)),
+        "versions": versions(),
+        "xla_flags": env.get("XLA_FLAGS", ""),
+        "env": relevant_env(env),
+        "config": config,
+        "python_executable": sys.executable,
+    }
+
+
+def write_results(path: Path, *, meta: dict, agreement: dict | None, floor: dict | None, timings: list[dict]) -> Path:
+    """Atomic write of ``results.json`` = {meta, agreement, floor, timings}."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"meta": meta, "agreement": agreement, "floor": floor, "timings": timings}, indent=1))
+    os.replace(tmp, path)
+    return path
