@@ -66,10 +66,12 @@ def _markers(methods: set[str]) -> dict[str, str]:
     return {m: MARKERS.get(m) or next(spare, "o") for m in sorted(methods)}
 
 
-def _caption(fig, meta: dict, dtype: str) -> None:
+def _caption(fig, ax, meta: dict, dtype: str) -> None:
+    """Device and versions in one small line under everything the axes draw (labels included)."""
     v = meta.get("versions", {})
     parts = [meta.get("device", "?"), dtype] + [f"{k} {v[k]}" for k in ("torch", "jax", "flax") if v.get(k)]
-    fig.text(0.01, -0.01, "; ".join(parts), fontsize=4.5, color="0.35", ha="left", va="top")
+    box = ax.get_tightbbox(fig.canvas.get_renderer()).transformed(fig.transFigure.inverted())
+    fig.text(box.x0, box.y0 - 0.01, "; ".join(parts), fontsize=4.5, color="0.35", ha="left", va="top")
 
 
 def _series(timings: list[dict], value) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
@@ -97,6 +99,21 @@ def _plot_lines(ax, series, markers) -> list[str]:
         ax.plot(b, v, color=COLORS.get(fw, "k"), marker=markers[m], linestyle="--" if m == "batched" else "-",
                 fillstyle="none" if fw == "jax" else "full")
     return sorted({fw for fw, _ in series})
+
+
+def _plain_log_y(ax) -> None:
+    """Log y ticks as plain numbers (2, 5, 10, 20 ... rather than 2x10^0), minor ones only over short ranges."""
+    from matplotlib.ticker import FuncFormatter
+
+    lo, hi = ax.get_ylim()
+    short = hi / lo < 30
+
+    def minor(v: float, _pos: int) -> str:
+        mantissa = round(v / 10 ** np.floor(np.log10(v)))
+        return f"{v:g}" if short and mantissa in (2, 5) else ""
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _log2_batch_axis(ax, timings) -> None:
@@ -211,7 +228,8 @@ def make_figures(path: Path, out_dir: Path | None = None) -> list[Path]:
             draw(ax)
             if name != "agreement":
                 _log2_batch_axis(ax, ok)
-            _caption(fig, meta, dtype)
+                _plain_log_y(ax)
+            _caption(fig, ax, meta, dtype)
             for ext in ("pdf", "png"):
                 target = out_dir / f"{name}.{ext}"
                 fig.savefig(target, dpi=300)
