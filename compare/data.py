@@ -95,7 +95,8 @@ def load_digits28(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file of unsigned bytes (LeCun's MNIST format), gzip-compressed when the name ends in ``.gz``."""
     try:
-        raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as fh:
+            raw = fh.read()
     except (OSError, EOFError) as err:
         raise DataError(f"cannot read IDX file {path}: {err}") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE:
