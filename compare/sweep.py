@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -20,9 +20,14 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from compare.bench import TARGETS
 from compare.floor import add_floors, run_floor
 from compare.point import PointSpec, run_point
-from compare.results import failure_record, load_points, make_meta, point_key, relevant_env, write_results
+from compare.results import (
+    append_point, failure_record, load_points, make_meta, point_key, relevant_env, write_results,
+)
 from compare.spec import NUM_PARAMS, available_memory_bytes
 from compare.summary import format_summary
+
+if TYPE_CHECKING:
+    from compare.run import Config
 
 log = logging.getLogger("compare.sweep")
 
@@ -30,8 +35,8 @@ Runner = Callable[..., dict]
 GIVE_UP = ("oom", "timeout")  # statuses after which larger batches of the same method are not tried
 
 
-def plan_points(cfg, weights_path: Path, device: str) -> list[PointSpec]:
-    """Every point of the run, in order; ``cfg`` is a ``compare.run.Config``."""
+def plan_points(cfg: Config, weights_path: Path, device: str) -> list[PointSpec]:
+    """Every point of the run, in order."""
     per_fw = {fw: {kind: TARGETS[kind].methods(fw) for kind in TARGETS} for fw in cfg.frameworks}
     known = {m for kinds in per_fw.values() for ms in kinds.values() for m in ms}
     if cfg.methods is not None:
@@ -82,10 +87,13 @@ def _open_points(out: Path, env: dict[str, str], resume: bool) -> list[dict]:
     return records
 
 
-def run_sweep(cfg, plan: list[PointSpec], *, env: dict[str, str], device: str, agreement: dict | None,
-              argv: list[str], config: dict, runner: Runner = run_point) -> Path:
-    """Run ``plan`` (skipping recorded points), then write DIR/results.json and print the summary."""
-    from compare.results import append_point
+def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device: str, agreement: dict | None,
+              argv: list[str], config: dict, runner: Runner | None = None) -> Path:
+    """Run ``plan`` (skipping recorded points), then write DIR/results.json and print the summary.
+
+    ``runner(spec, env=, timeout=) -> record`` defaults to ``run_point`` (one subprocess per point).
+    """
+    runner = runner or run_point
 
     out = Path(cfg.out)
     records = _open_points(out, env, cfg.resume)

@@ -1,0 +1,80 @@
+"""compare.figures: every figure from a small results file alone, and from a pytest-benchmark JSON."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compare.figures import _markers, load_results, main, make_figures
+from compare.spec import NUM_PARAMS, PARAM_NAMES
+
+FIGURES = ("time_per_batch", "overhead", "peak_memory", "agreement")
+
+
+def _timing(fw: str, method: str, b: int, ms: float, status: str = "ok") -> dict:
+    ok = status == "ok"
+    return {"framework": fw, "method": method, "kind": "reference" if method == "batched" else "per_sample",
+            "batch_size": b, "dtype": "float32", "device": "cpu", "median_ms": ms if ok else None,
+            "iqr_ms": 0.1 if ok else None, "min_ms": ms if ok else None, "repeats": 3 if ok else None,
+            "compile_ms": 1.0 if ok else None, "first_call_ms": 2.0 if ok else None,
+            "peak_mem_bytes": int(b * NUM_PARAMS * 4 * 1.5) if ok else None, "status": status,
+            "reason": "" if ok else "RESOURCE_EXHAUSTED"}
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    timings = [_timing(fw, m, b, scale * b * k) for fw, scale in (("torch", 1.0), ("jax", 2.0))
+               for m, k in (("batched", 0.5), ("loop", 3.0), ("vmap", 1.5)) for b in (8, 16, 32)]
+    timings.append(_timing("jax", "vmap", 64, 0.0, status="oom"))
+    rows = [{"param": p, "max_rel_err": 1e-7 * (i + 1), "max_abs_err": 1e-9, "ref_max_abs": 1.0, "bad_samples": []}
+            for i, p in enumerate(PARAM_NAMES)]
+    agreement = {"ok": True, "tolerance": {"float32": 1e-4, "float64": 1e-10},
+                 "results": {f"{fw}/{dt}": rows for fw in ("torch", "jax") for dt in ("float32", "float64")}}
+    meta = {"device": "Test CPU", "versions": {"torch": "2.x", "jax": "0.x", "flax": "0.y"}}
+    floor = {"bytes_per_s": 1.6e10}
+    (tmp_path / "results.json").write_text(json.dumps({"meta": meta, "agreement": agreement, "floor": floor,
+                                                       "timings": timings}))
+    return tmp_path
+
+
+def test_every_figure_is_drawn_from_results_json_alone(results_dir):
+    written = make_figures(results_dir)
+    expected = {results_dir / "figures" / f"{n}.{ext}" for n in FIGURES for ext in ("pdf", "png")}
+    assert set(written) == expected
+    for path in expected:
+        assert path.stat().st_size > 1000, path
+    png = (results_dir / "figures" / "time_per_batch.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_writes_into_dir_figures_and_rejects_other_json(results_dir, tmp_path):
+    assert main([str(results_dir)]) == 0 and (results_dir / "figures" / "agreement.pdf").is_file()
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"foo": 1}))
+    assert main([str(other)]) == 2
+    with pytest.raises(ValueError, match="neither"):
+        load_results(other)
+
+
+def test_pytest_benchmark_json_is_accepted(tmp_path):
+    def bench(fw: str, method: str, b: int, s: float) -> dict:
+        return {"group": f"B={b}", "stats": {"median": s, "iqr": 0.0, "min": s, "rounds": 5},
+                "extra_info": {"framework": fw, "kind": "reference" if method == "batched" else "per_sample",
+                               "method": method, "batch_size": b, "dtype": "float32", "device": "cpu"}}
+    data = {"machine_info": {"cpu": {"brand_raw": "Test CPU"}},
+            "benchmarks": [bench(fw, m, b, 0.001 * b) for fw in ("torch", "jax") for m in ("batched", "vmap")
+                           for b in (8, 16)]}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(data))
+    loaded = load_results(path)
+    assert loaded["timings"][0]["median_ms"] == pytest.approx(8.0) and loaded["timings"][0]["repeats"] == 5
+    written = make_figures(path)
+    # no memory and no agreement in a pytest-benchmark file: only the two timing figures
+    assert {p.stem for p in written} == {"time_per_batch", "overhead"}
+
+
+def test_markers_are_fixed_per_method_and_distinct():
+    m = _markers({"loop", "vmap", "batched", "per_layer", "opacus_hooks", "vmap_patches"})
+    assert m["loop"] == "o" and m["vmap"] == "^" and m["batched"] == "s"
+    assert len(set(m.values())) == len(m)
