@@ -99,8 +99,8 @@ def framework_decisions(framework: str, method: str, weights: Arrays, x: np.ndar
 def find_flips(d32: Arrays, f64: Float64Decisions, sample: int) -> list[DecisionPoint]:
     """Decisions of ``sample`` where float32 differs from float64 and the gradient can notice
     (conv2 gates only at a pool winner of either precision), smallest margin first."""
-    at_winner = oracle._unwindows(np.eye(4, dtype=bool)[d32["pool.winner"][sample]][None])[0] | \
-        oracle._unwindows(np.eye(4, dtype=bool)[f64.decisions["pool.winner"][sample]][None])[0]
+    winners = [d["pool.winner"][sample:sample + 1] for d in (d32, f64.decisions)]
+    at_winner = (oracle.winner_mask(winners[0]) | oracle.winner_mask(winners[1]))[0]
     flips = []
     for key in oracle.DECISION_SHAPES:
         a, b = f64.decisions[key][sample], d32[key][sample]

@@ -49,16 +49,21 @@ def _conv(patches: np.ndarray, weight: np.ndarray, bias: np.ndarray, hw: int) ->
     return out.transpose(0, 2, 1).reshape(patches.shape[0], weight.shape[0], hw, hw)
 
 
-def _windows(a: np.ndarray) -> np.ndarray:
+def to_windows(a: np.ndarray) -> np.ndarray:
     """(B, C, 24, 24) -> (B, C, 12, 12, 4), last axis = 2*dh + dw."""
     b, c, h, w = a.shape
     return a.reshape(b, c, h // 2, 2, w // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(b, c, h // 2, w // 2, 4)
 
 
-def _unwindows(a: np.ndarray) -> np.ndarray:
-    """Inverse of ``_windows``: (B, C, 12, 12, 4) -> (B, C, 24, 24)."""
+def from_windows(a: np.ndarray) -> np.ndarray:
+    """Inverse of ``to_windows``: (B, C, 12, 12, 4) -> (B, C, 24, 24)."""
     b, c, h, w, _ = a.shape
     return a.reshape(b, c, h, w, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(b, c, 2 * h, 2 * w)
+
+
+def winner_mask(winners: np.ndarray) -> np.ndarray:
+    """Pool winners (B, C, 12, 12) in 0..3 -> (B, C, 24, 24) bool, True at each window's winner."""
+    return from_windows(np.eye(4, dtype=bool)[winners])
 
 
 def forward(weights: Arrays, x: np.ndarray, forced: Arrays | None = None) -> Arrays:
@@ -74,7 +79,7 @@ def forward(weights: Arrays, x: np.ndarray, forced: Arrays | None = None) -> Arr
     c["p2"] = _patches(c["conv1.pre"] * c["conv1.relu"])
     c["conv2.pre"] = _conv(c["p2"], w["conv2.weight"], w["conv2.bias"], 24)
     c["conv2.relu"] = forced["conv2.relu"] if forced else c["conv2.pre"] > 0
-    windows = _windows(c["conv2.pre"] * c["conv2.relu"])
+    windows = to_windows(c["conv2.pre"] * c["conv2.relu"])
     c["pool.winner"] = forced["pool.winner"] if forced else np.argmax(windows, axis=-1).astype(np.int8)
     pooled = np.take_along_axis(windows, c["pool.winner"][..., None].astype(np.intp), axis=-1)[..., 0]
     c["flat"] = pooled.reshape(pooled.shape[0], -1)  # (B, 9216) in (C, H, W) order, like torch.flatten
@@ -117,7 +122,7 @@ def backward(weights: Arrays, c: Arrays, y: np.ndarray, loss: str) -> Arrays:
     dpooled = (dz3 @ w["fc1.weight"]).reshape(b, 64, 12, 12)
     dwin = np.zeros((b, 64, 12, 12, 4))
     np.put_along_axis(dwin, c["pool.winner"][..., None].astype(np.intp), dpooled[..., None], axis=-1)
-    dz2 = (_unwindows(dwin) * c["conv2.relu"]).reshape(b, 64, -1)  # (B, 64, 576)
+    dz2 = (from_windows(dwin) * c["conv2.relu"]).reshape(b, 64, -1)  # (B, 64, 576)
     g["conv2.weight"] = (dz2 @ c["p2"]).reshape(b, *w["conv2.weight"].shape)
     g["conv2.bias"] = dz2.sum(axis=2)
     dh1 = _col2im(dz2.transpose(0, 2, 1) @ w["conv2.weight"].reshape(64, -1), 32, 24)
@@ -158,8 +163,8 @@ def decision_margins(weights: Arrays, c: Arrays) -> Arrays:
     """
     scales = rounding_scales(weights, c)
     out = {f"{k.split('.')[0]}.relu": np.abs(c[k]) / scales[k] for k in PRE_SHAPES}
-    values = _windows(c["conv2.pre"] * c["conv2.relu"])
-    us = _windows(scales["conv2.pre"])
+    values = to_windows(c["conv2.pre"] * c["conv2.relu"])
+    us = to_windows(scales["conv2.pre"])
     win = c["pool.winner"][..., None].astype(np.intp)
     gap = np.take_along_axis(values, win, -1) - values
     out["pool.winner"] = gap / np.maximum(np.take_along_axis(us, win, -1), us)
@@ -173,8 +178,8 @@ def near_kinks(c: Arrays, margins: Arrays, threshold: float) -> list[tuple[str, 
     pool windows only where the winner's gate is open (otherwise no gradient flows through the window).
     """
     onehot = np.eye(4, dtype=bool)[c["pool.winner"]]  # (B, 64, 12, 12, 4)
-    at_winner = _unwindows(onehot)  # (B, 64, 24, 24)
-    open_winner = _windows(c["conv2.relu"] & at_winner).any(axis=-1)
+    at_winner = winner_mask(c["pool.winner"])
+    open_winner = to_windows(c["conv2.relu"] & at_winner).any(axis=-1)
     pool = np.where(onehot, np.inf, margins["pool.winner"]).min(axis=-1)
     pool = np.where(open_winner, pool, np.inf)
     near = {

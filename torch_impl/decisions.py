@@ -53,10 +53,9 @@ def forward_decisions(
         "conv1.pre": pre["conv1.pre"],
         "conv2.pre": pre["conv2.pre"],
         "fc1.pre": pre["fc1.pre"],
-        "conv1.relu": pre["conv1.pre"] > 0,
-        "conv2.relu": pre["conv2.pre"] > 0,
-        "fc1.relu": pre["fc1.pre"] > 0,
         "pool.winner": _window_index(pre["pool.flat_index"], width),
     }
+    for layer in ("conv1", "conv2", "fc1"):
+        decisions[f"{layer}.relu"] = decisions[f"{layer}.pre"] > 0
     return check_decisions(decisions, x.shape[0])
 
