@@ -96,6 +96,7 @@ class AgreementReport:
     explanations: dict[str, list] = field(default_factory=dict)
     near_kinks: list = field(default_factory=list)
     flipped_samples: dict[str, list[int]] = field(default_factory=dict)
+    smooth_max_rel_err: dict[str, float] = field(default_factory=dict)  # float32, samples with no flip
 
     def unexplained(self) -> dict[str, list[int]]:
         """Out-of-tolerance samples that no flipped decision explains (all of them for float64)."""
@@ -129,6 +130,7 @@ class AgreementReport:
             "explanations": {k: [e.to_json() for e in v] for k, v in self.explanations.items()},
             "near_kinks": [k.to_json() for k in self.near_kinks],
             "flipped_samples": self.flipped_samples,
+            "smooth_max_rel_err": self.smooth_max_rel_err,
             "unexplained": self.unexplained(),
         }
 
@@ -142,6 +144,8 @@ class AgreementReport:
                 lines.append(f"{key:<28} {r.param:<13} {r.max_abs_err:12.3e} {r.max_rel_err:12.3e} {tol:8.0e}  "
                              f"{r.bad_samples[:8] if r.bad_samples else '-'}")
         for key, explanations in self.explanations.items():
+            lines.append(f"{key}: {len(self.flipped_samples[key])} samples with a flipped decision; max rel err "
+                         f"of the others {self.smooth_max_rel_err[key]:.2e} (tolerance {self.tolerance['float32']:.0e})")
             lines.extend(f"{key}: {e.describe()}" for e in explanations)
         lines.extend(f"float64 near a kink: {k.describe()}" for k in self.near_kinks)
         lines.append("OK: every disagreement is explained" if self.ok else f"NOT OK, unexplained: {self.unexplained()}")
@@ -186,6 +190,8 @@ def run_agreement(
                 report.flipped_samples[key], report.explanations[key] = explain.explain_samples(
                     fw, method, weights, x, y, loss, got, rel, TOLERANCE[dtype], float64, scales,
                     REPLAY_TOLERANCE, device)
+                smooth = np.setdiff1d(np.arange(x.shape[0]), report.flipped_samples[key])
+                report.smooth_max_rel_err[key] = float(max(r[smooth].max(initial=0.0) for r in rel.values()))
             if previous is not None:  # torch vs jax directly, relative to the same reference scales
                 report.cross[f"{previous[0]} vs {key}"] = compare_grads(got, previous[1], TOLERANCE[dtype], scales)
             previous = (key, got)

@@ -1,11 +1,13 @@
 """The agreement checker: numpy oracle, mirrored decisions, decision replay, and explained vs unexplained errors."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from compare import oracle
-from compare.agreement import TOLERANCE, run_agreement
+from compare.agreement import REPLAY_TOLERANCE, TOLERANCE, run_agreement
 from compare.spec import PARAM_NAMES, make_batch
 from jax_impl.decisions import forward_decisions as jax_decisions
 from torch_impl.decisions import forward_decisions as torch_decisions
@@ -95,6 +97,10 @@ def test_constructed_kinks_are_explained(weights):
     explanations = [e for key in ("torch/float32", "jax/float32") for e in report.explanations[key]]
     assert explanations, "no float32 sample left tolerance: the construction did not flip any kink"
     assert report.ok, report.format_table()
+    data = json.loads(json.dumps(report.to_json()))
+    assert set(data["results"]) == {"torch/float32", "torch/float64", "jax/float32", "jax/float64"}
+    assert data["explanations"] and data["unexplained"] == {}
+    assert all(v < REPLAY_TOLERANCE for v in report.smooth_max_rel_err.values()), report.smooth_max_rel_err
     for e in explanations:
         assert e.sample == 0 and e.explained and e.max_rel_err > TOLERANCE["float32"]
         kinks = {f.index for f in e.flips if f.decision == "pool.winner"}
