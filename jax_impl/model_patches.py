@@ -20,7 +20,7 @@ def conv_as_patches(conv: nnx.Conv, x: jax.Array) -> jax.Array:
         x, (kh, kw), (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=PRECISION
     )  # (B, H', W', C_in*kh*kw), features in (C_in, kh, kw) order
     w = jnp.transpose(conv.kernel[...], (2, 0, 1, 3)).reshape(c_in * kh * kw, c_out)
-    return jnp.dot(cols, w, precision=PRECISION) + conv.bias[...]
+    return jnp.dot(cols, w, precision=PRECISION) + conv.bias[...].reshape(1, 1, 1, c_out)
 
 
 def apply(params: nnx.State, x: jax.Array) -> jax.Array:

@@ -74,13 +74,13 @@ def _linear_rule(a: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.einsum("bi,bo->bio", a, g, precision=PRECISION), g
 
 
-_RULES = {"conv1": _conv_rule, "conv2": _conv_rule, "fc1": _linear_rule, "fc2": _linear_rule}
+RULES = {"conv1": _conv_rule, "conv2": _conv_rule, "fc1": _linear_rule, "fc2": _linear_rule}
 
 
 def _batch_grads(params: Params, x: jax.Array, y: jax.Array, loss: str) -> Params:
     inputs, cots = output_cotangents(params, x, y, loss)
     pure = {}
-    for layer, rule in _RULES.items():
+    for layer, rule in RULES.items():
         kernel, bias = rule(inputs[layer], cots[layer])
         pure[layer] = {"kernel": kernel, "bias": bias}
     grads = jax.tree.map(lambda v: v, params)  # a fresh State of the same structure to fill

@@ -15,9 +15,8 @@ from typing import Callable
 
 import torch
 
-from compare.spec import InputError
+from compare.spec import PARAM_SHAPES, InputError
 from torch_impl.model import SimpleCNN, loss_fn
-from torch_impl.per_layer import empty_grads
 
 OPACUS_METHODS: tuple[str, ...] = ("opacus_hooks", "opacus_ew", "opacus_functorch")
 
@@ -56,7 +55,7 @@ def opacus_fn(method: str, *, loss: str, chunk_size: int | None = None) -> GradF
             p.data = params[n]  # no copy: the module computes with the caller's tensors (dtype, device)
         if chunk_size is None or chunk_size >= x.shape[0]:
             return one_pass(x, y)
-        out = empty_grads(x.shape[0], x)
+        out = {n: torch.empty((x.shape[0], *s), dtype=x.dtype, device=x.device) for n, s in PARAM_SHAPES.items()}
         for lo in range(0, x.shape[0], chunk_size):
             for n, g in one_pass(x[lo : lo + chunk_size], y[lo : lo + chunk_size]).items():
                 out[n][lo : lo + chunk_size].copy_(g)

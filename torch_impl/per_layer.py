@@ -4,11 +4,11 @@ One batched forward, one batched backward to the layer OUTPUTS (pre-activations 
 per-sample weight gradient from its input ``a`` and output cotangent ``g`` (Goodfellow 2015, "Efficient
 per-example gradient computations"; Opacus' hooks mode uses the same rules):
   linear  dW_b = g_b a_b^T   (a batched outer product),  db_b = g_b;
-  conv    dW_b = G_b U_b^T   with U_b = im2col(a_b) (``F.unfold``), G_b = g_b as (C_out, H*W);  db_b = sum_hw g_b.
+  conv    dW_b = sum_hw g_b[hw] im2col(a_b)[hw]^T, computed as one grouped conv weight-gradient;  db_b = sum_hw g_b.
 The backward differentiates the SUM of per-example losses (= B x the mean loss), so each sample's cotangent
 is exactly its own single-example loss gradient (the mean's 1/B undone).
-Results are written with ``out=`` straight into the (B, *shape) output tensors: no stacking copy, and
-chunking (``chunk_size``) fills slices of the same output.
+Measured alternatives (float32, 1 thread, B=256): fc1 outer products via bmm / einsum / broadcast mul are
+within 10% of each other; ``out=`` into fresh buffers gains nothing (the page faults move, not vanish).
 """
 from __future__ import annotations
 
@@ -52,43 +52,47 @@ def output_cotangents(
     return {k: v.detach() for k, v in inputs.items()}, dict(zip(outputs, cots))
 
 
-def _conv_rule(a: torch.Tensor, g: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor) -> None:
-    """a: (b, C_in, H, W), g: (b, C_out, H', W') -> w_out (b, C_out, C_in, k, k), b_out (b, C_out)."""
-    cols = F.unfold(a, KERNEL)  # (b, C_in*k*k, H'*W'), rows in (C_in, kh, kw) order = OIHW's trailing dims
-    gm = g.flatten(2)  # (b, C_out, H'*W')
-    torch.bmm(gm, cols.transpose(1, 2), out=w_out.view(g.shape[0], g.shape[1], -1))
-    torch.sum(gm, dim=2, out=b_out)
+def _conv_rule(a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """a: (b, C_in, H, W), g: (b, C_out, H', W') -> weight (b, C_out, C_in, k, k), bias (b, C_out).
+
+    The B per-sample weight gradients are ONE grouped convolution weight-gradient (groups=b): the samples
+    stacked as channels, sample i's inputs paired only with its own output cotangents. oneDNN runs it ~2.4x
+    faster than ``F.unfold`` + ``bmm`` (im2col) here: 53 vs 127 ms for conv2 at B=256, 1 thread.
+    """
+    b, c_in, h, w = a.shape
+    c_out = g.shape[1]
+    weight = torch.nn.grad.conv2d_weight(
+        a.reshape(1, b * c_in, h, w), (b * c_out, c_in, KERNEL, KERNEL), g.reshape(1, b * c_out, *g.shape[2:]), groups=b
+    )
+    return weight.view(b, c_out, c_in, KERNEL, KERNEL), g.sum(dim=(2, 3))
 
 
-def _linear_rule(a: torch.Tensor, g: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor) -> None:
-    """a: (b, in), g: (b, out) -> w_out (b, out, in) = outer products, b_out (b, out) = g."""
-    torch.bmm(g.unsqueeze(2), a.unsqueeze(1), out=w_out)
-    b_out.copy_(g)
+def _linear_rule(a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """a: (b, in), g: (b, out) -> weight (b, out, in) = outer products, bias (b, out) = g."""
+    return torch.bmm(g.unsqueeze(2), a.unsqueeze(1)), g
 
 
-_RULES = {"conv1": _conv_rule, "conv2": _conv_rule, "fc1": _linear_rule, "fc2": _linear_rule}
+RULES = {"conv1": _conv_rule, "conv2": _conv_rule, "fc1": _linear_rule, "fc2": _linear_rule}
 
 
-def empty_grads(batch_size: int, like: torch.Tensor) -> Params:
-    """Uninitialised (B, *shape) outputs in ``like``'s dtype and device, canonical names."""
-    return {n: torch.empty((batch_size, *s), dtype=like.dtype, device=like.device) for n, s in PARAM_SHAPES.items()}
-
-
-def fill_per_layer_grads(params: Params, x: torch.Tensor, y: torch.Tensor, loss: str, out: Params) -> Params:
-    """Per-sample gradients of the batch (x, y) written into ``out`` ({name: (B, *shape)}, contiguous)."""
+def _batch_grads(params: Params, x: torch.Tensor, y: torch.Tensor, loss: str) -> Params:
     inputs, cots = output_cotangents(params, x, y, loss)
-    for layer, rule in _RULES.items():
-        rule(inputs[layer], cots[layer], out[f"{layer}.weight"], out[f"{layer}.bias"])
+    out = {}
+    for layer, rule in RULES.items():
+        out[f"{layer}.weight"], out[f"{layer}.bias"] = rule(inputs[layer], cots[layer])
     return out
 
 
 def per_layer_grads(
     params: Params, x: torch.Tensor, y: torch.Tensor, *, loss: str, chunk_size: int | None = None
 ) -> Params:
-    """{name: (B, *shape)} per-sample gradients; with ``chunk_size`` at most that many samples per pass."""
-    out = empty_grads(x.shape[0], x)
-    step = chunk_size or x.shape[0]
-    for lo in range(0, x.shape[0], step):
-        sl = slice(lo, lo + step)
-        fill_per_layer_grads(params, x[sl], y[sl], loss, {n: v[sl] for n, v in out.items()})
+    """{name: (B, *shape)} per-sample gradients; with ``chunk_size``, at most that many samples per pass,
+    each chunk's results copied into one preallocated (B, *shape) output."""
+    if chunk_size is None or chunk_size >= x.shape[0]:
+        return _batch_grads(params, x, y, loss)
+    out = {n: torch.empty((x.shape[0], *s), dtype=x.dtype, device=x.device) for n, s in PARAM_SHAPES.items()}
+    for lo in range(0, x.shape[0], chunk_size):
+        sl = slice(lo, lo + chunk_size)
+        for n, g in _batch_grads(params, x[sl], y[sl], loss).items():
+            out[n][sl].copy_(g)
     return out
