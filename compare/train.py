@@ -19,7 +19,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from types import ModuleType
+from typing import Iterator, TextIO
 
 import numpy as np
 
@@ -56,12 +57,12 @@ class Config:
 
 def parse_args(argv: list[str] | None = None) -> Config:
     p = argparse.ArgumentParser(prog="python -m compare.train", description=__doc__.split("\n")[0])
-    p.add_argument("--epochs", type=int, default=8, help="passes over the training split (default: 8)")
+    p.add_argument("--epochs", type=int, default=5, help="passes over the training split (default: 5)")
     p.add_argument("--steps", type=int, default=None, help="number of steps; overrides --epochs")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2.0, help="SGD learning rate (default: 2.0)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.5, help="SGD learning rate (default: 0.5)")
     p.add_argument("--clip", type=float, default=1.0, help="per-example L2 clipping norm (default: 1.0)")
-    p.add_argument("--noise-multiplier", type=float, default=1.0, help="noise std / clip (default: 1.0)")
+    p.add_argument("--noise-multiplier", type=float, default=0.8, help="noise std / clip (default: 0.8)")
     p.add_argument("--delta", type=float, default=1e-5, help="target delta of (epsilon, delta)-DP")
     p.add_argument("--data", type=Path, default=None, help="local MNIST: a directory of IDX files or an .npz "
                    "(default: scikit-learn's packaged 8x8 digits upsampled to 28x28)")
@@ -98,7 +99,8 @@ def noise_draws(seed: int, steps: int, noise_multiplier: float) -> Iterator[dict
         }
 
 
-def accuracy(dp, params, data: Dataset, cfg: Config) -> float:
+def accuracy(dp: ModuleType, params: object, data: Dataset, cfg: Config) -> float:
+    """Test-split accuracy of native ``params``, predicted in chunks of ``EVAL_BATCH``."""
     hits = 0
     for start in range(0, len(data.y_test), EVAL_BATCH):
         x, y = data.x_test[start : start + EVAL_BATCH], data.y_test[start : start + EVAL_BATCH]
@@ -106,7 +108,7 @@ def accuracy(dp, params, data: Dataset, cfg: Config) -> float:
     return hits / len(data.y_test)
 
 
-def sgd_step_ms(dp, params, data: Dataset, cfg: Config) -> float:
+def sgd_step_ms(dp: ModuleType, params: object, data: Dataset, cfg: Config) -> float:
     """Median time of the non-private step on the same batch size: the DP overhead's denominator."""
     step = dp.make_sgd_step(lr=cfg.lr, loss=DEFAULT_LOSS)
     x, y = dp.native_batch(data.x_train[: cfg.batch_size], data.y_train[: cfg.batch_size],
@@ -119,7 +121,9 @@ def sgd_step_ms(dp, params, data: Dataset, cfg: Config) -> float:
     return statistics.median(times[1:])
 
 
-def train_framework(fw: str, weights: dict, data: Dataset, cfg: Config, steps: int, progress) -> dict:
+def train_framework(
+    fw: str, weights: dict[str, np.ndarray], data: Dataset, cfg: Config, steps: int, progress: TextIO
+) -> dict:
     """Run ``steps`` DP-SGD steps in one framework; every step's loss goes to ``progress`` as it happens."""
     from tqdm import tqdm
 
@@ -196,17 +200,24 @@ def plot(report: dict, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for fw, style in zip(report["frameworks"], ("-", "--")):
-        ax.plot(report["frameworks"][fw]["loss"], style, label=f"{fw} (test acc "
-                f"{report['frameworks'][fw]['test_accuracy']:.3f})")
+    runs = report["frameworks"]
+    both = len(runs) == 2
+    fig, axes = plt.subplots(2 if both else 1, 1, figsize=(6.4, 5.6 if both else 4.0), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1]} if both else None)
+    ax = axes[0, 0]
+    for (fw, r), style in zip(runs.items(), ("-", "--")):
+        ax.plot(r["loss"], style, label=f"{fw} (test acc {r['test_accuracy']:.3f})")
     cfg, eps = report["config"], report["epsilon"]
-    ax.set_xlabel("step")
     ax.set_ylabel("training loss (cross-entropy)")
     ax.set_title(f"DP-SGD on {report['meta']['dataset']['name']}\n"
                  f"clip={cfg['clip']}, sigma={cfg['noise_multiplier']}, B={cfg['batch_size']}, "
-                 f"lr={cfg['lr']}, eps={eps:.2f} at delta={report['delta']:g}", fontsize=9)
+                 f"lr={cfg['lr']}, {cfg['dtype']}, eps={eps:.2f} at delta={report['delta']:g}", fontsize=9)
     ax.legend()
+    if both:
+        t, j = (np.asarray(r["loss"]) for r in runs.values())
+        axes[1, 0].semilogy(np.maximum(np.abs(t - j), 1e-17), "k.", markersize=3)
+        axes[1, 0].set_ylabel("|torch - jax|", fontsize=8)
+    axes[-1, 0].set_xlabel("step")
     fig.tight_layout()
     paths = [out / "train_loss.pdf", out / "train_loss.png"]
     for path in paths:
