@@ -47,7 +47,8 @@ def check_dtype(dtype: str) -> str:
 
 
 def check_chunk_size(chunk_size: int | None) -> int | None:
-    if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
+    integer = isinstance(chunk_size, (int, np.integer)) and not isinstance(chunk_size, (bool, np.bool_))
+    if chunk_size is not None and (not integer or chunk_size < 1):
         raise InputError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
     return chunk_size
 
