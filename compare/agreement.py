@@ -82,7 +82,8 @@ def bad_samples(rows: list[ParamAgreement]) -> list[int]:
 class AgreementReport:
     """Each framework's per-sample gradients (float32 and float64) against the float64 reference.
 
-    ``cross`` compares the frameworks directly; ``oracle`` checks the numpy oracle against the reference;
+    ``cross`` compares the frameworks directly (its float32 rows inform only: each framework is judged
+    against the reference, where a flip is explained or not); ``oracle`` checks the numpy oracle against it;
     ``explanations[key]`` has one entry per float32 sample out of tolerance (see ``compare.explain``).
     """
 
@@ -169,6 +170,8 @@ def run_agreement(
 
     check_batch(x, y)
     check_loss(loss)
+    if not frameworks:
+        raise ValueError("run_agreement needs at least one framework")
     ref_fw = frameworks[0]
     reference = per_sample_module(ref_fw).per_sample_grads(
         weights, x, y, method="loop", loss=loss, dtype="float64", device=device)
