@@ -48,7 +48,7 @@ class PointSpec:
         return f"{self.framework}/{self.method} B={self.batch_size} {self.dtype}"
 
 
-def _proc_status_kb(field: str) -> int:
+def _proc_status_bytes(field: str) -> int:
     with open("/proc/self/status") as fh:
         for line in fh:
             if line.startswith(field + ":"):
@@ -66,29 +66,24 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _torch_gpu_memory() -> tuple[int, int]:
+def _torch_gpu_memory(reset: bool = False) -> tuple[int, int]:
     import torch
 
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
     return torch.cuda.memory_allocated(), torch.cuda.max_memory_allocated()
 
 
-def _jax_gpu_memory() -> tuple[int, int]:
+def _jax_gpu_memory(reset: bool = False) -> tuple[int, int]:
+    """XLA's peak cannot be reset; harmless: nothing before the baseline allocates more than the timed calls."""
     import jax
 
     stats = jax.devices("gpu")[0].memory_stats()
     return stats["bytes_in_use"], stats["peak_bytes_in_use"]
 
 
-# framework -> () -> (bytes allocated now, allocator peak); torch resets its peak first, XLA's cannot be reset,
-# which is harmless here: nothing before the baseline allocates more than the measured calls.
+# framework -> (reset) -> (bytes allocated now, allocator peak)
 GPU_MEMORY = {"torch": _torch_gpu_memory, "jax": _jax_gpu_memory}
-
-
-def _reset_gpu_peak(framework: str) -> None:
-    if framework == "torch":
-        import torch
-
-        torch.cuda.reset_peak_memory_stats()
 
 
 def _thread_counts() -> dict:
@@ -122,14 +117,12 @@ def measure_point(spec: PointSpec) -> dict:
                            device=spec.device, loss=spec.loss, chunk_size=spec.chunk_size, seed=spec.seed)
         sync = sync_fn(spec.framework, spec.device)
         on_gpu = spec.device.startswith("cuda")
-        if on_gpu:
-            _reset_gpu_peak(spec.framework)
-            gpu_base = GPU_MEMORY[spec.framework]()[0]
+        gpu_base = GPU_MEMORY[spec.framework](reset=True)[0] if on_gpu else 0
         have_hwm = _reset_peak_rss()
-        baseline = _proc_status_kb("VmRSS")
+        baseline = _proc_status_bytes("VmRSS")
         timing = measure(fn, args, sync, min_repeats=spec.min_repeats, min_seconds=spec.min_seconds,
                          warmup=spec.warmup)
-        peak_rss = _proc_status_kb("VmHWM") if have_hwm else None
+        peak_rss = _proc_status_bytes("VmHWM") if have_hwm else None
         rss_delta = None if peak_rss is None else peak_rss - baseline
         gpu_peak = GPU_MEMORY[spec.framework]()[1] if on_gpu else None
         gpu_delta = None if gpu_peak is None else gpu_peak - gpu_base

@@ -5,7 +5,7 @@ is appended to DIR/points.jsonl as soon as it is measured, and ends up in DIR/re
 report, the measured floor and the run's meta; a summary table and DIR/figures/ follow.
 
 examples:
-  python -m compare.run                                  # quick: agreement + B=16,64, every method (< 2 min)
+  python -m compare.run                                  # quick: agreement + B=32, every method (< 2 min idle)
   python -m compare.run --full                           # the paper sweep: B=16..1024, every method
   python -m compare.run --batch-sizes 64,256 --methods loop,vmap --frameworks torch,jax
   python -m compare.run --full --resume --out results/   # continue a killed run, skipping finished points
@@ -25,7 +25,7 @@ from compare.weights import WeightsError, init_weights, load_weights, save_weigh
 
 log = logging.getLogger("compare.run")
 
-QUICK_BATCH_SIZES = (16, 64)
+QUICK_BATCH_SIZES = (32,)  # one batch, every method of both frameworks (~14 points of ~2-5 s each when idle)
 FULL_BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024)
 # Every point gets this environment (the parent's, plus these): the same for both frameworks, recorded in meta.
 # "nonreleasing" keeps glibc from returning big buffers to the OS, so neither framework pays page faults on
