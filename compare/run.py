@@ -115,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     for name in ("timeout", "min_seconds"):
         if getattr(a, name) is not None and getattr(a, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
-    full = a.full
+    full = a.full  # presets below; explicit options win
     return Config(
         weights=a.weights, out=a.out,
         batch_sizes=a.batch_sizes or (FULL_BATCH_SIZES if full else QUICK_BATCH_SIZES),
@@ -171,6 +171,10 @@ def run_agreement_check(cfg: Config, weights: dict, device: str) -> tuple[dict |
     return report.to_json(), report.ok
 
 
+def _config_json(cfg: Config) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = parse_args(argv)
@@ -196,10 +200,6 @@ def main(argv: list[str] | None = None) -> int:
         for path in make_figures(results_path):
             log.info("figure: %s", path)
     return 0 if ok else 1
-
-
-def _config_json(cfg: Config) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
 
 
 if __name__ == "__main__":
