@@ -28,6 +28,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Our own code must not warn; third-party deprecation noise (torch, jax, opacus internals) is not ours.
     for module in ("compare", "torch_impl", "jax_impl"):
         config.addinivalue_line("filterwarnings", f"error:::{module}")
+    # torch 2.13 warns about its own use of torch.jit.script_method when Dynamo/Opacus load it.
+    config.addinivalue_line("filterwarnings", r"ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 
 
 @pytest.fixture(scope="session")

@@ -193,6 +193,24 @@ def test_canonical_native_canonical_is_exact(framework: str, dtype: str):
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_native_params_do_not_alias_the_canonical_arrays(framework: str):
+    """Editing the caller's arrays after conversion must not change the native parameters (nor the reverse);
+    read-only inputs (e.g. shared, cached weights) convert without a warning."""
+    mod = impl_module(framework, "weights")
+    weights = random_weights(3)
+    for arr in weights.values():
+        arr.setflags(write=False)
+    native = mod.to_native(weights, "float32", "cpu")
+    expected = {k: v.copy() for k, v in weights.items()}
+    for arr in weights.values():
+        arr.setflags(write=True)
+        arr += 1.0
+    back = mod.to_canonical(native)
+    for k in PARAM_SHAPES:
+        np.testing.assert_array_equal(back[k], expected[k], err_msg=k)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_canonical_with_batch_axis_keeps_samples_apart(framework: str):
     """Per-sample gradients come back with a leading axis; each sample must map to its own canonical array."""
     mod = impl_module(framework, "weights")

@@ -32,9 +32,11 @@ def resolve_device(device: str | None) -> torch.device:
 def to_native(
     weights: dict[str, np.ndarray], dtype: str = "float32", device: str | None = None
 ) -> dict[str, torch.Tensor]:
+    """Always copies (``torch.tensor``): ``as_tensor`` would alias a float32 array on CPU, so an in-place update
+    of a native parameter would silently edit the caller's canonical weights (and warn on read-only arrays)."""
     validate_weights(weights)
     dev = resolve_device(device)
-    return {k: torch.as_tensor(weights[k], dtype=TORCH_DTYPES[dtype], device=dev) for k in PARAM_SHAPES}
+    return {k: torch.tensor(weights[k], dtype=TORCH_DTYPES[dtype], device=dev) for k in PARAM_SHAPES}
 
 
 def to_canonical(params: dict[str, torch.Tensor], batch_axis: bool = False) -> dict[str, np.ndarray]:
