@@ -174,14 +174,12 @@ def decision_margins(weights: Arrays, c: Arrays) -> Arrays:
 def near_kinks(c: Arrays, margins: Arrays, threshold: float) -> list[tuple[str, tuple[int, ...], float]]:
     """Float64 decisions whose gradient matters and that lie within ``threshold`` u*S of flipping.
 
-    Returns (decision key, (sample, channel[, h, w]), margin). conv2 gates count only at pool winners,
-    pool windows only where the winner's gate is open (otherwise no gradient flows through the window).
+    Returns (decision key, (sample, channel[, h, w]), margin). conv2 gates count only at pool winners;
+    pool near-ties only between two open gates (a tie with a ReLU'd zero is the winner's own ReLU kink).
     """
-    onehot = np.eye(4, dtype=bool)[c["pool.winner"]]  # (B, 64, 12, 12, 4)
     at_winner = winner_mask(c["pool.winner"])
-    open_winner = to_windows(c["conv2.relu"] & at_winner).any(axis=-1)
-    pool = np.where(onehot, np.inf, margins["pool.winner"]).min(axis=-1)
-    pool = np.where(open_winner, pool, np.inf)
+    rivals = to_windows(c["conv2.relu"] & ~at_winner)  # (B, 64, 12, 12, 4): open gates other than the winner
+    pool = np.where(rivals, margins["pool.winner"], np.inf).min(axis=-1)
     near = {
         "conv1.relu": margins["conv1.relu"],
         "conv2.relu": np.where(at_winner, margins["conv2.relu"], np.inf),

@@ -13,7 +13,7 @@ from jax_impl.decisions import forward_decisions as jax_decisions
 from torch_impl.decisions import forward_decisions as torch_decisions
 from torch_impl.per_sample import per_sample_grads as torch_grads
 
-F64_RTOL = 1e-12  # float64 oracle vs torch: measured <= 1.4e-15 relative to each parameter's max |value|
+F64_RTOL = 1e-12  # float64 oracle vs torch: measured <= 1.7e-15 relative to each parameter's max |value|
 
 
 def assert_grads_close(got: dict, ref: dict, rtol: float) -> None:
