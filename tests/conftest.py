@@ -1,4 +1,4 @@
-"""Shared fixtures, strictness switches and cached references for the test suite.
+"""Shared fixtures and strictness switches for the test suite.
 
 Strict by default (as Equinox's conftest): JAX raises on implicit rank promotion, so a broadcast that
 only works by accident (e.g. a bias of shape (C,) added to (B, H, W, C) without a reshape) fails here.
@@ -9,18 +9,17 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 
 from compare.spec import make_batch
-from helpers import BATCH_SEED, BATCH_SIZE, seed_weights
+from compare.weights import init_weights
+from helpers import BATCH_SEED, BATCH_SIZE
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-# Few examples, no deadline: every example runs two frameworks' gradients (seconds, not milliseconds),
-# and derandomised so a CI run is reproducible.
-settings.register_profile(
-    "repo", max_examples=3, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
-)
+# No deadline: an example runs two frameworks' gradients (seconds, not milliseconds). Derandomised, so a CI
+# run is reproducible. Each test sets its own (small) max_examples.
+settings.register_profile("repo", deadline=None, derandomize=True)
 settings.load_profile("repo")
 
 
@@ -34,8 +33,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def weights() -> dict[str, np.ndarray]:
-    """The seed's weights (PyTorch default init after ``torch.manual_seed(0)``)."""
-    return seed_weights()
+    """The seed's weights (PyTorch default init after ``torch.manual_seed(0)``). Shared by the whole session,
+    so read-only: a test that edits them in place fails instead of changing what later tests see."""
+    shared = init_weights(0)
+    for arr in shared.values():
+        arr.setflags(write=False)
+    return shared
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call
 
@@ -119,7 +119,7 @@ def test_chunk_size_not_dividing_the_batch(framework: str, method: str, batch):
 @pytest.mark.slow
 @pytest.mark.parametrize(("framework", "method"), sorted(COMPILED), ids=[f"{fw}-{m}" for fw, m in sorted(COMPILED)])
 def test_compiled_method_once(framework: str, method: str, batch):
-    """One compilation (float64, B=4, no chunking: what the benchmarks run), against the loop reference."""
+    """One compilation (float64, B=4, no chunking, as the benchmarks call it), against the loop reference."""
     x, y = batch
     got = per_sample_module(framework).per_sample_grads(
         init_weights(0), x[:4], y[:4], method=method, dtype="float64", device="cpu"
@@ -208,13 +208,12 @@ def vmap_grads(framework: str, weights: dict[str, np.ndarray], x: np.ndarray, y:
     return impl_module(framework, "weights").to_canonical(out, batch_axis=True)
 
 
-@given(
-    seed=st.integers(0, 2**16),
-    gaussian=st.booleans(),
-    loss=st.sampled_from(LOSSES),
-)
-def test_torch_and_jax_agree_in_float64(seed: int, gaussian: bool, loss: str):
-    """Random weights: PyTorch's init for ``seed``, or N(0, 0.05^2) entries (larger, every entry distinct)."""
+@pytest.mark.parametrize("loss", LOSSES)
+@settings(max_examples=3)
+@given(seed=st.integers(0, 2**16), gaussian=st.booleans())
+def test_torch_and_jax_agree_in_float64(loss: str, seed: int, gaussian: bool):
+    """Random weights: PyTorch's init for ``seed``, or N(0, 0.05^2) entries (another scale per layer than
+    PyTorch's fan-in init; fc1's weights 5x larger)."""
     if gaussian:
         rng = np.random.default_rng(seed)
         weights = {k: (0.05 * rng.standard_normal(s)).astype(np.float32) for k, s in PARAM_SHAPES.items()}
