@@ -163,7 +163,8 @@ def float64_logits(x: np.ndarray) -> np.ndarray:
     from torch_impl.weights import to_native
 
     with torch.no_grad():
-        return functional_call(SimpleCNN(), to_native(init_weights(0), "float64", "cpu"), (torch.from_numpy(x),)).numpy()
+        params = to_native(init_weights(0), "float64", "cpu")
+        return functional_call(SimpleCNN(), params, (torch.from_numpy(x),)).numpy()
 
 
 @pytest.mark.parametrize("loss", LOSSES)
