@@ -6,19 +6,23 @@ ahead of time; anything that compiles lazily: first call minus a steady call); w
 clock stops after the framework's sync (``jax.block_until_ready`` always, ``torch.cuda.synchronize`` on GPU);
 at least ``min_repeats`` calls and at least ``min_seconds`` of timed calls; median, IQR, min.
 
-Targets (``TARGETS``): kind -> how to list its methods and build ``(fn, args)``. A new kind (e.g. a DP-SGD step,
-``"dp"``) is one more entry here; the harness, the subprocess runner and ``pytest --benchmark`` pick it up.
-Neither torch nor jax is imported at module level: a point process imports only its own framework.
+Targets (``TARGETS``): kind -> how to list its methods, build ``(fn, args)``, which of them ``--methods`` selects,
+and which hold a per-sample gradient. A new kind is one more entry here; the harness, the subprocess runner and
+``pytest --benchmark`` pick it up. Kinds: ``reference`` (batched gradient of the mean loss), ``per_sample`` (every
+method of ``METHODS``) and ``dp`` (one training step of ``<fw>_impl.dp``: ``sgd``, non-private, and ``dp_sgd``,
+per-sample gradients + clipping + noise + SGD update; their ratio is the DP overhead of the DP literature, e.g.
+Subramani et al. 2021, arXiv:2010.09063). Neither torch nor jax is imported at module level: a point process
+imports only its own framework.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 
-from compare.frameworks import per_sample_module
+from compare.frameworks import impl_module, per_sample_module
 from compare.spec import make_batch
 
 NativeFn = Callable[..., Any]
@@ -40,11 +44,21 @@ class Timing:
 
 @dataclass(frozen=True)
 class Target:
-    """A kind of timed computation: its method names per framework and how to build ``(fn, args)``."""
+    """A kind of timed computation: its method names per framework and how to build ``(fn, args)``.
+
+    ``selection``: how ``compare.run --methods`` treats the kind: ``"always"`` planned (the reference: every
+    ratio needs it), ``"each"`` only the named methods, ``"together"`` every method once any one is named (a
+    ratio between them is the point). ``holds_per_sample(method)``: the call materialises B per-sample
+    gradients (the sweep skips it up front when those alone do not fit in memory). ``details(framework,
+    method)``: extra fields for the point's record (what exactly was timed).
+    """
 
     kind: str
     methods: Callable[[str], tuple[str, ...]]
     build: Callable[..., tuple[NativeFn, tuple]]
+    selection: Literal["always", "each", "together"]
+    holds_per_sample: Callable[[str], bool] = lambda method: False
+    details: Callable[[str, str], dict] = lambda framework, method: {}
 
 
 def _per_sample_methods(framework: str) -> tuple[str, ...]:
@@ -68,9 +82,60 @@ def _build_reference(framework: str, method: str, weights: dict, x: np.ndarray, 
     return mod.reference_fn(loss=loss), mod.native_inputs(weights, x, y, dtype=dtype, device=device)
 
 
+# The DP step's settings, the same on both sides (compare.train's defaults are of the same order); the step time
+# does not depend on their values, only on clip being finite (clipping computed) and noise_multiplier > 0 (noise
+# added).
+DP_HPARAMS: dict[str, float] = {"lr": 0.1, "clip": 1.0, "noise_multiplier": 1.0}
+# The per-sample method inside ``<fw>_impl.dp.make_step`` on both sides (its docstring: vmap of the per-example
+# loss's gradient); dp.py takes no method argument, so the faster ``per_layer`` is not used by the DP step.
+DP_PER_SAMPLE_METHOD = "vmap"
+DP_METHODS: tuple[str, ...] = ("sgd", "dp_sgd")
+NOISE_SEED = 0
+
+
+def _torch_noise(dp: Any, params: Any, seed: int) -> Any:
+    import torch
+
+    device = next(iter(params.values())).device
+    return dp.sample_noise(torch.Generator(device=device).manual_seed(seed), params)
+
+
+def _jax_noise(dp: Any, params: Any, seed: int) -> Any:
+    import jax
+
+    noise = dp.sample_noise(jax.random.key(seed), params)
+    return jax.device_put(noise, jax.tree.leaves(params)[0].sharding)  # beside the params, not on the default
+
+
+# framework -> (its dp module, native params, seed) -> a standard normal draw shaped like params, on their device
+NOISE: dict[str, Callable[[Any, Any, int], Any]] = {"torch": _torch_noise, "jax": _jax_noise}
+
+
+def _build_dp(framework: str, method: str, weights: dict, x: np.ndarray, y: np.ndarray, *,
+              dtype: str, device: str | None, loss: str, chunk_size: int | None) -> tuple[NativeFn, tuple]:
+    """One training step on native inputs; ``dp_sgd`` gets its noise drawn here, outside the timed call."""
+    if chunk_size is not None:
+        raise ValueError("chunk_size does not apply to the dp kind (dp.make_step takes none)")
+    dp = impl_module(framework, "dp")
+    params, xn, yn = per_sample_module(framework).native_inputs(weights, x, y, dtype=dtype, device=device)
+    if method == "sgd":
+        return dp.make_sgd_step(lr=DP_HPARAMS["lr"], loss=loss), (params, xn, yn)
+    if method == "dp_sgd":
+        step = dp.make_step(**DP_HPARAMS, loss=loss)
+        return step, (params, xn, yn, NOISE[framework](dp, params, NOISE_SEED))
+    raise ValueError(f"the dp kind has methods {DP_METHODS}, not {method!r}")
+
+
+def _dp_details(framework: str, method: str) -> dict:
+    return {"per_sample_method": DP_PER_SAMPLE_METHOD if method == "dp_sgd" else None, "dp_hparams": DP_HPARAMS}
+
+
 TARGETS: dict[str, Target] = {
-    "reference": Target("reference", lambda fw: ("batched",), _build_reference),
-    "per_sample": Target("per_sample", _per_sample_methods, _build_per_sample),
+    "reference": Target("reference", lambda fw: ("batched",), _build_reference, "always"),
+    "per_sample": Target("per_sample", _per_sample_methods, _build_per_sample, "each",
+                         holds_per_sample=lambda method: True),
+    "dp": Target("dp", lambda fw: DP_METHODS, _build_dp, "together",
+                 holds_per_sample=lambda method: method == "dp_sgd", details=_dp_details),
 }
 
 

@@ -5,8 +5,11 @@ PNG into DIR/figures/ (the file's directory for a file), sized for one paper col
   1. time_per_batch:   median time per batch vs batch size, log-log, every method, the floors dotted;
   2. overhead:         per-sample time over the same framework's batched reference vs batch size;
   3. peak_memory:      peak memory above the post-import baseline vs batch size, with the output's own size;
-  4. agreement:        each framework's float32 per-parameter error against the float64 reference.
-Colours are per framework, markers per method, identical in every figure.
+  4. agreement:        each framework's float32 per-parameter error against the float64 reference;
+  5. dp_overhead:      one training step, DP-SGD vs non-private SGD, vs batch size (top), and their ratio, the
+                       DP overhead (bottom). Figures 1-3 are about gradients and leave the DP steps out.
+Colours are per framework, markers per method, identical in every figure; baselines (the batched reference,
+the non-private step) are dashed.
 """
 from __future__ import annotations
 
@@ -26,8 +29,9 @@ log = logging.getLogger("compare.figures")
 
 COLUMN_WIDTH_IN = 3.3
 COLORS = {"torch": "#d9480f", "jax": "#1c7ed6"}  # PyTorch orange / JAX blue
-MARKERS = {"batched": "s", "loop": "o", "vmap": "^", "compile": "v", "vmap_nojit": "x"}
-SPARE_MARKERS = ("D", "P", "X", "*", "h", "<", ">", "p", "d", "+", "1", "2")
+MARKERS = {"batched": "s", "loop": "o", "vmap": "^", "compile": "v", "vmap_nojit": "x", "sgd": "D", "dp_sgd": "h"}
+SPARE_MARKERS = ("P", "X", "*", "<", ">", "p", "d", "+", "1", "2", "3")
+BASELINES = ("batched", "sgd")  # drawn dashed: what the other lines are measured against
 RC = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 5.5, "xtick.labelsize": 6,
       "ytick.labelsize": 6, "lines.linewidth": 0.8, "lines.markersize": 3.2, "axes.grid": True,
       "grid.alpha": 0.3, "grid.linewidth": 0.5, "savefig.bbox": "tight", "savefig.pad_inches": 0.02}
@@ -102,7 +106,7 @@ def _legend(ax, frameworks: list[str], markers: dict[str, str], extra: list | No
 
 def _plot_lines(ax, series, markers) -> list[str]:
     for (fw, m), (b, v) in sorted(series.items()):
-        ax.plot(b, v, color=COLORS.get(fw, "k"), marker=markers[m], linestyle="--" if m == "batched" else "-",
+        ax.plot(b, v, color=COLORS.get(fw, "k"), marker=markers[m], linestyle="--" if m in BASELINES else "-",
                 fillstyle=_fill(fw))
     return sorted({fw for fw, _ in series})
 
@@ -202,6 +206,29 @@ def fig_agreement(ax, agreement: dict) -> None:
     ax.grid(axis="x", visible=False)
 
 
+def fig_dp(axes, timings, markers) -> None:
+    """Top: DP-SGD and non-private step times; bottom: their ratio per framework (the DP overhead)."""
+    from matplotlib.lines import Line2D
+
+    top, bottom = axes
+    steps = {m: markers[m] for m in ("dp_sgd", "sgd")}
+    fws = _plot_lines(top, _series(timings, lambda r: r["median_ms"]), steps)
+    top.set_yscale("log")
+    top.set_ylabel("median time per step (ms)")
+    _legend(top, fws, steps, [Line2D([], [], color="0.3", linestyle="--", label="non-private")])
+    sgd = {(r["framework"], r["batch_size"], r["dtype"]): r["median_ms"]
+           for r in timings if r["method"] == "sgd" and r["status"] == "ok"}
+
+    def ratio(r):
+        base = sgd.get((r["framework"], r["batch_size"], r["dtype"]))
+        return r["median_ms"] / base if base else None
+
+    _plot_lines(bottom, _series([r for r in timings if r["method"] == "dp_sgd"], ratio), steps)
+    bottom.axhline(1.0, color="0.5", linewidth=0.7)
+    bottom.set_yscale("log")
+    bottom.set_ylabel("DP-SGD / SGD step (x)")
+
+
 def make_figures(path: Path, out_dir: Path | None = None) -> list[Path]:
     """Draw every figure the file has data for; returns the written paths (PDF and PNG of each)."""
     import matplotlib
@@ -216,32 +243,41 @@ def make_figures(path: Path, out_dir: Path | None = None) -> list[Path]:
     out_dir = Path(out_dir) if out_dir else path.parent / "figures"
     out_dir.mkdir(parents=True, exist_ok=True)
     timings, meta = data["timings"], data.get("meta", {})
-    ok = [r for r in timings if r["status"] == "ok"]
-    markers = _markers({r["method"] for r in timings})
+    grads = [r for r in timings if r["kind"] != "dp"]
+    dp = [r for r in timings if r["kind"] == "dp"]
+    ok, dp_ok = [r for r in grads if r["status"] == "ok"], [r for r in dp if r["status"] == "ok"]
+    markers = _markers({r["method"] for r in timings})  # every figure's legend then lists only its own methods
+    grad_markers = {m: mk for m, mk in markers.items() if m in {r["method"] for r in grads}}
     dtype = timings[0]["dtype"] if timings else "float32"
+    # name -> (draw(axes), the ok records whose batch sizes label the x axis (None: no batch axis), panels)
     jobs = {}
     if ok:
-        jobs["time_per_batch"] = lambda ax: fig_time(ax, timings, data.get("floor"), markers)
-        jobs["overhead"] = lambda ax: fig_overhead(ax, timings, markers)
+        jobs["time_per_batch"] = (lambda axes: fig_time(axes[0], grads, data.get("floor"), grad_markers), ok, 1)
+        jobs["overhead"] = (lambda axes: fig_overhead(axes[0], grads, grad_markers), ok, 1)
     if any(r.get("peak_mem_bytes") is not None for r in ok):
-        jobs["peak_memory"] = lambda ax: fig_memory(ax, timings, markers)
+        jobs["peak_memory"] = (lambda axes: fig_memory(axes[0], grads, grad_markers), ok, 1)
     if data.get("agreement"):
-        jobs["agreement"] = lambda ax: fig_agreement(ax, data["agreement"])
+        jobs["agreement"] = (lambda axes: fig_agreement(axes[0], data["agreement"]), None, 1)
+    if {r["method"] for r in dp_ok} == {"sgd", "dp_sgd"}:
+        jobs["dp_overhead"] = (lambda axes: fig_dp(axes, dp, markers), dp_ok, 2)
     written = []
     with plt.rc_context(RC):
-        for name, draw in jobs.items():
-            fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN * 0.72, 2.2))
-            draw(ax)
-            if name != "agreement":
-                _log2_batch_axis(ax, ok)
+        for name, (draw, batch_records, panels) in jobs.items():
+            fig, axes = plt.subplots(panels, 1, sharex=True, squeeze=False,
+                                     figsize=(COLUMN_WIDTH_IN * 0.72, 2.2 + 1.4 * (panels - 1)))
+            axes = list(axes[:, 0])
+            draw(axes)
+            for ax in axes if batch_records else ():
+                _log2_batch_axis(ax, batch_records)
                 _plain_log_y(ax)
-            _caption(fig, ax, meta, dtype)
+                ax.label_outer()  # stacked panels: batch sizes and their label under the bottom one only
+            _caption(fig, axes[-1], meta, dtype)
             for ext in ("pdf", "png"):
                 target = out_dir / f"{name}.{ext}"
                 fig.savefig(target, dpi=300)
                 written.append(target)
             plt.close(fig)
-    skipped = {"time_per_batch", "overhead", "peak_memory", "agreement"} - set(jobs)
+    skipped = {"time_per_batch", "overhead", "peak_memory", "agreement", "dp_overhead"} - set(jobs)
     if skipped:
         log.info("no data in %s for: %s", path, ", ".join(sorted(skipped)))
     return written

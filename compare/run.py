@@ -1,13 +1,18 @@
 """``python -m compare.run``: agreement check, then a benchmark sweep of per-sample gradients in both frameworks.
 
-Every point (framework, method, batch size, dtype) runs in its own subprocess with one shared environment,
+Timed kinds (``compare.bench.TARGETS``): the batched reference gradient, every per-sample method, and one
+training step of each side's ``dp`` module, non-private (``sgd``) and DP-SGD (``dp_sgd``), whose ratio is the
+DP overhead printed per framework and batch size and drawn in DIR/figures/dp_overhead.
+
+Every point (framework, kind, method, batch size, dtype) runs in its own subprocess with one shared environment,
 is appended to DIR/points.jsonl as soon as it is measured, and ends up in DIR/results.json with the agreement
 report, the measured floor and the run's meta; a summary table and DIR/figures/ follow.
 
 examples:
   python -m compare.run                                  # quick: agreement + B=32, every method (< 2 min idle)
   python -m compare.run --full                           # the paper sweep: B=16..1024, every method
-  python -m compare.run --batch-sizes 64,256 --methods loop,vmap --frameworks torch,jax
+  python -m compare.run --batch-sizes 64,256 --methods loop,vmap --frameworks torch,jax   # no dp steps
+  python -m compare.run --methods per_layer,dp_sgd       # per_layer, and the dp kind (sgd and dp_sgd)
   python -m compare.run --full --resume --out results/   # continue a killed run, skipping finished points
   python -m compare.run --device cuda --dtype float32 --repeats 20
 """
@@ -25,7 +30,7 @@ from compare.weights import WeightsError, init_weights, load_weights, save_weigh
 
 log = logging.getLogger("compare.run")
 
-QUICK_BATCH_SIZES = (32,)  # one batch, every method of both frameworks (~14 points of ~2-5 s each when idle)
+QUICK_BATCH_SIZES = (32,)  # one batch, every method of both frameworks (~18 points of ~2-5 s each when idle)
 FULL_BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024)
 # Every point gets this environment (the parent's, plus these): the same for both frameworks, recorded in meta.
 # "nonreleasing" keeps glibc from returning big buffers to the OS, so neither framework pays page faults on
@@ -89,8 +94,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    "and >= 1 s per point (the largest batches that do not fit are recorded as skipped)")
     p.add_argument("--batch-sizes", type=_csv(int), help=f"comma-separated (quick default {QUICK_BATCH_SIZES})")
     p.add_argument("--frameworks", type=_csv(str, FRAMEWORKS), default=FRAMEWORKS, help="default: torch,jax")
-    p.add_argument("--methods", type=_csv(str), help="per-sample methods, comma-separated (default: every method "
-                   "of each framework's METHODS); the batched reference always runs")
+    p.add_argument("--methods", type=_csv(str), help="methods to time, comma-separated (default: all): per-sample "
+                   "methods of each framework's METHODS, and sgd / dp_sgd for the DP step (naming either runs "
+                   "both: the overhead is their ratio; without either no DP step runs); the batched reference "
+                   "always runs")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when torch sees a GPU, else cpu")
     p.add_argument("--repeats", type=int, help="minimum timed calls per point (quick 3, full 5)")

@@ -2,11 +2,17 @@
 
 Columns: median ms and IQR; x over the same framework's batched reference; speed-up over that framework's
 ``loop``; torch/JAX ratio of the same method (and of the best per-sample method of each, on the block's last
-line); ratio to the floor (reference + writing the output at the measured bandwidth); peak memory.
+line); ratio to the floor (reference + writing the output at the measured bandwidth); peak memory. Rows in
+the order of ``compare.bench.TARGETS`` (reference, per-sample methods, DP steps); each block ends with the
+DP overhead of each framework: DP-SGD step time over the non-private step's.
 """
 from __future__ import annotations
 
 from collections import defaultdict
+
+from compare.bench import TARGETS
+
+KIND_ORDER = {kind: i for i, kind in enumerate(TARGETS)}
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -30,7 +36,7 @@ def format_summary(timings: list[dict], bytes_per_s: float | None = None) -> str
     for (dtype, device, bsz), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
         med = {(r["framework"], r["method"]): r["median_ms"] for r in rows if _ok(r)}
         lines += ["", f"B={bsz} {dtype} {device}{bw}", head, "-" * len(head)]
-        rows = sorted(rows, key=lambda r: (r["framework"], r["kind"] != "reference", r["method"]))
+        rows = sorted(rows, key=lambda r: (r["framework"], KIND_ORDER.get(r["kind"], len(KIND_ORDER)), r["method"]))
         for r in rows:
             fw, m = r["framework"], r["method"]
             other = "jax" if fw == "torch" else "torch"
@@ -52,4 +58,18 @@ def format_summary(timings: list[dict], bytes_per_s: float | None = None) -> str
             t, j = best["torch"], best["jax"]
             lines.append(f"best per-sample: torch {t['method']} {t['median_ms']:.1f} ms, jax {j['method']} "
                          f"{j['median_ms']:.1f} ms, torch/jax = {t['median_ms'] / j['median_ms']:.2f}")
+        lines += _dp_overhead_lines(rows)
     return "\n".join(lines[1:])
+
+
+def _dp_overhead_lines(rows: list[dict]) -> list[str]:
+    """``DP overhead <fw>: dp_sgd X ms / sgd Y ms = Rx (per-sample: vmap)`` per framework with both steps ok."""
+    lines = []
+    for fw in sorted({r["framework"] for r in rows}):
+        step = {r["method"]: r for r in rows if r["framework"] == fw and r["kind"] == "dp" and _ok(r)}
+        if "dp_sgd" in step and "sgd" in step:
+            dp, sgd = step["dp_sgd"], step["sgd"]
+            lines.append(f"DP overhead {fw}: dp_sgd {dp['median_ms']:.1f} ms / sgd {sgd['median_ms']:.1f} ms = "
+                         f"{dp['median_ms'] / sgd['median_ms']:.2f}x (per-sample: "
+                         f"{dp.get('per_sample_method') or '?'})")
+    return lines

@@ -1,9 +1,11 @@
 """The sweep behind ``compare.run``: plan the points, run each in its own process, keep every finished one.
 
 Order: batch sizes ascending, so that once a (framework, kind, method) runs out of memory or time at some B,
-its larger batches are recorded as ``skipped`` instead of being tried. A point whose per-sample output alone
-does not fit in available host memory is skipped up front. With ``--resume`` every point already in
-DIR/points.jsonl (whatever its status) is kept and not run again; the environment must match.
+its larger batches are recorded as ``skipped`` instead of being tried. A point whose per-sample gradients alone
+(a per-sample method, or the DP-SGD step) do not fit in available host memory is skipped up front. Each record
+gets its kind's ``details`` (for ``dp``: the per-sample method inside the step and the DP settings). With
+``--resume`` every point already in DIR/points.jsonl (whatever its status) is kept and not run again; the
+environment must match.
 """
 from __future__ import annotations
 
@@ -35,8 +37,22 @@ Runner = Callable[..., dict]
 GIVE_UP = ("oom", "timeout")  # statuses after which larger batches of the same method are not tried
 
 
+def _selected(cfg: Config, kind: str, methods: tuple[str, ...]) -> tuple[str, ...]:
+    """The methods of ``kind`` that ``--methods`` selects (see ``compare.bench.Target.selection``)."""
+    selection = TARGETS[kind].selection
+    if cfg.methods is None or selection == "always":
+        return methods
+    if selection == "each":
+        return tuple(m for m in methods if m in cfg.methods)
+    return methods if set(methods) & set(cfg.methods) else ()  # "together"
+
+
 def plan_points(cfg: Config, weights_path: Path, device: str) -> list[PointSpec]:
-    """Every point of the run, in order."""
+    """Every point of the run, in order.
+
+    With ``--methods``, the reference always runs, per-sample methods run when named, and the dp kind runs
+    (both ``sgd`` and ``dp_sgd``: the overhead is their ratio) when either is named.
+    """
     per_fw = {fw: {kind: TARGETS[kind].methods(fw) for kind in TARGETS} for fw in cfg.frameworks}
     known = {m for kinds in per_fw.values() for ms in kinds.values() for m in ms}
     if cfg.methods is not None:
@@ -47,12 +63,13 @@ def plan_points(cfg: Config, weights_path: Path, device: str) -> list[PointSpec]
     for bsz in sorted(cfg.batch_sizes):
         for fw in cfg.frameworks:
             for kind, methods in per_fw[fw].items():
-                for m in methods:
-                    if kind == "per_sample" and cfg.methods is not None and m not in cfg.methods:
-                        continue  # the reference always runs: every ratio needs it
+                for m in _selected(cfg, kind, methods):
                     plan.append(PointSpec(framework=fw, kind=kind, method=m, batch_size=bsz, dtype=cfg.dtype,
                                           device=device, loss=cfg.loss, weights=str(weights_path), seed=cfg.seed,
                                           min_repeats=cfg.repeats, min_seconds=cfg.min_seconds))
+    dropped = sorted(k for k in TARGETS if not any(s.kind == k for s in plan))
+    if dropped:
+        log.info("--methods %s plans no point of kind(s) %s", ",".join(cfg.methods or ()), ", ".join(dropped))
     return plan
 
 
@@ -62,8 +79,10 @@ def _skip_reason(spec: PointSpec, gave_up: dict[tuple, tuple[int, str]]) -> str 
         return f"not tried: B={prev[0]} already ended in {prev[1]}"
     need = spec.batch_size * NUM_PARAMS * np.dtype(spec.dtype).itemsize
     avail = available_memory_bytes()
-    if spec.kind == "per_sample" and spec.device == "cpu" and avail is not None and need > avail:
-        return f"does not fit: the output alone needs {need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available"
+    holds = TARGETS[spec.kind].holds_per_sample(spec.method)
+    if holds and spec.device == "cpu" and avail is not None and need > avail:
+        return (f"does not fit: the per-sample gradients alone need {need / 2**30:.1f} GiB, "
+                f"{avail / 2**30:.1f} GiB available")
     return None
 
 
@@ -113,6 +132,7 @@ def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device
                 record = failure_record(asdict(spec), "skipped", reason)
             else:
                 record = runner(spec, env=env, timeout=cfg.timeout)
+            record.update(TARGETS[spec.kind].details(spec.framework, spec.method))
             append_point(out / "points.jsonl", record)
             records.append(record)
             if record["status"] in GIVE_UP:

@@ -9,12 +9,13 @@ import pytest
 from compare.figures import _markers, load_results, main, make_figures
 from compare.spec import NUM_PARAMS, PARAM_NAMES
 
-FIGURES = ("time_per_batch", "overhead", "peak_memory", "agreement")
+FIGURES = ("time_per_batch", "overhead", "peak_memory", "agreement", "dp_overhead")
+KINDS = {"batched": "reference", "sgd": "dp", "dp_sgd": "dp"}  # any other method: per_sample
 
 
 def _timing(fw: str, method: str, b: int, ms: float, status: str = "ok") -> dict:
     ok = status == "ok"
-    return {"framework": fw, "method": method, "kind": "reference" if method == "batched" else "per_sample",
+    return {"framework": fw, "method": method, "kind": KINDS.get(method, "per_sample"),
             "batch_size": b, "dtype": "float32", "device": "cpu", "median_ms": ms if ok else None,
             "iqr_ms": 0.1 if ok else None, "min_ms": ms if ok else None, "repeats": 3 if ok else None,
             "compile_ms": 1.0 if ok else None, "first_call_ms": 2.0 if ok else None,
@@ -25,7 +26,8 @@ def _timing(fw: str, method: str, b: int, ms: float, status: str = "ok") -> dict
 @pytest.fixture
 def results_dir(tmp_path: Path) -> Path:
     timings = [_timing(fw, m, b, scale * b * k) for fw, scale in (("torch", 1.0), ("jax", 2.0))
-               for m, k in (("batched", 0.5), ("loop", 3.0), ("vmap", 1.5)) for b in (8, 16, 32)]
+               for m, k in (("batched", 0.5), ("loop", 3.0), ("vmap", 1.5), ("sgd", 0.6), ("dp_sgd", 2.0))
+               for b in (8, 16, 32)]
     timings.append(_timing("jax", "vmap", 64, 0.0, status="oom"))
     rows = [{"param": p, "max_rel_err": 1e-7 * (i + 1), "max_abs_err": 1e-9, "ref_max_abs": 1.0, "bad_samples": []}
             for i, p in enumerate(PARAM_NAMES)]
@@ -78,3 +80,32 @@ def test_markers_are_fixed_per_method_and_distinct():
     m = _markers({"loop", "vmap", "batched", "per_layer", "opacus_hooks", "vmap_patches"})
     assert m["loop"] == "o" and m["vmap"] == "^" and m["batched"] == "s"
     assert len(set(m.values())) == len(m)
+
+
+def test_dp_steps_get_their_own_figure_and_stay_out_of_the_gradient_figures(results_dir, monkeypatch):
+    """Figures 1-3 draw no DP step; dp_overhead draws both steps, then dp_sgd / sgd per framework and batch."""
+    from compare import figures
+
+    calls: list[dict] = []
+    real = figures._plot_lines
+
+    def spy(ax, series, markers):
+        calls.append(series)
+        return real(ax, series, markers)
+
+    monkeypatch.setattr(figures, "_plot_lines", spy)
+    make_figures(results_dir)
+    assert len(calls) == 5  # time_per_batch, overhead, peak_memory, then the two dp_overhead panels
+    for series in calls[:3]:
+        assert series and not {m for _, m in series} & {"sgd", "dp_sgd"}
+    assert set(calls[3]) == {(fw, m) for fw in ("torch", "jax") for m in ("sgd", "dp_sgd")}
+    assert set(calls[4]) == {("torch", "dp_sgd"), ("jax", "dp_sgd")}
+    for sizes, ratios in calls[4].values():  # the fixture's steps: dp_sgd 2.0 x B, sgd 0.6 x B (x 2 for jax)
+        assert list(sizes) == [8, 16, 32] and ratios == pytest.approx([2.0 / 0.6] * 3, rel=1e-12)
+
+
+def test_no_dp_figure_without_both_steps(results_dir):
+    data = json.loads((results_dir / "results.json").read_text())
+    data["timings"] = [r for r in data["timings"] if r["method"] != "sgd"]
+    (results_dir / "results.json").write_text(json.dumps(data))
+    assert "dp_overhead" not in {p.stem for p in make_figures(results_dir)}
