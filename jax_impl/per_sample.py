@@ -11,7 +11,7 @@ the benchmarks time; ``per_sample_grads`` is the canonical numpy-in/numpy-out AP
 """
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from typing import Callable
 
 import jax
@@ -62,6 +62,7 @@ def _vmap(loss: str, chunk_size: int | None, forward: Callable[[Params, jax.Arra
     return lambda params, x, y: jax.lax.map(lambda xy: sample_grad(params, *xy), (x, y), batch_size=chunk_size)
 
 
+@lru_cache(maxsize=None)  # one jit/compile per (method, loss, chunk): no recompiling per call
 def native_fn(method: str = "vmap", *, loss: str = DEFAULT_LOSS, chunk_size: int | None = None) -> GradFn:
     """The framework-native per-sample gradient function: ``(params, x, y) -> State of (B, *shape)``."""
     check_loss(loss)

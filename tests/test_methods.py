@@ -148,5 +148,6 @@ def test_jax_second_call_does_not_recompile(method, weights):
     fn = native_fn(method, loss="nll_log_softmax", chunk_size=None)
     args = native_inputs(weights, x, y, dtype="float32", device="cpu")
     fn(*args)
+    compiled = fn._cache_size()  # native_fn is cached, so other tests may have compiled other shapes already
     fn(*native_inputs(weights, x + 1, y, dtype="float32", device="cpu"))  # new values, same shapes
-    assert fn._cache_size() == 1
+    assert fn._cache_size() == compiled

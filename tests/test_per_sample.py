@@ -82,11 +82,6 @@ def loop_of_one(framework: str, i: int) -> dict[str, np.ndarray]:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="native_fn builds a new jax.jit on every call, so per_sample_grads recompiles each time; "
-    "fix: functools.lru_cache on native_fn in jax_impl/per_sample.py (and torch_impl's, for compile)",
-)
 def test_per_sample_grads_does_not_recompile_on_a_second_call(batch, caplog: pytest.LogCaptureFixture):
     x, y = batch
     per_sample_grads = per_sample_module("jax").per_sample_grads
@@ -137,10 +132,15 @@ def test_compile_failure_is_a_method_error(monkeypatch: pytest.MonkeyPatch, batc
 
         return call
 
+    mod = per_sample_module("torch")
+    mod.native_fn.cache_clear()  # native_fn caches compiled functions; build a fresh one with the broken compiler
     monkeypatch.setattr(torch, "compile", broken_compile)
     x, y = batch
-    with pytest.raises(MethodError, match="torch method 'compile' failed.*no C\\+\\+ compiler"):
-        per_sample_module("torch").per_sample_grads(init_weights(0), x, y, method="compile", device="cpu")
+    try:
+        with pytest.raises(MethodError, match="torch method 'compile' failed.*no C\\+\\+ compiler"):
+            mod.per_sample_grads(init_weights(0), x, y, method="compile", device="cpu")
+    finally:
+        mod.native_fn.cache_clear()  # never leave the broken function cached for later tests
 
 
 # --- against the ordinary batched gradient, and an analytic case --------------------------------------------

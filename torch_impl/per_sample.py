@@ -13,7 +13,7 @@ benchmarks time; ``per_sample_grads`` is the canonical numpy-in/numpy-out API sh
 from __future__ import annotations
 
 import importlib.util
-from functools import partial
+from functools import lru_cache, partial
 from typing import Callable
 
 import numpy as np
@@ -79,6 +79,7 @@ def _compiled(loss: str, chunk_size: int | None) -> GradFn:
     return call
 
 
+@lru_cache(maxsize=None)  # one jit/compile per (method, loss, chunk): no recompiling per call
 def native_fn(method: str = "vmap", *, loss: str = DEFAULT_LOSS, chunk_size: int | None = None) -> GradFn:
     """The framework-native per-sample gradient function: ``(params, x, y) -> {name: (B, *shape)}``."""
     check_loss(loss)
