@@ -1,6 +1,7 @@
 """The timing protocol (compare.bench), the floor (compare.floor) and the summary table (compare.summary)."""
 from __future__ import annotations
 
+import json
 import time
 
 import jax
@@ -8,12 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from compare.bench import TARGETS, measure, prepare, sync_fn
+from compare import sweep
+from compare.bench import DP_HPARAMS, DP_METHODS, TARGETS, measure, prepare, sync_fn
 from compare.floor import add_floors, floor_ms, measure_write_bandwidth
-from compare.frameworks import FRAMEWORKS, per_sample_module
+from compare.frameworks import FRAMEWORKS, impl_module, per_sample_module
+from compare.point import measure_point
 from compare.results import failure_record
-from compare.spec import NUM_PARAMS
+from compare.run import parse_args
+from compare.spec import NUM_PARAMS, make_batch
 from compare.summary import format_summary
+from compare.sweep import plan_points, run_sweep
 
 
 class Counter:
@@ -64,6 +69,7 @@ def test_measure_rejects_bad_settings(kwargs):
 def test_registry_lists_each_sides_methods_and_the_batched_reference(framework):
     assert TARGETS["per_sample"].methods(framework) == tuple(per_sample_module(framework).METHODS)
     assert TARGETS["reference"].methods(framework) == ("batched",)
+    assert TARGETS["dp"].methods(framework) == DP_METHODS == ("sgd", "dp_sgd")
 
 
 def test_prepare_rejects_unknown_kind_and_method(weights):
@@ -73,6 +79,11 @@ def test_prepare_rejects_unknown_kind_and_method(weights):
         prepare("jax", "per_sample", "nope", weights, 2, dtype="float32", device="cpu", loss="nll_log_softmax")
     with pytest.raises(ValueError, match="unknown reference method 'vmap'"):
         prepare("jax", "reference", "vmap", weights, 2, dtype="float32", device="cpu", loss="nll_log_softmax")
+    with pytest.raises(ValueError, match="unknown dp method 'vmap' for torch"):
+        prepare("torch", "dp", "vmap", weights, 2, dtype="float32", device="cpu", loss="nll_log_softmax")
+    with pytest.raises(ValueError, match="chunk_size does not apply to the dp kind"):
+        prepare("jax", "dp", "dp_sgd", weights, 2, dtype="float32", device="cpu", loss="nll_log_softmax",
+                chunk_size=1)
     with pytest.raises(ValueError, match="unknown framework"):
         sync_fn("tensorflow", "cpu")
 
@@ -84,6 +95,70 @@ def test_prepared_reference_is_the_gradient_of_the_mean_loss(framework, weights)
                        loss="nll_log_softmax")
     grads = sync_fn(framework, "cpu")(fn(*args))
     assert sum(int(np.prod(g.shape)) for g in jax.tree.leaves(grads)) == NUM_PARAMS  # a dict or an nnx.State
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_prepared_dp_steps_are_the_dp_modules_steps_with_noise_made_outside(framework, weights):
+    """``sgd`` is make_sgd_step, ``dp_sgd`` is make_step with DP_HPARAMS and a native noise draw already in its
+    arguments (nothing is converted in the timed call). float64, so the steps agree to ~1e-12 (same operations,
+    up to XLA/ATen scheduling)."""
+    dp, wmod = impl_module(framework, "dp"), impl_module(framework, "weights")
+    x, y = make_batch(3, 0)
+    batch = dp.native_batch(x, y, dtype="float64", device="cpu")
+    params = wmod.to_native(weights, "float64", "cpu")
+    fn, args = prepare(framework, "dp", "sgd", weights, 3, dtype="float64", device="cpu", loss="nll_log_softmax")
+    want, _ = dp.make_sgd_step(lr=DP_HPARAMS["lr"])(params, *batch)
+    got = sync_fn(framework, "cpu")(fn(*args))[0]
+    _assert_same_params(wmod, got, want)
+    fn, args = prepare(framework, "dp", "dp_sgd", weights, 3, dtype="float64", device="cpu", loss="nll_log_softmax")
+    assert len(args) == 4
+    noise = wmod.to_canonical(args[3])
+    assert set(noise) == set(weights) and all(noise[k].shape == weights[k].shape for k in weights)
+    # N(0, 1): the std of 1.2M draws is 1 +- 0.0007 (one sigma), so +-0.01 fails only a wrong scale or a zero draw
+    assert abs(np.std(np.concatenate([v.ravel() for v in noise.values()])) - 1.0) < 0.01
+    want, _ = dp.make_step(**DP_HPARAMS)(params, *batch, args[3])
+    _assert_same_params(wmod, sync_fn(framework, "cpu")(fn(*args))[0], want)
+    assert TARGETS["dp"].details(framework, "dp_sgd")["per_sample_method"] == "vmap"
+
+
+def _assert_same_params(wmod, got, want) -> None:
+    got, want = wmod.to_canonical(got), wmod.to_canonical(want)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+def test_tiny_sweep_plans_and_measures_the_dp_kind(tmp_path, weights, monkeypatch, capsys):
+    """B=2, one timed call per point, measured in this process (the subprocess runner is tested in test_run)."""
+    from compare.weights import save_weights
+
+    monkeypatch.setattr(sweep, "run_floor", lambda **_: None)
+    w = save_weights(tmp_path / "w.safetensors", weights)
+    cfg = parse_args(["--batch-sizes", "2", "--methods", "dp_sgd", "--repeats", "1", "--min-seconds", "0",
+                      "--out", str(tmp_path)])
+    plan = plan_points(cfg, w, "cpu")
+    assert [(s.framework, s.kind, s.method) for s in plan] == [
+        (fw, k, m) for fw in FRAMEWORKS for k, m in (("reference", "batched"), ("dp", "sgd"), ("dp", "dp_sgd"))]
+    run_sweep(cfg, plan, env={}, device="cpu", agreement=None, argv=[], config={},
+              runner=lambda spec, env, timeout: measure_point(spec))
+    timings = json.loads((tmp_path / "results.json").read_text())["timings"]
+    dp = [r for r in timings if r["kind"] == "dp"]
+    assert len(dp) == 4 and all(r["status"] == "ok" and r["median_ms"] > 0 for r in dp), dp
+    assert {(r["method"], r["per_sample_method"]) for r in dp} == {("sgd", None), ("dp_sgd", "vmap")}
+    assert all(r["dp_hparams"] == DP_HPARAMS for r in dp)
+    out = capsys.readouterr().out
+    assert out.count("DP overhead") == 2 and "DP overhead jax: dp_sgd" in out
+
+
+def test_methods_select_the_dp_kind_as_a_pair(tmp_path):
+    def planned(*methods: str) -> set[tuple[str, str]]:
+        cfg = parse_args(["--batch-sizes", "2", "--frameworks", "torch", "--methods", ",".join(methods)])
+        return {(s.kind, s.method) for s in plan_points(cfg, tmp_path / "w", "cpu")}
+
+    assert planned("vmap") == {("reference", "batched"), ("per_sample", "vmap")}  # no DP step unless named
+    assert planned("vmap", "sgd") == planned("vmap", "dp_sgd") == {
+        ("reference", "batched"), ("per_sample", "vmap"), ("dp", "sgd"), ("dp", "dp_sgd")}
+    everything = {(s.kind, s.method) for s in plan_points(parse_args(["--batch-sizes", "2"]), tmp_path / "w", "cpu")}
+    assert {("dp", "sgd"), ("dp", "dp_sgd")} <= everything  # the default (quick and --full) times the DP steps
 
 
 def test_floor_adds_the_output_write_to_the_reference():
@@ -125,3 +200,19 @@ def test_summary_table_ratios():
     assert vmap_row.split()[4:7] == ["2.00", "4.00", "0.50"]
     assert "timeout: boom" in text
     assert "best per-sample: torch vmap 20.0 ms, jax vmap 40.0 ms, torch/jax = 0.50" in text
+    assert "DP overhead" not in text  # no dp records
+
+
+def test_summary_dp_overhead_line_per_framework_and_batch():
+    t = [_rec("torch", "dp", "sgd", 8, 10.0), _rec("torch", "dp", "dp_sgd", 8, 35.0),
+         _rec("jax", "dp", "sgd", 8, 4.0), _rec("jax", "dp", "dp_sgd", 8, 10.0),
+         _rec("torch", "dp", "sgd", 16, 20.0), _rec("torch", "dp", "dp_sgd", 16, None, "oom"),
+         _rec("torch", "per_sample", "vmap", 8, 20.0), _rec("torch", "reference", "batched", 8, 5.0)]
+    for r in t:
+        r["per_sample_method"] = "vmap" if r["method"] == "dp_sgd" else None
+    text = format_summary(t)
+    assert "DP overhead torch: dp_sgd 35.0 ms / sgd 10.0 ms = 3.50x (per-sample: vmap)" in text
+    assert "DP overhead jax: dp_sgd 10.0 ms / sgd 4.0 ms = 2.50x (per-sample: vmap)" in text
+    assert text.count("DP overhead") == 2  # none at B=16: its dp_sgd ran out of memory
+    torch_rows = [line.split()[1] for line in text.split("B=16")[0].splitlines() if line.startswith("torch ")]
+    assert torch_rows == ["batched", "vmap", "dp_sgd", "sgd"]  # reference, per-sample, then the DP steps
