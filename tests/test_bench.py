@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from compare import sweep
-from compare.bench import DP_HPARAMS, DP_METHODS, TARGETS, measure, prepare, sync_fn
+from compare.bench import DP_HPARAMS, DP_METHODS, DP_PER_SAMPLE_METHOD, TARGETS, measure, prepare, sync_fn
 from compare.floor import add_floors, floor_ms, measure_write_bandwidth
 from compare.frameworks import FRAMEWORKS, impl_module, per_sample_module
 from compare.point import measure_point
@@ -116,9 +116,9 @@ def test_prepared_dp_steps_are_the_dp_modules_steps_with_noise_made_outside(fram
     assert set(noise) == set(weights) and all(noise[k].shape == weights[k].shape for k in weights)
     # N(0, 1): the std of 1.2M draws is 1 +- 0.0007 (one sigma), so +-0.01 fails only a wrong scale or a zero draw
     assert abs(np.std(np.concatenate([v.ravel() for v in noise.values()])) - 1.0) < 0.01
-    want, _ = dp.make_step(**DP_HPARAMS)(params, *batch, args[3])
+    want, _ = dp.make_step(**DP_HPARAMS, per_sample_method=DP_PER_SAMPLE_METHOD)(params, *batch, args[3])
     _assert_same_params(wmod, sync_fn(framework, "cpu")(fn(*args))[0], want)
-    assert TARGETS["dp"].details(framework, "dp_sgd")["per_sample_method"] == "vmap"
+    assert TARGETS["dp"].details(framework, "dp_sgd")["per_sample_method"] == DP_PER_SAMPLE_METHOD
 
 
 def _assert_same_params(wmod, got, want) -> None:
@@ -143,7 +143,7 @@ def test_tiny_sweep_plans_and_measures_the_dp_kind(tmp_path, weights, monkeypatc
     timings = json.loads((tmp_path / "results.json").read_text())["timings"]
     dp = [r for r in timings if r["kind"] == "dp"]
     assert len(dp) == 4 and all(r["status"] == "ok" and r["median_ms"] > 0 for r in dp), dp
-    assert {(r["method"], r["per_sample_method"]) for r in dp} == {("sgd", None), ("dp_sgd", "vmap")}
+    assert {(r["method"], r["per_sample_method"]) for r in dp} == {("sgd", None), ("dp_sgd", DP_PER_SAMPLE_METHOD)}
     assert all(r["dp_hparams"] == DP_HPARAMS for r in dp)
     out = capsys.readouterr().out
     assert out.count("DP overhead") == 2 and "DP overhead jax: dp_sgd" in out

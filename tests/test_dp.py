@@ -147,6 +147,21 @@ def test_torch_and_jax_take_the_same_noisy_steps(weights, dtype, tol):
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_dp_step_is_the_same_with_any_per_sample_method(fw, weights):
+    """The benchmark's DP step uses per_layer, training uses vmap: both must take the same step (float64)."""
+    dp = impl_module(fw, "dp")
+    x, y = make_batch(5, seed=3, dtype="float64")
+    params = impl_module(fw, "weights").to_native(weights, "float64", "cpu")
+    batch = dp.native_batch(x, y, dtype="float64", device="cpu")
+    noise = dp.native_noise(canonical_noise(7), dtype="float64", device="cpu")
+    steps = {m: dp.make_step(lr=0.3, clip=0.5, noise_multiplier=1.0, per_sample_method=m) for m in ("vmap", "per_layer")}
+    (p_v, l_v), (p_l, l_l) = (dp.block_until_ready(steps[m](params, *batch, noise)) for m in ("vmap", "per_layer"))
+    wmod = impl_module(fw, "weights")
+    assert float(l_l) == pytest.approx(float(l_v), rel=F64)
+    assert rel_diff(wmod.to_canonical(p_l), wmod.to_canonical(p_v)) < F64
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize(
     ("clip", "sigma", "match"),
     [(0.0, 1.0, "clip"), (-1.0, 1.0, "clip"), (1.0, -0.5, "noise_multiplier"), (math.inf, 1.0, "finite clip")],

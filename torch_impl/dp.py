@@ -22,7 +22,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from compare.privacy import check_dp_params
 from compare.spec import DEFAULT_LOSS, check_dtype, check_loss
 from torch_impl.model import SimpleCNN
-from torch_impl.per_sample import batch_loss, sample_loss
+from torch_impl.per_sample import batch_loss, native_fn, sample_loss
 from torch_impl.weights import TORCH_DTYPES, resolve_device, to_native
 
 Params = dict[str, torch.Tensor]
@@ -57,20 +57,40 @@ def private_mean(
     return out
 
 
+def _per_example_fn(method: str, loss: str) -> Callable[[Params, torch.Tensor, torch.Tensor], tuple[Params, torch.Tensor]]:
+    """``(params, x, y) -> (per-example grads, mean loss)`` with any method of ``per_sample.METHODS``.
+
+    'vmap' gets the losses from the same pass (``grad_and_value``); other methods return gradients only, so
+    their mean loss costs one extra batched forward.
+    """
+    if method == "vmap":
+        per_example = vmap(grad_and_value(partial(sample_loss, loss=loss)), in_dims=(None, 0, 0))
+        return lambda params, x, y: (lambda g, v: (g, v.mean()))(*per_example(params, x, y))
+    grads_fn = native_fn(method, loss=loss)
+
+    def with_loss(params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[Params, torch.Tensor]:
+        with torch.no_grad():
+            value = batch_loss(params, x, y, loss)
+        return grads_fn(params, x, y), value
+
+    return with_loss
+
+
 def make_step(
-    *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS
+    *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, per_sample_method: str = "vmap"
 ) -> DPStepFn:
     """One DP-SGD step ``step(params, x, y, noise) -> (new_params, mean loss before the step)``.
 
-    Per-sample gradients are torch.func ``vmap(grad)`` of ``per_sample.sample_loss`` (the 'vmap' method).
+    Per-sample gradients come from ``per_sample_method`` (any of ``per_sample.METHODS``; default the
+    tutorial's torch.func 'vmap'; the benchmark also times the fastest, 'per_layer').
     """
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
-    per_example = vmap(grad_and_value(partial(sample_loss, loss=check_loss(loss))), in_dims=(None, 0, 0))
+    per_example = _per_example_fn(per_sample_method, check_loss(loss))
 
     def step(params: Params, x: torch.Tensor, y: torch.Tensor, noise: Params | None = None) -> tuple[Params, torch.Tensor]:
-        grads, losses = per_example(params, x, y)
+        grads, mean_loss = per_example(params, x, y)
         update = private_mean(grads, clip=clip, noise_multiplier=noise_multiplier, noise=noise)
-        return {k: params[k] - lr * update[k] for k in params}, losses.mean()
+        return {k: params[k] - lr * update[k] for k in params}, mean_loss
 
     return step
 
