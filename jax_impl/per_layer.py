@@ -65,8 +65,9 @@ def _conv_rule(a: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
     Kernel tap (i, j) is the batched matmul  a[:, i:i+H', j:j+W', :]^T g  over the H'W' positions: k*k
     dots on shifted slices, no im2col buffer. ``lax.conv_general_dilated_patches`` + einsum was 2-3x slower
     for conv2 on XLA:CPU (its patches are a grouped convolution, jax#13800): 128 vs 43-56 ms at B=64,
-    380 vs 190-215 ms at B=256 (1 process, float32, medians of 7); stacking the 9 slices into one
-    (B, H'W', 9 C_in) im2col matrix and one dot was in between (72-101 / 280-300 ms).
+    380 vs 190-215 ms at B=256 (float32, medians of 7, default malloc); whole per_layer_grads 228 -> 198 ms
+    (B=64) and 910 -> 760 ms (B=256). Stacking the 9 slices into one (B, H'W', 9 C_in) im2col matrix and
+    one dot was in between (72-101 / 280-300 ms); a conv with the samples as feature groups was slowest.
     """
     b, h, w, c_out = g.shape
     gm = g.reshape(b, h * w, c_out)
@@ -80,7 +81,14 @@ def _conv_rule(a: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _linear_rule(a: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """a: (B, in), g: (B, out) -> kernel (B, in, out) = outer products, bias (B, out) = g."""
+    """a: (B, in), g: (B, out) -> kernel (B, in, out) = outer products, bias (B, out) = g.
+
+    XLA:CPU emits this as one broadcast-multiply loop fusion at ~4 GB/s, 3.5x slower than filling the same
+    buffer (fc1, B=64, non-releasing malloc: 70 vs 20 ms). No rewrite helped (all within noise or slower):
+    broadcast multiply in either operand order, ``dot_general`` with a size-1 contraction, the (B, out, in)
+    product, a zero-padded K=2 or K=8 batched matmul, ``vmap(jnp.outer)``, ``lax.map`` / ``fori_loop`` over
+    samples, or the XLA flags ``xla_cpu_prefer_vector_width`` and ``xla_cpu_enable_fast_math``.
+    """
     return jnp.einsum("bi,bo->bio", a, g, precision=PRECISION), g
 
 
