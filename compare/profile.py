@@ -4,7 +4,10 @@
   jax:   the ops XLA compiled (convolutions with their group counts, dots, fusions) with shapes and the
          compiler's FLOP / byte estimates (XLA:CPU has no per-op timer; jax.profiler traces need xprof);
   per_layer, both frameworks: wall time of each stage (forward, forward+backward to the layer outputs,
-         each layer's rule), timed separately after a warm-up.
+         each layer's rule), timed separately after a warm-up;
+  reference, both frameworks: the forward alone, then the batched gradient w.r.t. subsets of the parameters
+         (fc only: no conv backward; conv2 only: adds conv2's weight-gradient convolution; conv1 only: adds
+         conv2's input-gradient convolution), which isolates the convolution backward passes on any backend.
 Example: ``python -m compare.profile --framework torch --method per_layer --batch-size 256``
 """
 from __future__ import annotations
@@ -134,6 +137,57 @@ def per_layer_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:
     return [(name, _median_ms(fn, sync, cfg.repeats)) for name, fn in stages.items()]
 
 
+# Parameter subsets whose gradients isolate one piece of the backward pass (the rest is held constant).
+SUBSETS: dict[str, tuple[str, ...]] = {
+    "grad w.r.t. fc1+fc2 only (no conv backward)": ("fc1", "fc2"),
+    "grad w.r.t. conv2 only (+ conv2 weight-grad conv)": ("conv2",),
+    "grad w.r.t. conv1 only (+ conv2 input-grad conv)": ("conv1",),
+    "grad w.r.t. all (the batched reference)": ("conv1", "conv2", "fc1", "fc2"),
+}
+
+
+def reference_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:
+    """Median (wall, CPU) ms of the forward and of the batched gradient w.r.t. each of ``SUBSETS``."""
+    ps, _, (params, x, y) = _setup(cfg)
+    if cfg.framework == "torch":
+        import torch
+        from torch.func import grad
+
+        sync = lambda v: v  # noqa: E731 - CPU ops are synchronous
+
+        def forward():
+            with torch.no_grad():
+                return ps.batch_loss(params, x, y, cfg.loss)
+
+        def subset_grad(layers):
+            sub = {k: v for k, v in params.items() if k.split(".")[0] in layers}
+            rest = {k: v for k, v in params.items() if k not in sub}
+            g = grad(lambda sub: ps.batch_loss({**rest, **sub}, x, y, cfg.loss))
+            return lambda: g(sub)
+    else:
+        import jax
+        from flax import nnx
+
+        sync = jax.block_until_ready
+        jitted_loss = jax.jit(lambda p: ps.batch_loss(p, x, y, cfg.loss))
+        forward = lambda: jitted_loss(params)  # noqa: E731
+        pure = nnx.to_pure_dict(params)
+
+        def subset_grad(layers):
+            sub = {k: v for k, v in pure.items() if k in layers}
+
+            def loss_of(sub):
+                state = jax.tree.map(lambda v: v, params)
+                nnx.replace_by_pure_dict(state, {**pure, **sub})
+                return ps.batch_loss(state, x, y, cfg.loss)
+
+            g = jax.jit(jax.grad(loss_of))
+            return lambda: g(sub)
+
+    stages = {"forward only": forward, **{name: subset_grad(layers) for name, layers in SUBSETS.items()}}
+    return [(name, _median_ms(fn, sync, cfg.repeats)) for name, fn in stages.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     print(f"# {cfg.framework} {cfg.method} B={cfg.batch_size} {cfg.dtype} loss={cfg.loss}")
@@ -141,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.method == "per_layer":
         print("\nper_layer stages, each timed on its own (median ms):      wall       CPU")
         for name, (wall, cpu) in per_layer_stages(cfg):
+            print(f"  {name:50s} {wall:9.1f} {cpu:9.1f}")
+    if cfg.method == "reference":
+        print("\nbatched reference stages, each timed on its own (median ms): wall       CPU")
+        for name, (wall, cpu) in reference_stages(cfg):
             print(f"  {name:50s} {wall:9.1f} {cpu:9.1f}")
     return 0
 
