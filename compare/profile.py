@@ -168,21 +168,23 @@ def reference_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:
         import jax
         from flax import nnx
 
+        # Everything is a jit argument: closed-over arrays would be constants that XLA folds at compile time.
         sync = jax.block_until_ready
-        jitted_loss = jax.jit(lambda p: ps.batch_loss(p, x, y, cfg.loss))
-        forward = lambda: jitted_loss(params)  # noqa: E731
+        jitted_loss = jax.jit(lambda p, x, y: ps.batch_loss(p, x, y, cfg.loss))
+        forward = lambda: jitted_loss(params, x, y)  # noqa: E731
         pure = nnx.to_pure_dict(params)
 
         def subset_grad(layers):
             sub = {k: v for k, v in pure.items() if k in layers}
+            rest = {k: v for k, v in pure.items() if k not in layers}
 
-            def loss_of(sub):
+            def loss_of(sub, rest, x, y):
                 state = jax.tree.map(lambda v: v, params)
-                nnx.replace_by_pure_dict(state, {**pure, **sub})
+                nnx.replace_by_pure_dict(state, {**rest, **sub})
                 return ps.batch_loss(state, x, y, cfg.loss)
 
             g = jax.jit(jax.grad(loss_of))
-            return lambda: g(sub)
+            return lambda: g(sub, rest, x, y)
 
     stages = {"forward only": forward, **{name: subset_grad(layers) for name, layers in SUBSETS.items()}}
     return [(name, _median_ms(fn, sync, cfg.repeats)) for name, fn in stages.items()]
