@@ -34,8 +34,12 @@ _TEMPLATE = SimpleCNN().to("meta")  # structure only; parameters travel in the d
 
 def clip_factors(per_example: Params, clip: float) -> torch.Tensor:
     """(B,) factors ``min(clip / ||g_i||, 1)`` (NaN -> 1), ``||g_i||`` over all parameters of example i."""
-    sq = sum(g.flatten(1).square().sum(1) for g in per_example.values())
-    return torch.nan_to_num(torch.clamp(clip / torch.sqrt(sq), max=1.0), nan=1.0)
+    # Norms without ``g.square()``, which would first write a copy of all B x 1.2M values (390 ms at B=256 vs
+    # 60 ms). Two levels (each output row, then the rows) because one float32 vector_norm over 1.2M terms
+    # drifts by ~1e-5 relative on CPU; two levels stay at ~1e-7 (tests/test_dp.py holds clipping to 1e-5).
+    rows = [torch.linalg.vector_norm(g.reshape(g.shape[0], g.shape[1], -1), dim=-1) for g in per_example.values()]
+    norms = torch.linalg.vector_norm(torch.cat(rows, dim=1), dim=1)
+    return torch.nan_to_num(torch.clamp(clip / norms, max=1.0), nan=1.0)
 
 
 def private_mean(
