@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from compare.spec import INPUT_SHAPE, NUM_CLASSES
+from compare.spec import INPUT_SHAPE, label_range_error
 
 DIGITS_NAME = "sklearn-digits-8x8-upsampled-28x28"
 IDX_FILES = {
@@ -55,12 +55,9 @@ def _finish(name: str, images: dict[str, np.ndarray], labels: dict[str, np.ndarr
             raise DataError(f"{source}: {split} images must have shape (N, 28, 28), got {x.shape}")
         if y.shape != (x.shape[0],):
             raise DataError(f"{source}: {split} labels shape {y.shape} does not match {x.shape[0]} images")
-        bad = np.flatnonzero((y < 0) | (y >= NUM_CLASSES))
-        if bad.size:
-            raise DataError(
-                f"{source}: {split} labels outside 0..{NUM_CLASSES - 1} at indices {bad[:10].tolist()} "
-                f"(values {y[bad[:10]].tolist()})"
-            )
+        bad_labels = label_range_error(y)
+        if bad_labels:
+            raise DataError(f"{source}: {split} labels outside {bad_labels}")
     mean, std = float(images["train"].mean()), float(images["train"].std())
 
     def prep(x: np.ndarray) -> np.ndarray:

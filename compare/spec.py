@@ -53,6 +53,14 @@ def check_chunk_size(chunk_size: int | None) -> int | None:
     return chunk_size
 
 
+def label_range_error(y: np.ndarray) -> str | None:
+    """``"0..9 at indices [...] (values [...])"`` for labels outside the classes, else None."""
+    bad = np.flatnonzero((y < 0) | (y >= NUM_CLASSES))
+    if not bad.size:
+        return None
+    return f"0..{NUM_CLASSES - 1} at indices {bad[:10].tolist()} (values {y[bad[:10]].tolist()})"
+
+
 def check_batch(x: np.ndarray, y: np.ndarray) -> None:
     """Reject what would otherwise fail late or silently (JAX clamps out-of-range label indices)."""
     if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
@@ -67,12 +75,9 @@ def check_batch(x: np.ndarray, y: np.ndarray) -> None:
         raise InputError(f"y must have shape ({x.shape[0]},) to match x, got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         raise InputError(f"y must be an integer array of class labels, got dtype {y.dtype}")
-    bad = np.flatnonzero((y < 0) | (y >= NUM_CLASSES))
-    if bad.size:
-        raise InputError(
-            f"labels out of range 0..{NUM_CLASSES - 1} at indices {bad[:10].tolist()} "
-            f"(values {y[bad[:10]].tolist()})"
-        )
+    bad_labels = label_range_error(y)
+    if bad_labels:
+        raise InputError(f"labels out of range {bad_labels}")
     nonfinite = ~np.isfinite(x).reshape(x.shape[0], -1).all(axis=1)
     if nonfinite.any():
         raise InputError(f"x contains NaN or inf in samples {np.flatnonzero(nonfinite)[:10].tolist()}")
