@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when torch sees a GPU, else cpu")
     p.add_argument("--repeats", type=int, help="minimum timed calls per point (quick 3, full 5)")
-    p.add_argument("--min-seconds", type=float, help="minimum timed seconds per point (quick 0.3, full 1.0)")
+    p.add_argument("--min-seconds", type=float, help="minimum timed seconds per point (quick 0.2, full 1.0)")
     p.add_argument("--timeout", type=float, help="seconds before a point is killed (quick 120, full 900)")
     p.add_argument("--weights", type=Path, help="safetensors weights file (default: create the seed-0 file in --out)")
     p.add_argument("--out", type=Path, default=Path("results"), help="output directory (default: results/)")
@@ -128,7 +128,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         batch_sizes=a.batch_sizes or (FULL_BATCH_SIZES if full else QUICK_BATCH_SIZES),
         frameworks=a.frameworks, methods=a.methods, dtype=a.dtype, device=a.device,
         repeats=a.repeats or (5 if full else 3),
-        min_seconds=a.min_seconds if a.min_seconds is not None else (1.0 if full else 0.3),
+        min_seconds=a.min_seconds if a.min_seconds is not None else (1.0 if full else 0.2),
         timeout=a.timeout or (900.0 if full else 120.0),
         resume=a.resume, full=full, loss=a.loss, seed=a.seed, agreement_batch_size=a.agreement_batch_size,
         agreement=not a.no_agreement, figures=not a.no_figures, malloc=a.malloc, env=tuple(a.env),
