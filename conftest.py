@@ -4,7 +4,7 @@ pytest-benchmark only defines ``--benchmark-*`` options (and runs every test tha
 so pytest rejects a bare ``--benchmark``. Here ``--benchmark`` runs the benchmark suite in tests/benchmarks/
 alone (every other test deselected); without it the suite is skipped, so plain ``pytest`` stays the fast
 correctness run. pytest-benchmark's own ``--benchmark-only`` also enables the suite; its ``--benchmark-skip``
-still skips it, and ``--benchmark-json PATH`` output is accepted by ``python -m compare.figures PATH``.
+still skips it, and ``--benchmark-json PATH`` output is accepted by ``python -m compare.benchmark.figures PATH``.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A per-sample gradient is the gradient of one smooth piece of a piecewise-smooth function; the piece is
 chosen by these decisions. Comparing them between float32 and float64 explains gradients that jump
-(see ``compare.oracle``). Mirrored by ``torch_impl.decisions``; keys and shapes in ``compare.oracle.DECISION_SHAPES``.
+(see ``compare.agreement.oracle``). Mirrored by ``torch_impl.decisions``; keys and shapes in ``compare.agreement.oracle.DECISION_SHAPES``.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from compare.oracle import check_decisions
+from compare.agreement.oracle import check_decisions
 from jax_impl.model import GRAPHDEF
 from jax_impl.per_sample import native_inputs
 

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from compare.privacy import check_dp_params
+from compare.training.privacy import check_dp_params
 from compare.spec import DEFAULT_LOSS, check_dtype, check_loss
 from jax_impl.model import apply
 from jax_impl.per_sample import batch_loss, native_fn, sample_loss

@@ -1,4 +1,4 @@
-"""The timing protocol (compare.bench), the floor (compare.floor) and the summary table (compare.summary)."""
+"""The timing protocol (compare.benchmark.targets), the floor (compare.benchmark.floor) and the summary table (compare.benchmark.summary)."""
 from __future__ import annotations
 
 import json
@@ -9,16 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from compare import sweep
-from compare.bench import DP_HPARAMS, DP_METHODS, DP_PER_SAMPLE_METHOD, TARGETS, measure, prepare, sync_fn
-from compare.floor import add_floors, floor_ms, measure_write_bandwidth
+from compare.benchmark import sweep
+from compare.benchmark.targets import DP_HPARAMS, DP_METHODS, DP_PER_SAMPLE_METHOD, TARGETS, measure, prepare, sync_fn
+from compare.benchmark.floor import add_floors, floor_ms, measure_write_bandwidth
 from compare.frameworks import FRAMEWORKS, impl_module, per_sample_module
-from compare.point import measure_point
-from compare.results import failure_record
-from compare.run import parse_args
+from compare.benchmark.point import measure_point
+from compare.benchmark.results import failure_record
+from compare.benchmark.cli import parse_args
 from compare.spec import NUM_PARAMS, make_batch
-from compare.summary import format_summary
-from compare.sweep import plan_points, run_sweep
+from compare.benchmark.summary import format_summary
+from compare.benchmark.sweep import plan_points, run_sweep
 
 
 class Counter:

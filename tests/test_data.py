@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compare.data import IDX_FILES, DataError, batch_indices, load_digits28, load_mnist, read_idx
+from compare.training.data import IDX_FILES, DataError, batch_indices, load_digits28, load_mnist, read_idx
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from compare.frameworks import FRAMEWORKS, impl_module
-from compare.privacy import DPConfigError, check_delta, epsilon
+from compare.training.privacy import DPConfigError, check_delta, epsilon
 from compare.spec import PARAM_SHAPES, make_batch
 
 F64 = 1e-10

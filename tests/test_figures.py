@@ -1,4 +1,4 @@
-"""compare.figures: every figure from a small results file alone, and from a pytest-benchmark JSON."""
+"""compare.benchmark.figures: every figure from a small results file alone, and from a pytest-benchmark JSON."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from compare.figures import _markers, load_results, main, make_figures
+from compare.benchmark.figures import _markers, load_results, main, make_figures
 from compare.spec import NUM_PARAMS, PARAM_NAMES
 
 FIGURES = ("time_per_batch", "overhead", "peak_memory", "agreement", "dp_overhead")
@@ -84,7 +84,7 @@ def test_markers_are_fixed_per_method_and_distinct():
 
 def test_dp_steps_get_their_own_figure_and_stay_out_of_the_gradient_figures(results_dir, monkeypatch):
     """Figures 1-3 draw no DP step; dp_overhead draws both steps, then dp_sgd / sgd per framework and batch."""
-    from compare import figures
+    from compare.benchmark import figures
 
     calls: list[dict] = []
     real = figures._plot_lines

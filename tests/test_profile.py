@@ -1,10 +1,10 @@
-"""compare.profile runs on both frameworks and prints the stages the README's analysis cites (B=2, one repeat)."""
+"""compare.benchmark.profile runs on both frameworks and prints the stages the README's analysis cites (B=2, one repeat)."""
 from __future__ import annotations
 
 import pytest
 
 from compare.frameworks import FRAMEWORKS
-from compare.profile import SUBSETS, main
+from compare.benchmark.profile import SUBSETS, main
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from compare import run, sweep
-from compare.point import PointSpec, run_point
-from compare.results import TIMING_FIELDS, failure_record, point_key
-from compare.run import FULL_BATCH_SIZES, QUICK_BATCH_SIZES, parse_args
-from compare.sweep import plan_points, run_sweep
+from compare.benchmark import cli as run, sweep
+from compare.benchmark.point import PointSpec, run_point
+from compare.benchmark.results import TIMING_FIELDS, failure_record, point_key
+from compare.benchmark.cli import FULL_BATCH_SIZES, QUICK_BATCH_SIZES, parse_args
+from compare.benchmark.sweep import plan_points, run_sweep
 
 FAKE_FLOOR = {"bytes_per_s": 1e10, "best_kernel": "fake"}
 

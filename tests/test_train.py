@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-import compare.train as train
+import compare.training.cli as train
 
 TINY = ["--steps", "2", "--batch-size", "4", "--lr", "0.1"]
 

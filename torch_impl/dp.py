@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad_and_value, vmap
 
-from compare.privacy import check_dp_params
+from compare.training.privacy import check_dp_params
 from compare.spec import DEFAULT_LOSS, check_dtype, check_loss
 from torch_impl.model import SimpleCNN
 from torch_impl.per_sample import batch_loss, native_fn, sample_loss

@@ -1,6 +1,6 @@
 """The benchmark suite of ``pytest --benchmark``: framework x (kind, method) x batch size, grouped per batch.
 
-Each benchmark times exactly what ``compare.run`` times (``compare.bench.prepare`` builds the native callable
+Each benchmark times exactly what ``compare.run`` times (``compare.benchmark.targets.prepare`` builds the native callable
 and its on-device inputs; ``sync_fn`` makes the clock wait for the result), with ``benchmark.pedantic``: one
 warm-up round (compilation happens there), then ``--bench-rounds`` timed rounds of one call. Unlike
 ``compare.run``, all points share this one process; use ``compare.run`` for the paper numbers.
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from compare.bench import TARGETS, prepare, sync_fn
+from compare.benchmark.targets import TARGETS, prepare, sync_fn
 from compare.frameworks import FRAMEWORKS
-from compare.results import versions
+from compare.benchmark.results import versions
 from compare.spec import DEFAULT_LOSS
 
 DTYPE = "float32"
@@ -28,7 +28,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def device(request: pytest.FixtureRequest) -> str:
-    from compare.run import resolve_device
+    from compare.benchmark.cli import resolve_device
 
     return resolve_device(request.config.getoption("bench_device"))
 

@@ -1,7 +1,7 @@
 """One measurement point (framework, kind, method, batch size, dtype) in its own process.
 
-``python -m compare.point --spec JSON --result PATH`` imports only its framework, times the point with
-``compare.bench.measure`` and writes one timing record (``compare.results.TIMING_FIELDS`` + extras) to PATH.
+``python -m compare.benchmark.point --spec JSON --result PATH`` imports only its framework, times the point with
+``compare.benchmark.targets.measure`` and writes one timing record (``compare.benchmark.results.TIMING_FIELDS`` + extras) to PATH.
 ``run_point`` is the parent side: it starts that process with a given environment and timeout and turns
 whatever happens (a record, an out-of-memory kill, a crash, a timeout) into a record; it never raises for a
 failing point, so a sweep goes on.
@@ -20,9 +20,9 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from compare.results import failure_record, point_key
+from compare.benchmark.results import failure_record, point_key
 
-log = logging.getLogger("compare.point")
+log = logging.getLogger("compare.benchmark.point")
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _classify(err: BaseException) -> str:
 
 def measure_point(spec: PointSpec) -> dict:
     """Run in THIS process (the point subprocess); returns a complete timing record."""
-    from compare.bench import measure, prepare, sync_fn
+    from compare.benchmark.targets import measure, prepare, sync_fn
     from compare.frameworks import per_sample_module
     from compare.weights import load_weights
 
@@ -138,7 +138,7 @@ def measure_point(spec: PointSpec) -> dict:
 
 
 def run_point(spec: PointSpec, *, env: dict[str, str], timeout: float) -> dict:
-    """Measure ``spec`` in a fresh ``python -m compare.point`` process (argument list, no shell)."""
+    """Measure ``spec`` in a fresh ``python -m compare.benchmark.point`` process (argument list, no shell)."""
     load = os.getloadavg()[0]  # a busy machine invalidates timings: keep the evidence with the point
     record = _run_subprocess(spec, env, timeout)
     record["loadavg_1m_before"] = load
@@ -148,7 +148,7 @@ def run_point(spec: PointSpec, *, env: dict[str, str], timeout: float) -> dict:
 def _run_subprocess(spec: PointSpec, env: dict[str, str], timeout: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="point-") as tmp:
         result = Path(tmp) / "record.json"
-        cmd = [sys.executable, "-m", "compare.point", "--spec", json.dumps(asdict(spec)), "--result", str(result)]
+        cmd = [sys.executable, "-m", "compare.benchmark.point", "--spec", json.dumps(asdict(spec)), "--result", str(result)]
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, env=env, timeout=timeout, capture_output=True, text=True)
@@ -166,7 +166,7 @@ def _run_subprocess(spec: PointSpec, env: dict[str, str], timeout: float) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m compare.point", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m compare.benchmark.point", description=__doc__)
     p.add_argument("--spec", required=True, help="PointSpec as JSON")
     p.add_argument("--result", required=True, type=Path, help="where to write the JSON record")
     a = p.parse_args(argv)

@@ -3,7 +3,7 @@
 floor(framework, B) = that framework's batched reference median at B + B x 1,199,882 x itemsize / bandwidth,
 with bandwidth the best write bandwidth this machine reaches, measured in the same run (Performance issue, item 1):
 the best of numpy ``fill`` (one thread) and torch ``fill_`` / ``zero_`` (intra-op threads) on a ~1 GB buffer
-that is touched first, so page faults are not counted. ``python -m compare.floor --result PATH`` measures it in
+that is touched first, so page faults are not counted. ``python -m compare.benchmark.floor --result PATH`` measures it in
 its own process, with the same environment as the points.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 
 from compare.spec import NUM_PARAMS
 
-log = logging.getLogger("compare.floor")
+log = logging.getLogger("compare.benchmark.floor")
 
 DEFAULT_NBYTES = 1 << 30
 
@@ -88,7 +88,7 @@ def run_floor(*, env: dict[str, str], device: str, timeout: float = 300.0) -> di
     """Measure the bandwidth in a fresh process; None (logged) when that fails, so the sweep goes on."""
     with tempfile.TemporaryDirectory(prefix="floor-") as tmp:
         result = Path(tmp) / "floor.json"
-        cmd = [sys.executable, "-m", "compare.floor", "--device", device, "--result", str(result)]
+        cmd = [sys.executable, "-m", "compare.benchmark.floor", "--device", device, "--result", str(result)]
         try:
             proc = subprocess.run(cmd, env=env, timeout=timeout, capture_output=True, text=True)
         except subprocess.TimeoutExpired:
@@ -101,7 +101,7 @@ def run_floor(*, env: dict[str, str], device: str, timeout: float = 300.0) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m compare.floor", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m compare.benchmark.floor", description=__doc__)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--nbytes", type=int, default=DEFAULT_NBYTES)
     p.add_argument("--repeats", type=int, default=5)

@@ -17,7 +17,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-log = logging.getLogger("compare.results")
+log = logging.getLogger("compare.benchmark.results")
 
 TIMING_FIELDS: tuple[str, ...] = (
     "framework", "method", "kind", "batch_size", "dtype", "device", "median_ms", "iqr_ms", "min_ms", "repeats",
@@ -74,7 +74,7 @@ def load_points(path: Path) -> list[dict]:
 
 
 def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,

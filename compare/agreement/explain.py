@@ -3,7 +3,7 @@
 The CNN is piecewise smooth. A float32 run whose rounding puts a ReLU pre-activation on the other side of 0,
 or changes a 2x2 max-pool winner on a near-tie, differentiates a *different smooth piece* than float64 does,
 and that sample's gradient jumps. For every float32 sample out of tolerance we list the decisions that differ
-from float64 with their margins (in units of the rounding scale u*S, see ``compare.oracle.rounding_scales``)
+from float64 with their margins (in units of the rounding scale u*S, see ``compare.agreement.oracle.rounding_scales``)
 and re-run the numpy float64 oracle with the framework's own float32 decisions forced. If the sample then
 agrees to ``REPLAY_TOLERANCE`` it is explained (legitimate float32 sensitivity); otherwise it is a real
 discrepancy and the report is not ok.
@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from compare import oracle
-from compare.agreement import ParamAgreement, compare_grads, sample_errors
+from compare.agreement import oracle
+from compare.agreement.errors import ParamAgreement, compare_grads, sample_errors
 from compare.frameworks import impl_module
 from compare.spec import PARAM_NAMES
 

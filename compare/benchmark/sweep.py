@@ -19,26 +19,26 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from compare.bench import TARGETS
-from compare.floor import add_floors, run_floor
-from compare.point import PointSpec, run_point
-from compare.results import (
+from compare.benchmark.targets import TARGETS
+from compare.benchmark.floor import add_floors, run_floor
+from compare.benchmark.point import PointSpec, run_point
+from compare.benchmark.results import (
     append_point, failure_record, load_points, make_meta, point_key, relevant_env, write_results,
 )
 from compare.spec import NUM_PARAMS, available_memory_bytes
-from compare.summary import format_summary
+from compare.benchmark.summary import format_summary
 
 if TYPE_CHECKING:
-    from compare.run import Config
+    from compare.benchmark.config import Config
 
-log = logging.getLogger("compare.sweep")
+log = logging.getLogger("compare.benchmark.sweep")
 
 Runner = Callable[..., dict]
 GIVE_UP = ("oom", "timeout")  # statuses after which larger batches of the same method are not tried
 
 
 def _selected(cfg: Config, kind: str, methods: tuple[str, ...]) -> tuple[str, ...]:
-    """The methods of ``kind`` that ``--methods`` selects (see ``compare.bench.Target.selection``)."""
+    """The methods of ``kind`` that ``--methods`` selects (see ``compare.benchmark.targets.Target.selection``)."""
     selection = TARGETS[kind].selection
     if cfg.methods is None or selection == "always":
         return methods

@@ -3,14 +3,14 @@
 Columns: median ms and IQR; x over the same framework's batched reference; speed-up over that framework's
 ``loop``; torch/JAX ratio of the same method (and of the best per-sample method of each, on the block's last
 line); ratio to the floor (reference + writing the output at the measured bandwidth); peak memory. Rows in
-the order of ``compare.bench.TARGETS`` (reference, per-sample methods, DP steps); each block ends with the
+the order of ``compare.benchmark.targets.TARGETS`` (reference, per-sample methods, DP steps); each block ends with the
 DP overhead of each framework: DP-SGD step time over the non-private step's.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 
-from compare.bench import TARGETS
+from compare.benchmark.targets import TARGETS
 
 KIND_ORDER = {kind: i for i, kind in enumerate(TARGETS)}
 

@@ -1,0 +1,3 @@
+"""How fast: the timing protocol (``targets``), one process per point (``point``), the sweep (``sweep``), the
+floor (``floor``), the results file (``results``), the summary (``summary``), figures and profiles; ``cli`` is
+``python -m compare.run``. Imports flow config -> targets/point/floor/results -> sweep -> cli (no cycles)."""

@@ -1,0 +1,181 @@
+"""``python -m compare.run``: agreement check, then a benchmark sweep of per-sample gradients in both frameworks.
+
+Timed kinds (``compare.benchmark.targets.TARGETS``): the batched reference gradient, every per-sample method, and one
+training step of each side's ``dp`` module, non-private (``sgd``) and DP-SGD (``dp_sgd``), whose ratio is the
+DP overhead printed per framework and batch size and drawn in DIR/figures/dp_overhead.
+
+Every point (framework, kind, method, batch size, dtype) runs in its own subprocess with one shared environment,
+is appended to DIR/points.jsonl as soon as it is measured, and ends up in DIR/results.json with the agreement
+report, the measured floor and the run's meta; a summary table and DIR/figures/ follow.
+
+examples:
+  python -m compare.run                                  # quick: agreement + B=32, every method (< 2 min idle)
+  python -m compare.run --full                           # the paper sweep: B=16..1024, every method
+  python -m compare.run --batch-sizes 64,256 --methods loop,vmap --frameworks torch,jax   # no dp steps
+  python -m compare.run --methods per_layer,dp_sgd       # per_layer, and the dp kind (sgd and dp_sgd)
+  python -m compare.run --full --resume --out results/   # continue a killed run, skipping finished points
+  python -m compare.run --device cuda --dtype float32 --repeats 20
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from compare.spec import DEFAULT_LOSS, DTYPES, LOSSES, make_batch
+from compare.weights import WeightsError, init_weights, load_weights, save_weights
+
+from compare.benchmark.config import FULL_BATCH_SIZES, MALLOC_ENV, QUICK_BATCH_SIZES, Config
+
+log = logging.getLogger("compare.run")
+
+def _csv(kind: type, choices: tuple[str, ...] | None = None):
+    def parse(text: str) -> tuple:
+        items = tuple(kind(t.strip()) for t in text.split(",") if t.strip())
+        if not items:
+            raise argparse.ArgumentTypeError("expected a comma-separated list")
+        bad = [i for i in items if choices is not None and i not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown {bad}; expected some of {choices}")
+        if kind is int and min(items) < 1:
+            raise argparse.ArgumentTypeError(f"batch sizes must be positive, got {items}")
+        return items
+    return parse
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    from compare.frameworks import FRAMEWORKS
+
+    p = argparse.ArgumentParser(prog="python -m compare.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--full", action="store_true", help=f"paper sweep: batch sizes {FULL_BATCH_SIZES}, >= 5 repeats "
+                   "and >= 1 s per point (the largest batches that do not fit are recorded as skipped)")
+    p.add_argument("--batch-sizes", type=_csv(int), help=f"comma-separated (quick default {QUICK_BATCH_SIZES})")
+    p.add_argument("--frameworks", type=_csv(str, FRAMEWORKS), default=FRAMEWORKS, help="default: torch,jax")
+    p.add_argument("--methods", type=_csv(str), help="methods to time, comma-separated (default: all): per-sample "
+                   "methods of each framework's METHODS, and sgd / dp_sgd for the DP step (naming either runs "
+                   "both: the overhead is their ratio; without either no DP step runs); the batched reference "
+                   "always runs")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when torch sees a GPU, else cpu")
+    p.add_argument("--repeats", type=int, help="minimum timed calls per point (quick 3, full 5)")
+    p.add_argument("--min-seconds", type=float, help="minimum timed seconds per point (quick 0.2, full 1.0)")
+    p.add_argument("--timeout", type=float, help="seconds before a point is killed (quick 120, full 900)")
+    p.add_argument("--weights", type=Path, help="safetensors weights file (default: create the seed-0 file in --out)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="output directory (default: results/)")
+    p.add_argument("--resume", action="store_true", help="keep DIR/points.jsonl and skip the points it has")
+    p.add_argument("--loss", choices=LOSSES, default=DEFAULT_LOSS)
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic batches")
+    p.add_argument("--agreement-batch-size", type=int, default=64, help="batch of the agreement check (default 64)")
+    p.add_argument("--no-agreement", action="store_true", help="skip the agreement check (timings only)")
+    p.add_argument("--no-figures", action="store_true", help="do not draw DIR/figures/")
+    p.add_argument("--malloc", choices=tuple(MALLOC_ENV), default="nonreleasing",
+                   help="glibc malloc setting of every point process, both frameworks alike (default nonreleasing)")
+    p.add_argument("--env", type=_env_pair, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment variable for every point process (repeatable), e.g. XLA_FLAGS=...")
+    a = p.parse_args(argv)
+    for name in ("repeats", "agreement_batch_size"):
+        if getattr(a, name) is not None and getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("timeout", "min_seconds"):
+        if getattr(a, name) is not None and getattr(a, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0")
+    full = a.full  # presets below; explicit options win
+    return Config(
+        weights=a.weights, out=a.out,
+        batch_sizes=a.batch_sizes or (FULL_BATCH_SIZES if full else QUICK_BATCH_SIZES),
+        frameworks=a.frameworks, methods=a.methods, dtype=a.dtype, device=a.device,
+        repeats=a.repeats or (5 if full else 3),
+        min_seconds=a.min_seconds if a.min_seconds is not None else (1.0 if full else 0.2),
+        timeout=a.timeout or (900.0 if full else 120.0),
+        resume=a.resume, full=full, loss=a.loss, seed=a.seed, agreement_batch_size=a.agreement_batch_size,
+        agreement=not a.no_agreement, figures=not a.no_figures, malloc=a.malloc, env=tuple(a.env),
+    )
+
+
+def resolve_weights(cfg: Config) -> tuple[Path, dict]:
+    if cfg.weights is not None:
+        return cfg.weights, load_weights(cfg.weights)
+    path = cfg.out / "weights_seed0.safetensors"
+    if not path.exists():
+        save_weights(path, init_weights(0))
+        log.info("created the seed-0 weights file at %s", path)
+    else:
+        log.info("using existing weights file %s", path)
+    return path, load_weights(path)
+
+
+def resolve_device(device: str | None) -> str:
+    if device is not None:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def point_env(cfg: Config) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(MALLOC_ENV[cfg.malloc])
+    env.update(dict(cfg.env))
+    root = str(Path(__file__).resolve().parents[2])  # points import compare/ from this checkout
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def run_agreement_check(cfg: Config, weights: dict, device: str) -> tuple[dict | None, bool]:
+    if not cfg.agreement:
+        log.info("agreement check skipped (--no-agreement)")
+        return None, True
+    from compare.agreement import run_agreement
+
+    x, y = make_batch(cfg.agreement_batch_size, cfg.seed)
+    report = run_agreement(weights, x, y, loss=cfg.loss, device=device)
+    print(report.format_table())
+    if not report.ok:
+        log.error("per-sample gradients DISAGREE beyond tolerance (see the table above)")
+    return report.to_json(), report.ok
+
+
+def _config_json(cfg: Config) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = parse_args(argv)
+    from compare.benchmark.sweep import plan_points, run_sweep
+
+    try:
+        weights_path, weights = resolve_weights(cfg)
+    except WeightsError as err:
+        log.error("%s", err)
+        return 2
+    device = resolve_device(cfg.device)
+    try:
+        plan = plan_points(cfg, weights_path, device)
+    except ValueError as err:
+        log.error("%s", err)
+        return 2
+    agreement, ok = run_agreement_check(cfg, weights, device)
+    results_path = run_sweep(cfg, plan, env=point_env(cfg), device=device, agreement=agreement,
+                             argv=list(sys.argv[1:] if argv is None else argv), config=_config_json(cfg))
+    if cfg.figures:
+        from compare.benchmark.figures import make_figures
+
+        for path in make_figures(results_path):
+            log.info("figure: %s", path)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""``python -m compare.train``: DP-SGD in PyTorch and JAX/optax from the same weights, batches and noise.
+
+Both frameworks start from one canonical weights dict, see the same seeded batch order and add the *same*
+Gaussian noise (one numpy standard normal draw per step, converted to each side's layout), so their loss
+curves should overlay step by step (exactly up to float rounding with ``--noise-multiplier 0``).
+Writes, in ``--out``: ``train_progress.jsonl`` (one line per step, flushed as it goes, so an interrupted run
+keeps what it did), ``train.json`` (after each framework, then final) and ``train_loss.{pdf,png}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator, TextIO
+
+import numpy as np
+
+from compare.training.data import DataError, Dataset, batch_indices, load_digits28, load_mnist
+from compare.frameworks import FRAMEWORKS, impl_module
+from compare.training.privacy import ACCOUNTANTS, DPConfigError, check_delta, check_dp_params, epsilon
+from compare.spec import DEFAULT_LOSS, DTYPES, PARAM_SHAPES
+from compare.weights import WeightsError, init_weights, load_weights
+
+log = logging.getLogger("compare.train")
+
+SGD_BASELINE_REPS = 5  # timed non-private steps per framework, after one warm-up step
+EVAL_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Config:
+    epochs: int
+    steps: int | None
+    batch_size: int
+    lr: float
+    clip: float
+    noise_multiplier: float
+    delta: float
+    data: Path | None
+    out: Path
+    dtype: str
+    device: str | None
+    weights: Path | None
+    seed: int
+    accountant: str
+    frameworks: tuple[str, ...]
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    p = argparse.ArgumentParser(prog="python -m compare.train", description=__doc__.split("\n")[0])
+    p.add_argument("--epochs", type=int, default=5, help="passes over the training split (default: 5)")
+    p.add_argument("--steps", type=int, default=None, help="number of steps; overrides --epochs")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.5, help="SGD learning rate (default: 0.5)")
+    p.add_argument("--clip", type=float, default=1.0, help="per-example L2 clipping norm (default: 1.0)")
+    p.add_argument("--noise-multiplier", type=float, default=0.8, help="noise std / clip (default: 0.8)")
+    p.add_argument("--delta", type=float, default=1e-5, help="target delta of (epsilon, delta)-DP")
+    p.add_argument("--data", type=Path, default=None, help="local MNIST: a directory of IDX files or an .npz "
+                   "(default: scikit-learn's packaged 8x8 digits upsampled to 28x28)")
+    p.add_argument("--out", type=Path, default=Path("results/train"), help="output directory")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    p.add_argument("--weights", type=Path, default=None, help="safetensors weights (default: seed-0 init)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data split, batch order and noise")
+    p.add_argument("--accountant", choices=ACCOUNTANTS, default="prv", help="Opacus accountant (default: prv)")
+    p.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
+    a = p.parse_args(argv)
+    return Config(a.epochs, a.steps, a.batch_size, a.lr, a.clip, a.noise_multiplier, a.delta, a.data, a.out,
+                  a.dtype, a.device, a.weights, a.seed, a.accountant, tuple(dict.fromkeys(a.frameworks)))
+
+
+def check_config(cfg: Config) -> None:
+    """Every option checked before any data is read or any step is taken."""
+    if cfg.batch_size < 1:
+        raise DPConfigError(f"--batch-size must be a positive integer, got {cfg.batch_size}")
+    if cfg.steps is not None and cfg.steps < 1:
+        raise DPConfigError(f"--steps must be a positive integer, got {cfg.steps}")
+    if cfg.steps is None and cfg.epochs < 1:
+        raise DPConfigError(f"--epochs must be a positive integer, got {cfg.epochs}")
+    check_dp_params(lr=cfg.lr, clip=cfg.clip, noise_multiplier=cfg.noise_multiplier)
+    check_delta(cfg.delta)
+
+
+def noise_draws(seed: int, steps: int, noise_multiplier: float) -> Iterator[dict[str, np.ndarray] | None]:
+    """One canonical standard normal draw per step, shared by both frameworks (None when there is no noise)."""
+    rng = np.random.default_rng([seed, 1])  # a stream independent of the batch order's
+    for _ in range(steps):
+        yield None if noise_multiplier == 0 else {
+            k: rng.standard_normal(s, dtype=np.float32) for k, s in PARAM_SHAPES.items()
+        }
+
+
+def accuracy(dp: ModuleType, params: object, data: Dataset, cfg: Config) -> float:
+    """Test-split accuracy of native ``params``, predicted in chunks of ``EVAL_BATCH``."""
+    hits = 0
+    for start in range(0, len(data.y_test), EVAL_BATCH):
+        x, y = data.x_test[start : start + EVAL_BATCH], data.y_test[start : start + EVAL_BATCH]
+        hits += int((dp.predict(params, dp.native_batch(x, y, dtype=cfg.dtype, device=cfg.device)[0]) == y).sum())
+    return hits / len(data.y_test)
+
+
+def sgd_step_ms(dp: ModuleType, params: object, data: Dataset, cfg: Config) -> float:
+    """Median time of the non-private step on the same batch size: the DP overhead's denominator."""
+    step = dp.make_sgd_step(lr=cfg.lr, loss=DEFAULT_LOSS)
+    x, y = dp.native_batch(data.x_train[: cfg.batch_size], data.y_train[: cfg.batch_size],
+                           dtype=cfg.dtype, device=cfg.device)
+    times = []
+    for _ in range(SGD_BASELINE_REPS + 1):
+        t0 = time.perf_counter()
+        dp.block_until_ready(step(params, x, y))
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times[1:])
+
+
+def train_framework(
+    fw: str, weights: dict[str, np.ndarray], data: Dataset, cfg: Config, steps: int, progress: TextIO
+) -> dict:
+    """Run ``steps`` DP-SGD steps in one framework; every step's loss goes to ``progress`` as it happens."""
+    from tqdm import tqdm
+
+    dp, wmod = impl_module(fw, "dp"), impl_module(fw, "weights")
+    params = wmod.to_native(weights, cfg.dtype, cfg.device)
+    step = dp.make_step(lr=cfg.lr, clip=cfg.clip, noise_multiplier=cfg.noise_multiplier, loss=DEFAULT_LOSS)
+    losses: list[float] = []
+    times: list[float] = []
+    batches = batch_indices(len(data.y_train), cfg.batch_size, steps=steps, seed=cfg.seed)
+    with tqdm(total=steps, desc=f"{fw} DP-SGD", unit="step", file=sys.stderr) as bar:
+        for i, (idx, z) in enumerate(zip(batches, noise_draws(cfg.seed, steps, cfg.noise_multiplier))):
+            x, y = dp.native_batch(data.x_train[idx], data.y_train[idx], dtype=cfg.dtype, device=cfg.device)
+            noise = None if z is None else dp.native_noise(z, dtype=cfg.dtype, device=cfg.device)
+            dp.block_until_ready((x, y, noise))
+            t0 = time.perf_counter()
+            params, loss = dp.block_until_ready(step(params, x, y, noise))
+            times.append((time.perf_counter() - t0) * 1e3)
+            losses.append(float(loss))
+            progress.write(json.dumps({"framework": fw, "step": i, "loss": losses[-1], "ms": times[-1]}) + "\n")
+            progress.flush()
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            bar.update()
+    result = {
+        "loss": losses,
+        "test_accuracy": accuracy(dp, params, data, cfg),
+        # the first step includes tracing/compilation (JAX jit); it is reported apart
+        "step_ms": statistics.median(times[1:] or times),
+        "first_step_ms": times[0],
+        "sgd_step_ms": sgd_step_ms(dp, params, data, cfg),
+    }
+    result["dp_overhead"] = result["step_ms"] / result["sgd_step_ms"]
+    log.info("%s: test accuracy %.4f, DP step %.1f ms, non-private step %.1f ms (x%.2f)", fw,
+             result["test_accuracy"], result["step_ms"], result["sgd_step_ms"], result["dp_overhead"])
+    return result
+
+
+def meta(data: Dataset, steps: int, sample_rate: float) -> dict:
+    import jax
+    import opacus
+    import optax
+    import torch
+
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "dataset": data.describe(),
+        "steps": steps,
+        "sample_rate": sample_rate,
+        "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
+                     "jax": jax.__version__, "optax": optax.__version__, "opacus": opacus.__version__},
+        "platform": platform.platform(),
+        "threads": {"torch": torch.get_num_threads(), "cpu_count": os.cpu_count()},
+        "notes": [
+            "batches: a seeded shuffle per epoch, fixed-size batches, remainder dropped; the accountant "
+            "assumes Poisson sampling at rate batch_size / n_train (the usual approximation)",
+            "noise: one float32 numpy standard normal draw per step, shared by both frameworks",
+            "step_ms: median wall time of the native DP step (per-sample grads, clip, noise, SGD update) "
+            "excluding the first (compiling) step and the host-side batch/noise preparation",
+            "sgd_step_ms: median of the non-private step (batched mean gradient, SGD) at the same batch size",
+            "epsilon = inf when noise_multiplier = 0: no differential privacy guarantee",
+        ],
+    }
+
+
+def write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def plot(report: dict, out: Path) -> list[Path]:
+    """Both loss curves on one axis (PDF + PNG), made from the report alone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = report["frameworks"]
+    both = len(runs) == 2
+    fig, axes = plt.subplots(2 if both else 1, 1, figsize=(6.4, 5.6 if both else 4.0), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1]} if both else None)
+    ax = axes[0, 0]
+    for (fw, r), style in zip(runs.items(), ("-", "--")):
+        ax.plot(r["loss"], style, label=f"{fw} (test acc {r['test_accuracy']:.3f})")
+    cfg, eps = report["config"], report["epsilon"]
+    ax.set_ylabel("training loss (cross-entropy)")
+    ax.set_title(f"DP-SGD on {report['meta']['dataset']['name']}\n"
+                 f"clip={cfg['clip']}, sigma={cfg['noise_multiplier']}, B={cfg['batch_size']}, "
+                 f"lr={cfg['lr']}, {cfg['dtype']}, eps={eps:.2f} at delta={report['delta']:g}", fontsize=9)
+    ax.legend()
+    if both:
+        t, j = (np.asarray(r["loss"]) for r in runs.values())
+        axes[1, 0].semilogy(np.maximum(np.abs(t - j), 1e-17), "k.", markersize=3)
+        axes[1, 0].set_ylabel("|torch - jax|", fontsize=8)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    paths = [out / "train_loss.pdf", out / "train_loss.png"]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = parse_args(argv)
+    try:
+        check_config(cfg)
+        data = load_digits28(cfg.seed) if cfg.data is None else load_mnist(cfg.data)
+        n = len(data.y_train)
+        if cfg.batch_size > n:
+            raise DPConfigError(f"--batch-size {cfg.batch_size} exceeds the {n} training examples")
+        steps = cfg.steps if cfg.steps is not None else cfg.epochs * (n // cfg.batch_size)
+        weights = init_weights(0) if cfg.weights is None else load_weights(cfg.weights)
+        eps = epsilon(noise_multiplier=cfg.noise_multiplier, sample_rate=cfg.batch_size / n, steps=steps,
+                      delta=cfg.delta, accountant=cfg.accountant)
+    except (DPConfigError, DataError, WeightsError) as err:
+        log.error("%s", err)
+        return 2
+    log.info("%s: %d train / %d test examples, %d steps of B=%d; epsilon=%.3f at delta=%g (%s accountant)",
+             data.name, n, len(data.y_test), steps, cfg.batch_size, eps, cfg.delta, cfg.accountant)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    report = {"meta": meta(data, steps, cfg.batch_size / n), "config": {k: str(v) if isinstance(v, Path) else v
+                                                    for k, v in asdict(cfg).items()},
+              "epsilon": eps, "delta": cfg.delta, "complete": False, "frameworks": {}}
+    with open(cfg.out / "train_progress.jsonl", "w") as progress:
+        progress.write(json.dumps({"start": report["config"], "epsilon": eps, "delta": cfg.delta}) + "\n")
+        for fw in cfg.frameworks:
+            report["frameworks"][fw] = train_framework(fw, weights, data, cfg, steps, progress)
+            write_json(cfg.out / "train.json", report)
+    report["complete"] = True
+    write_json(cfg.out / "train.json", report)
+    figs = plot(report, cfg.out)
+    print(f"{'framework':<10}{'test acc':>10}{'DP step ms':>12}{'SGD step ms':>13}{'overhead':>10}")
+    for fw, r in report["frameworks"].items():
+        print(f"{fw:<10}{r['test_accuracy']:>10.4f}{r['step_ms']:>12.1f}{r['sgd_step_ms']:>13.1f}"
+              f"{r['dp_overhead']:>9.2f}x")
+    print(f"epsilon = {eps:.4f} at delta = {cfg.delta:g}" + (" (no noise: no privacy guarantee)"
+                                                              if math.isinf(eps) else ""))
+    if len(report["frameworks"]) == 2:
+        t, j = (np.array(r["loss"]) for r in report["frameworks"].values())
+        print(f"max |loss_torch - loss_jax| over {steps} steps: {np.abs(t - j).max():.3e}")
+    log.info("wrote %s, %s", cfg.out / "train.json", ", ".join(map(str, figs)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
