@@ -69,7 +69,9 @@ def test_measure_rejects_bad_settings(kwargs):
 def test_registry_lists_each_sides_methods_and_the_batched_reference(framework):
     assert TARGETS["per_sample"].methods(framework) == tuple(per_sample_module(framework).METHODS)
     assert TARGETS["reference"].methods(framework) == ("batched",)
-    assert TARGETS["dp"].methods(framework) == DP_METHODS == ("sgd", "dp_sgd")
+    assert DP_METHODS == ("sgd", "dp_sgd", "dp_ghost", "dp_bk")
+    peer = {"torch": ("opacus_ghost",), "jax": ("jax_privacy",)}[framework]  # each side's maintained DP library
+    assert TARGETS["dp"].methods(framework) == DP_METHODS + peer
 
 
 def test_prepare_rejects_unknown_kind_and_method(weights):
@@ -121,10 +123,23 @@ def test_prepared_dp_steps_are_the_dp_modules_steps_with_noise_made_outside(fram
     assert TARGETS["dp"].details(framework, "dp_sgd")["per_sample_method"] == DP_PER_SAMPLE_METHOD
 
 
-def _assert_same_params(wmod, got, want) -> None:
+@pytest.mark.parametrize("framework,method", [("torch", "dp_bk"), ("jax", "dp_bk"), ("torch", "opacus_ghost"),
+                                              ("jax", "jax_privacy")])
+def test_prepared_private_steps_take_the_materialising_steps_update(framework, method, weights):
+    """Every timed private step is a real DP-SGD step: same update as ``dp_sgd`` for the same noise (float64).
+    (tests/test_clipping.py covers every strategy and peer in depth; this checks the benchmark's wiring.)"""
+    wmod = impl_module(framework, "weights")
+    fn, args = prepare(framework, "dp", "dp_sgd", weights, 3, dtype="float64", device="cpu", loss="nll_log_softmax")
+    want = sync_fn(framework, "cpu")(fn(*args))[0]
+    fn, args = prepare(framework, "dp", method, weights, 3, dtype="float64", device="cpu", loss="nll_log_softmax")
+    _assert_same_params(wmod, sync_fn(framework, "cpu")(fn(*args))[0], want, rtol=1e-10)
+    assert TARGETS["dp"].details(framework, method)["clipping"] == {"dp_bk": "bk"}.get(method, method)
+
+
+def _assert_same_params(wmod, got, want, rtol: float = 1e-12) -> None:
     got, want = wmod.to_canonical(got), wmod.to_canonical(want)
     for k in want:
-        np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=1e-14, err_msg=k)
+        np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=1e-14, err_msg=k)
 
 
 def test_tiny_sweep_plans_and_measures_the_dp_kind(tmp_path, weights, monkeypatch, capsys):
@@ -149,16 +164,20 @@ def test_tiny_sweep_plans_and_measures_the_dp_kind(tmp_path, weights, monkeypatc
     assert out.count("DP overhead") == 2 and "DP overhead jax: dp_sgd" in out
 
 
-def test_methods_select_the_dp_kind_as_a_pair(tmp_path):
+def test_methods_select_dp_steps_with_their_sgd_baseline(tmp_path):
     def planned(*methods: str) -> set[tuple[str, str]]:
         cfg = parse_args(["--batch-sizes", "2", "--frameworks", "torch", "--methods", ",".join(methods)])
         return {(s.kind, s.method) for s in plan_points(cfg, tmp_path / "w", "cpu")}
 
     assert planned("vmap") == {("reference", "batched"), ("per_sample", "vmap")}  # no DP step unless named
-    assert planned("vmap", "sgd") == planned("vmap", "dp_sgd") == {
-        ("reference", "batched"), ("per_sample", "vmap"), ("dp", "sgd"), ("dp", "dp_sgd")}
+    assert planned("vmap", "sgd") == {("reference", "batched"), ("per_sample", "vmap"), ("dp", "sgd")}
+    assert planned("vmap", "dp_sgd") == {
+        ("reference", "batched"), ("per_sample", "vmap"), ("dp", "sgd"), ("dp", "dp_sgd")}  # sgd: the denominator
+    assert planned("dp_bk", "opacus_ghost", "jax_privacy") == {  # a peer of the other framework plans nothing here
+        ("reference", "batched"), ("dp", "sgd"), ("dp", "dp_bk"), ("dp", "opacus_ghost")}
     everything = {(s.kind, s.method) for s in plan_points(parse_args(["--batch-sizes", "2"]), tmp_path / "w", "cpu")}
-    assert {("dp", "sgd"), ("dp", "dp_sgd")} <= everything  # the default (quick and --full) times the DP steps
+    # the default (quick and --full) times every DP step
+    assert {("dp", m) for m in ("sgd", "dp_sgd", "dp_ghost", "dp_bk", "opacus_ghost")} <= everything
 
 
 def test_floor_adds_the_output_write_to_the_reference():
@@ -216,3 +235,15 @@ def test_summary_dp_overhead_line_per_framework_and_batch():
     assert text.count("DP overhead") == 2  # none at B=16: its dp_sgd ran out of memory
     torch_rows = [line.split()[1] for line in text.split("B=16")[0].splitlines() if line.startswith("torch ")]
     assert torch_rows == ["batched", "vmap", "dp_sgd", "sgd"]  # reference, per-sample, then the DP steps
+
+
+def test_summary_names_the_best_private_step_in_time_and_memory():
+    t = [_rec("jax", "dp", "sgd", 8, 10.0), _rec("jax", "dp", "dp_sgd", 8, 20.0), _rec("jax", "dp", "dp_bk", 8, 11.0),
+         _rec("jax", "dp", "jax_privacy", 8, 30.0)]
+    for r, (peak, clipping) in zip(t, [(100, None), (300, "materialize"), (120, "bk"), (400, "jax_privacy")]):
+        r.update(peak_mem_bytes=peak, clipping=clipping, per_sample_method="per_layer" if clipping == "materialize"
+                 else None)
+    text = format_summary(t)
+    assert "DP overhead jax: dp_bk 11.0 ms / sgd 10.0 ms = 1.10x (clipping: bk)" in text
+    assert "DP overhead jax: jax_privacy 30.0 ms / sgd 10.0 ms = 3.00x (clipping: jax_privacy)" in text
+    assert "best private step jax: dp_bk 1.10x sgd, peak memory 1.20x sgd's" in text

@@ -1,8 +1,10 @@
 """``python -m compare.run``: agreement check, then a benchmark sweep of per-sample gradients in both frameworks.
 
-Timed kinds (``compare.benchmark.targets.TARGETS``): the batched reference gradient, every per-sample method, and one
-training step of each side's ``dp`` module, non-private (``sgd``) and DP-SGD (``dp_sgd``), whose ratio is the
-DP overhead printed per framework and batch size and drawn in DIR/figures/dp_overhead.
+Timed kinds (``compare.benchmark.targets.TARGETS``): the batched reference gradient, every per-sample method, and
+one training step of each side's ``dp`` module: non-private (``sgd``), DP-SGD with each clipping strategy
+(``dp_sgd`` = materialise per-sample gradients, ``dp_ghost`` = ghost norms + a second backward, ``dp_bk`` =
+book-keeping), and each side's maintained library (``opacus_ghost``, ``jax_privacy``). Each private step's ratio
+to ``sgd`` is the DP overhead printed per framework and batch size and drawn in DIR/figures/dp_overhead.
 
 Every point (framework, kind, method, batch size, dtype) runs in its own subprocess with one shared environment,
 is appended to DIR/points.jsonl as soon as it is measured, and ends up in DIR/results.json with the agreement
@@ -12,7 +14,8 @@ examples:
   python -m compare.run                                  # quick: agreement + B=32, every method (< 2 min idle)
   python -m compare.run --full                           # the paper sweep: B=16..1024, every method
   python -m compare.run --batch-sizes 64,256 --methods loop,vmap --frameworks torch,jax   # no dp steps
-  python -m compare.run --methods per_layer,dp_sgd       # per_layer, and the dp kind (sgd and dp_sgd)
+  python -m compare.run --methods per_layer,dp_bk        # per_layer, and the dp steps sgd and dp_bk
+  python -m compare.run --batch-sizes 64,256,1024 --methods sgd,dp_sgd,dp_ghost,dp_bk,opacus_ghost,jax_privacy
   python -m compare.run --full --resume --out results/   # continue a killed run, skipping finished points
   python -m compare.run --device cuda --dtype float32 --repeats 20
 """
@@ -63,9 +66,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--batch-sizes", type=_csv(int), help=f"comma-separated (quick default {QUICK_BATCH_SIZES})")
     p.add_argument("--frameworks", type=_csv(str, FRAMEWORKS), default=FRAMEWORKS, help="default: torch,jax")
     p.add_argument("--methods", type=_csv(str), help="methods to time, comma-separated (default: all): per-sample "
-                   "methods of each framework's METHODS, and sgd / dp_sgd for the DP step (naming either runs "
-                   "both: the overhead is their ratio; without either no DP step runs); the batched reference "
-                   "always runs")
+                   "methods of each framework's METHODS, and the DP steps sgd, dp_sgd, dp_ghost, dp_bk, opacus_ghost "
+                   "(torch), jax_privacy (jax) (naming a private step also runs sgd, the denominator of its "
+                   "overhead); the batched reference always runs")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when torch sees a GPU, else cpu")
     p.add_argument("--repeats", type=int, help="minimum timed calls per point (quick 3, full 5)")

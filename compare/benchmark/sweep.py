@@ -39,19 +39,20 @@ GIVE_UP = ("oom", "timeout")  # statuses after which larger batches of the same 
 
 def _selected(cfg: Config, kind: str, methods: tuple[str, ...]) -> tuple[str, ...]:
     """The methods of ``kind`` that ``--methods`` selects (see ``compare.benchmark.targets.Target.selection``)."""
-    selection = TARGETS[kind].selection
-    if cfg.methods is None or selection == "always":
+    tgt = TARGETS[kind]
+    if cfg.methods is None or tgt.selection == "always":
         return methods
-    if selection == "each":
-        return tuple(m for m in methods if m in cfg.methods)
-    return methods if set(methods) & set(cfg.methods) else ()  # "together"
+    named = tuple(m for m in methods if m in cfg.methods)
+    if named and tgt.baseline is not None and tgt.baseline not in named:
+        named = (tgt.baseline, *named)  # a ratio needs its denominator
+    return named
 
 
 def plan_points(cfg: Config, weights_path: Path, device: str) -> list[PointSpec]:
     """Every point of the run, in order.
 
-    With ``--methods``, the reference always runs, per-sample methods run when named, and the dp kind runs
-    (both ``sgd`` and ``dp_sgd``: the overhead is their ratio) when either is named.
+    With ``--methods``, the reference always runs, per-sample methods run when named, and a dp method runs when
+    named, with ``sgd`` (the denominator of every DP overhead) whenever any dp method is.
     """
     per_fw = {fw: {kind: TARGETS[kind].methods(fw) for kind in TARGETS} for fw in cfg.frameworks}
     known = {m for kinds in per_fw.values() for ms in kinds.values() for m in ms}

@@ -47,8 +47,8 @@ class Target:
     """A kind of timed computation: its method names per framework and how to build ``(fn, args)``.
 
     ``selection``: how ``compare.run --methods`` treats the kind: ``"always"`` planned (the reference: every
-    ratio needs it), ``"each"`` only the named methods, ``"together"`` every method once any one is named (a
-    ratio between them is the point). ``holds_per_sample(method)``: the call materialises B per-sample
+    ratio needs it), ``"each"`` only the named methods, plus ``baseline`` once any method of the kind is named
+    (the dp kind's ratios are to ``sgd``). ``holds_per_sample(method)``: the call materialises B per-sample
     gradients (the sweep skips it up front when those alone do not fit in memory). ``details(framework,
     method)``: extra fields for the point's record (what exactly was timed).
     """
@@ -56,7 +56,8 @@ class Target:
     kind: str
     methods: Callable[[str], tuple[str, ...]]
     build: Callable[..., tuple[NativeFn, tuple]]
-    selection: Literal["always", "each", "together"]
+    selection: Literal["always", "each"]
+    baseline: str | None = None
     holds_per_sample: Callable[[str], bool] = lambda method: False
     details: Callable[[str, str], dict] = lambda framework, method: {}
 
@@ -86,11 +87,23 @@ def _build_reference(framework: str, method: str, weights: dict, x: np.ndarray, 
 # does not depend on their values, only on clip being finite (clipping computed) and noise_multiplier > 0 (noise
 # added).
 DP_HPARAMS: dict[str, float] = {"lr": 0.1, "clip": 1.0, "noise_multiplier": 1.0}
-# The per-sample method inside the timed DP step on both sides: the fastest one each framework has (per_layer), so
-# the overhead measured is what a practitioner using this repo would pay, not the tutorial vmap's.
+# The per-sample method inside the materialising DP step on both sides: the fastest one each framework has
+# (per_layer), so the overhead measured is what a practitioner using this repo would pay, not the tutorial vmap's.
 DP_PER_SAMPLE_METHOD = "per_layer"
-DP_METHODS: tuple[str, ...] = ("sgd", "dp_sgd")
+# dp method -> the clipping strategy of <fw>_impl.dp.make_step it times (``CLIPPINGS``); ``sgd`` is the
+# non-private baseline every ratio is taken against.
+DP_CLIPPING: dict[str, str] = {"dp_sgd": "materialize", "dp_ghost": "ghost", "dp_bk": "bk"}
+# One-sided peers: the library each framework's users would reach for, timed as the same step.
+DP_PEERS: dict[str, dict[str, tuple[str, str]]] = {  # framework -> method -> (impl module, step factory)
+    "torch": {"opacus_ghost": ("opacus_ghost", "make_opacus_ghost_step")},
+    "jax": {"jax_privacy": ("jax_privacy_step", "make_jax_privacy_step")},
+}
+DP_METHODS: tuple[str, ...] = ("sgd", *DP_CLIPPING)
 NOISE_SEED = 0
+
+
+def _dp_methods(framework: str) -> tuple[str, ...]:
+    return DP_METHODS + tuple(DP_PEERS.get(framework, {}))
 
 
 def _torch_noise(dp: Any, params: Any, seed: int) -> Any:
@@ -111,31 +124,46 @@ def _jax_noise(dp: Any, params: Any, seed: int) -> Any:
 NOISE: dict[str, Callable[[Any, Any, int], Any]] = {"torch": _torch_noise, "jax": _jax_noise}
 
 
+def dp_step_factory(framework: str, method: str) -> Callable[..., NativeFn]:
+    """``factory(lr=, clip=, noise_multiplier=, loss=) -> step(params, x, y, noise)`` for a private dp method.
+
+    A peer whose library is not installed raises ImportError naming it (the point is recorded as failed with
+    that reason, not silently dropped)."""
+    if method in DP_CLIPPING:
+        dp = impl_module(framework, "dp")
+        clipping = DP_CLIPPING[method]
+        return lambda **kw: dp.make_step(**kw, per_sample_method=DP_PER_SAMPLE_METHOD, clipping=clipping)
+    peers = DP_PEERS.get(framework, {})
+    if method not in peers:
+        raise ValueError(f"the dp kind has methods {_dp_methods(framework)} for {framework}, not {method!r}")
+    module, factory = peers[method]
+    return getattr(impl_module(framework, module), factory)
+
+
 def _build_dp(framework: str, method: str, weights: dict, x: np.ndarray, y: np.ndarray, *,
               dtype: str, device: str | None, loss: str, chunk_size: int | None) -> tuple[NativeFn, tuple]:
-    """One training step on native inputs; ``dp_sgd`` gets its noise drawn here, outside the timed call."""
+    """One training step on native inputs; private steps get their noise drawn here, outside the timed call."""
     if chunk_size is not None:
         raise ValueError("chunk_size does not apply to the dp kind (dp.make_step takes none)")
     dp = impl_module(framework, "dp")
     params, xn, yn = per_sample_module(framework).native_inputs(weights, x, y, dtype=dtype, device=device)
     if method == "sgd":
         return dp.make_sgd_step(lr=DP_HPARAMS["lr"], loss=loss), (params, xn, yn)
-    if method == "dp_sgd":
-        step = dp.make_step(**DP_HPARAMS, loss=loss, per_sample_method=DP_PER_SAMPLE_METHOD)
-        return step, (params, xn, yn, NOISE[framework](dp, params, NOISE_SEED))
-    raise ValueError(f"the dp kind has methods {DP_METHODS}, not {method!r}")
+    step = dp_step_factory(framework, method)(**DP_HPARAMS, loss=loss)
+    return step, (params, xn, yn, NOISE[framework](dp, params, NOISE_SEED))
 
 
 def _dp_details(framework: str, method: str) -> dict:
-    return {"per_sample_method": DP_PER_SAMPLE_METHOD if method == "dp_sgd" else None, "dp_hparams": DP_HPARAMS}
+    return {"per_sample_method": DP_PER_SAMPLE_METHOD if DP_CLIPPING.get(method) == "materialize" else None,
+            "clipping": DP_CLIPPING.get(method, method if method != "sgd" else None), "dp_hparams": DP_HPARAMS}
 
 
 TARGETS: dict[str, Target] = {
     "reference": Target("reference", lambda fw: ("batched",), _build_reference, "always"),
     "per_sample": Target("per_sample", _per_sample_methods, _build_per_sample, "each",
                          holds_per_sample=lambda method: True),
-    "dp": Target("dp", lambda fw: DP_METHODS, _build_dp, "together",
-                 holds_per_sample=lambda method: method == "dp_sgd", details=_dp_details),
+    "dp": Target("dp", _dp_methods, _build_dp, "each", baseline="sgd",
+                 holds_per_sample=lambda method: method in ("dp_sgd", "jax_privacy"), details=_dp_details),
 }
 
 
