@@ -22,7 +22,8 @@ from flax import nnx
 
 from compare.training.privacy import check_dp_params
 from compare.spec import DEFAULT_LOSS, check_dtype, check_loss
-from jax_impl.model import apply
+from jax_impl import ghost
+from jax_impl.model import PRECISION, apply
 from jax_impl.per_sample import batch_loss, native_fn, sample_loss
 from jax_impl.weights import JAX_DTYPES, resolve_device, to_native
 
@@ -77,24 +78,107 @@ def _per_example_fn(method: str, loss: str) -> Callable[[Params, jax.Array, jax.
     return lambda params, x, y: (grads_fn(params, x, y), batch_loss(params, x, y, loss))
 
 
+CLIPPINGS: tuple[str, ...] = ("materialize", "ghost", "bk")
+
+
+def check_clipping(clipping: str) -> str:
+    if clipping not in CLIPPINGS:
+        raise ValueError(f"unknown clipping {clipping!r}; expected one of {CLIPPINGS}")
+    return clipping
+
+
+def _materialized_sum(
+    params: Params, x: jax.Array, y: jax.Array, *, clip: float, loss: str, per_sample_method: str,
+    mask: jax.Array | None,
+) -> tuple[Params, jax.Array]:
+    """Today's path: per-example gradients -> optax's per-example clip -> sum (mask: weights after clipping)."""
+    grads, mean_loss = _per_example_fn(per_sample_method, loss)(params, x, y)
+    batch = x.shape[0]
+    if mask is None:
+        leaves, treedef = jax.tree.flatten(grads)
+        clipped, _ = optax.per_example_global_norm_clip(leaves, clip)
+        return jax.tree.unflatten(treedef, clipped), mean_loss * batch
+    m = jnp.asarray(mask, x.dtype)
+    weights = clip_factors(grads, clip) * m
+    summed = jax.tree.map(lambda g: jnp.tensordot(weights, g, axes=1, precision=PRECISION), grads)
+    return summed, (ghost.example_losses(apply(params, x), y, loss) * m).sum()  # one batched forward
+
+
+def clipped_grad_sum(
+    params: Params, x: jax.Array, y: jax.Array, *, clip: float, loss: str = DEFAULT_LOSS,
+    clipping: str = "materialize", per_sample_method: str = "vmap", mask: jax.Array | None = None,
+) -> tuple[Params, jax.Array]:
+    """(sum_b m_b c_b g_b shaped like params, sum_b m_b loss_b), c_b = min(1, clip / ||g_b||) (NaN -> 1).
+
+    SUMS, not means: a data-parallel step all-reduces them, then calls ``noisy_update`` once.
+    ``mask``: (B,) weights, 0 = padding example (None: all ones). ``per_sample_method`` is used only by
+    "materialize"; "ghost" and "bk" are ``jax_impl.ghost``'s. Jittable (clipping and method are static).
+    """
+    check_loss(loss)
+    if check_clipping(clipping) == "materialize":
+        return _materialized_sum(params, x, y, clip=clip, loss=loss, per_sample_method=per_sample_method,
+                                 mask=mask)
+    if clipping == "ghost":
+        return ghost.ghost_clipped_sum(params, x, y, clip=clip, loss=loss, mask=mask)
+    return ghost.bk_clipped_sum(params, x, y, clip=clip, loss=loss, mask=mask)
+
+
+def per_example_norms(
+    params: Params, x: jax.Array, y: jax.Array, *, loss: str = DEFAULT_LOSS, clipping: str = "ghost",
+    per_sample_method: str = "vmap",
+) -> jax.Array:
+    """(B,) each example's global gradient L2 norm by that strategy's route ("ghost" and "bk" share theirs)."""
+    check_loss(loss)
+    if check_clipping(clipping) == "materialize":
+        grads, _ = _per_example_fn(per_sample_method, loss)(params, x, y)
+        return jax.vmap(optax.tree.norm)(grads)
+    return ghost.ghost_norms(params, x, y, loss=loss)
+
+
+def noisy_update(
+    params: Params, clipped_sum: Params, *, lr: float, clip: float, noise_multiplier: float, batch_size: int,
+    noise: Params | None,
+) -> Params:
+    """``p - lr * (clipped_sum + clip * noise_multiplier * noise) / batch_size`` (optax.sgd's update).
+
+    ``noise``: standard normal draws shaped like params; None only when ``noise_multiplier == 0``.
+    """
+    if noise is None and noise_multiplier != 0:
+        raise ValueError(f"noise_multiplier={noise_multiplier} needs a noise draw; got noise=None")
+    leaves, treedef = jax.tree.flatten(clipped_sum)
+    if noise is not None:
+        std = clip * noise_multiplier
+        leaves = [g + std * z for g, z in zip(leaves, treedef.flatten_up_to(noise))]
+    mean = jax.tree.unflatten(treedef, [g / batch_size for g in leaves])
+    sgd = optax.sgd(lr)
+    updates, _ = sgd.update(mean, sgd.init(params))
+    return optax.apply_updates(params, updates)
+
+
 def make_step(
-    *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, per_sample_method: str = "vmap"
+    *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, per_sample_method: str = "vmap",
+    clipping: str = "materialize",
 ) -> DPStepFn:
     """One jitted DP-SGD step ``step(params, x, y, noise) -> (new_params, mean loss before the step)``.
 
-    Per-sample gradients come from ``per_sample_method`` (any of ``per_sample.METHODS``; default the
-    idiomatic ``vmap(grad)``; the benchmark also times the fastest, 'per_layer').
+    = ``clipped_grad_sum`` (strategy ``clipping``, one of ``CLIPPINGS``) + ``noisy_update`` with B = len(x).
+    For "materialize", per-sample gradients come from ``per_sample_method`` (any of ``per_sample.METHODS``;
+    default the idiomatic ``vmap(grad)``; the benchmark also times the fastest, 'per_layer').
     """
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
-    per_example = _per_example_fn(per_sample_method, check_loss(loss))
-    sgd = optax.sgd(lr)
+    check_loss(loss)
+    check_clipping(clipping)
+    if clipping == "materialize":
+        _per_example_fn(per_sample_method, loss)  # an unknown method fails here, before any work
 
     @jax.jit
     def step(params: Params, x: jax.Array, y: jax.Array, noise: Params | None = None) -> tuple[Params, jax.Array]:
-        grads, mean_loss = per_example(params, x, y)
-        mean = private_mean(grads, clip=clip, noise_multiplier=noise_multiplier, noise=noise)
-        updates, _ = sgd.update(mean, sgd.init(params))
-        return optax.apply_updates(params, updates), mean_loss
+        summed, loss_sum = clipped_grad_sum(params, x, y, clip=clip, loss=loss, clipping=clipping,
+                                            per_sample_method=per_sample_method)
+        batch = x.shape[0]
+        new = noisy_update(params, summed, lr=lr, clip=clip, noise_multiplier=noise_multiplier,
+                           batch_size=batch, noise=noise)
+        return new, loss_sum / batch
 
     return step
 

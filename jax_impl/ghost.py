@@ -1,0 +1,165 @@
+"""Per-example gradient norms and clipped sums WITHOUT per-example gradients (mirrors ``torch_impl.ghost``).
+
+DP-SGD needs each example's gradient norm and the clipped sum ``sum_b m_b c_b g_b``, never the (B x 1.2M)
+per-example tensor. Both strategies here start from ``per_layer``'s one forward and one backward to the layer
+OUTPUTS (zero probes on the outputs, ``jax.grad`` of the SUM of per-example losses, so each cotangent g_b is
+that example's own), with each layer's input a_b kept:
+
+Norms (``layer_norms_sq``), per layer, exact because every layer is applied once per example:
+  linear (kernel a_b g_b^T, bias g_b):  ||dW_b||^2 + ||db_b||^2 = ||g_b||^2 (||a_b||^2 + 1)   (Goodfellow 2015);
+  conv:  ``CONV_NORM_RULES[layer]``, measured below: "materialize" writes that layer's (small: 288 / 18432
+         weights) per-example weight gradient with per_layer's nine shifted-slice batched dots and takes its
+         norm; "gram" is the ghost norm sum_{p,q} <u_p,u_q><g_p,g_q> over output positions (u_p = the 3x3
+         input patch), from (B, P, P) Gram matrices (Li et al. 2021; Bu, Mao & Xu 2022 pick per layer).
+Clipped sums:
+  ``ghost_clipped_sum``: a SECOND batched backward of sum_b m_b c_b loss_b (c under stop_gradient): plain
+      ``jax.grad`` of the model, so it pays XLA:CPU's convolution backward-filter (see ``make_sgd_step``);
+  ``bk_clipped_sum`` (book-keeping, Bu et al. 2023): each layer's clipped sum straight from (a, c m g):
+      linear kernel a^T (c m g) (one matmul), conv kernel the batched weight gradient with cotangents scaled
+      by c_b m_b as nine shifted-slice dot_generals contracting samples AND positions (ordinary matmuls, not
+      XLA's backward-filter convolution), biases sum_b c_b m_b g_b. No second backward.
+
+Masks: ``m_b`` scales the clip factor (c_b m_b), not the loss, so the result is sum_b m_b c_b g_b for any
+float mask with c_b from the unmasked gradient (for 0/1 masks the same as masking the loss, torch's choice).
+Flax kernels are (in, out) / HWIO; conv inputs and cotangents are NHWC. Every dot uses ``model.PRECISION``.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jax_impl.model import PRECISION, apply, loss_fn
+from jax_impl.per_layer import KERNEL, forward_to_outputs, output_shapes
+
+Params = nnx.State
+Arrays = dict[str, jax.Array]
+LINEAR: tuple[str, ...] = ("fc1", "fc2")
+CONV: tuple[str, ...] = ("conv1", "conv2")
+
+# Chosen by measurement (see ``_conv_norm_sq_gram``): the Gram rule costs P^2 (C_in k^2 + C_out) per example
+# against P C_in k^2 C_out for materialising, with P = 676 / 576 positions, so materialising wins for both.
+CONV_NORM_RULES: dict[str, str] = {"conv1": "materialize", "conv2": "materialize"}
+
+
+def example_losses(logits: jax.Array, y: jax.Array, loss: str) -> jax.Array:
+    """(B,) each example's own loss: ``model.loss_fn`` of a batch of one, row by row."""
+    return jax.vmap(lambda lg, t: loss_fn(lg[None], t[None], loss))(logits, y)
+
+
+def factors_from_norms(norms: jax.Array, clip: float) -> jax.Array:
+    """(B,) clip factors ``min(1, clip / n)``, NaN -> 1: ``dp.clip_factors``' formula (clip = inf -> 1)."""
+    return jnp.nan_to_num(jnp.minimum(clip / norms, 1.0), nan=1.0)
+
+
+def _outputs(params: Params, x: jax.Array, y: jax.Array, loss: str) -> tuple[Arrays, Arrays, jax.Array]:
+    """(layer inputs, per-example output cotangents, (B,) per-example losses) from one forward + backward."""
+    probes = {k: jnp.zeros(s, x.dtype) for k, s in output_shapes(x.shape[0]).items()}
+
+    def total(p: Arrays) -> tuple[jax.Array, tuple[Arrays, jax.Array]]:
+        logits, inputs = forward_to_outputs(params, x, p)
+        losses = example_losses(logits, y, loss)
+        return losses.sum(), (inputs, losses)  # the sum: each example's cotangent is its own gradient
+
+    cots, (inputs, losses) = jax.grad(total, has_aux=True)(probes)
+    return inputs, cots, losses
+
+
+def _taps(a: jax.Array, h: int, w: int) -> list[jax.Array]:
+    """The nine shifted (B, H'W', C_in) input slices, one per kernel tap (i, j), row-major as HWIO."""
+    b = a.shape[0]
+    return [a[:, i:i + h, j:j + w, :].reshape(b, h * w, -1) for i in range(KERNEL) for j in range(KERNEL)]
+
+
+def _conv_norm_sq_materialize(a: jax.Array, g: jax.Array) -> jax.Array:
+    """(B,) ||dW_b||^2 + ||db_b||^2 from the per-example kernel, tap by tap (per_layer's batched dots)."""
+    b, h, w, c_out = g.shape
+    gm = g.reshape(b, h * w, c_out)
+    dims = (((1,), (1,)), ((0,), (0,)))  # contract positions, batch over samples
+    total = jnp.square(gm.sum(axis=1)).sum(axis=1)
+    for t in _taps(a, h, w):
+        total = total + jnp.square(jax.lax.dot_general(t, gm, dims, precision=PRECISION)).sum(axis=(1, 2))
+    return total
+
+
+def _conv_norm_sq_gram(a: jax.Array, g: jax.Array) -> jax.Array:
+    """(B,) the same norm as sum_{p,q} <u_p,u_q> <g_p,g_q> (u_p: the k*k*C_in patch at output position p)."""
+    b, h, w, c_out = g.shape
+    gm = g.reshape(b, h * w, c_out)
+    dims = (((2,), (2,)), ((0,), (0,)))  # contract channels, batch over samples -> (B, P, P)
+    gram_u = sum(jax.lax.dot_general(t, t, dims, precision=PRECISION) for t in _taps(a, h, w))
+    gram_g = jax.lax.dot_general(gm, gm, dims, precision=PRECISION)
+    return (gram_u * gram_g).sum(axis=(1, 2)) + jnp.square(gm.sum(axis=1)).sum(axis=1)
+
+
+CONV_NORM_FNS = {"materialize": _conv_norm_sq_materialize, "gram": _conv_norm_sq_gram}
+
+
+def layer_norms_sq(inputs: Arrays, cotangents: Arrays) -> Arrays:
+    """{layer: (B,) squared per-example norm of that layer's weight + bias gradient}; see the module doc."""
+    out = {}
+    for layer in LINEAR:
+        a, g = inputs[layer], cotangents[layer]
+        out[layer] = jnp.square(g).sum(axis=1) * (jnp.square(a).sum(axis=1) + 1.0)
+    for layer in CONV:
+        out[layer] = CONV_NORM_FNS[CONV_NORM_RULES[layer]](inputs[layer], cotangents[layer])
+    return out
+
+
+def _norms(inputs: Arrays, cotangents: Arrays) -> jax.Array:
+    return jnp.sqrt(sum(layer_norms_sq(inputs, cotangents).values()))
+
+
+def ghost_norms(params: Params, x: jax.Array, y: jax.Array, *, loss: str) -> jax.Array:
+    """(B,) each example's global gradient L2 norm, without writing per-example gradients."""
+    inputs, cots, _ = _outputs(params, x, y, loss)
+    return _norms(inputs, cots)
+
+
+def _weights(norms: jax.Array, clip: float, mask: jax.Array | None) -> jax.Array:
+    c = factors_from_norms(norms, clip)
+    return c if mask is None else c * jnp.asarray(mask, c.dtype)
+
+
+def ghost_clipped_sum(
+    params: Params, x: jax.Array, y: jax.Array, *, clip: float, loss: str, mask: jax.Array | None = None
+) -> tuple[Params, jax.Array]:
+    """(sum_b m_b c_b g_b shaped like params, sum_b m_b loss_b): ghost norms, then a second backward."""
+    inputs, cots, losses = _outputs(params, x, y, loss)
+    weights = jax.lax.stop_gradient(_weights(_norms(inputs, cots), clip, mask))
+
+    def weighted(p: Params) -> jax.Array:
+        return (weights * example_losses(apply(p, x), y, loss)).sum()
+
+    return jax.grad(weighted)(params), _masked_sum(losses, mask)
+
+
+def _masked_sum(losses: jax.Array, mask: jax.Array | None) -> jax.Array:
+    return losses.sum() if mask is None else (losses * jnp.asarray(mask, losses.dtype)).sum()
+
+
+def _conv_sum(a: jax.Array, g: jax.Array) -> jax.Array:
+    """sum_b dW_b as an HWIO kernel: per tap one (C_in, C_out) matmul over samples AND positions."""
+    b, h, w, c_out = g.shape
+    gm = g.reshape(b * h * w, c_out)
+    dims = (((0,), (0,)), ((), ()))
+    taps = [jax.lax.dot_general(t.reshape(b * h * w, -1), gm, dims, precision=PRECISION) for t in _taps(a, h, w)]
+    return jnp.stack(taps).reshape(KERNEL, KERNEL, a.shape[-1], c_out)
+
+
+def bk_clipped_sum(
+    params: Params, x: jax.Array, y: jax.Array, *, clip: float, loss: str, mask: jax.Array | None = None
+) -> tuple[Params, jax.Array]:
+    """(sum_b m_b c_b g_b shaped like params, sum_b m_b loss_b) by book-keeping: no second backward."""
+    inputs, cots, losses = _outputs(params, x, y, loss)
+    weights = _weights(_norms(inputs, cots), clip, mask)
+    pure = {}
+    for layer in LINEAR:
+        gc = cots[layer] * weights[:, None]
+        pure[layer] = {"kernel": jnp.matmul(inputs[layer].T, gc, precision=PRECISION), "bias": gc.sum(axis=0)}
+    for layer in CONV:
+        gc = cots[layer] * weights[:, None, None, None]
+        pure[layer] = {"kernel": _conv_sum(inputs[layer], gc), "bias": gc.sum(axis=(0, 1, 2))}
+    out = jax.tree.map(lambda v: v, params)  # a fresh State of the same structure to fill
+    nnx.replace_by_pure_dict(out, pure)
+    return out, _masked_sum(losses, mask)
