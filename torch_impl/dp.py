@@ -8,6 +8,15 @@ The aggregation is optax's ``differentially_private_aggregate`` written in torch
   p  <- p - lr * g                              (plain SGD, no momentum)
 ``z`` is passed in by the caller so both frameworks can take the *same* noisy step from one shared numpy draw
 (``compare.train``); ``sample_noise`` draws it natively (torch.Generator) where only speed matters.
+
+The step is two halves (issue 9), so a data-parallel step can all-reduce between them:
+  ``clipped_grad_sum``  -> (sum_b m_b f_b g_b, sum_b m_b loss_b): SUMS, by one of ``CLIPPINGS``:
+      "materialize"  per-example gradients (any ``per_sample.METHODS`` method), their norms, a tensordot;
+      "ghost"        norms from layer inputs/output cotangents, then a second batched backward
+                     (``torch_impl.ghost.ghost_clipped_sum``);
+      "bk"           book-keeping: the same norms, then each layer's clipped sum directly, no second backward
+                     (``torch_impl.ghost.bk_clipped_sum``; the fastest, see the README's DP section);
+  ``noisy_update``      -> p - lr (sum + clip * noise_multiplier * z) / B.
 """
 from __future__ import annotations
 
@@ -21,6 +30,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from compare.training.privacy import check_dp_params
 from compare.spec import DEFAULT_LOSS, check_dtype, check_loss
+from torch_impl import ghost
 from torch_impl.model import SimpleCNN
 from torch_impl.per_sample import batch_loss, native_fn, sample_loss
 from torch_impl.weights import TORCH_DTYPES, resolve_device, to_native
@@ -30,6 +40,7 @@ DPStepFn = Callable[[Params, torch.Tensor, torch.Tensor, "Params | None"], tuple
 SGDStepFn = Callable[[Params, torch.Tensor, torch.Tensor], tuple[Params, torch.Tensor]]
 
 _TEMPLATE = SimpleCNN().to("meta")  # structure only; parameters travel in the dicts given to functional_call
+CLIPPINGS: tuple[str, ...] = ("materialize", "ghost", "bk")
 
 
 def clip_factors(per_example: Params, clip: float) -> torch.Tensor:
@@ -37,9 +48,12 @@ def clip_factors(per_example: Params, clip: float) -> torch.Tensor:
     # Norms without ``g.square()``, which would first write a copy of all B x 1.2M values (390 ms at B=256 vs
     # 60 ms). Two levels (each output row, then the rows) because one float32 vector_norm over 1.2M terms
     # drifts by ~1e-5 relative on CPU; two levels stay at ~1e-7 (tests/test_dp.py holds clipping to 1e-5).
+    return ghost.factors_from_norms(_materialized_norms(per_example), clip)
+
+
+def _materialized_norms(per_example: Params) -> torch.Tensor:
     rows = [torch.linalg.vector_norm(g.reshape(g.shape[0], g.shape[1], -1), dim=-1) for g in per_example.values()]
-    norms = torch.linalg.vector_norm(torch.cat(rows, dim=1), dim=1)
-    return torch.nan_to_num(torch.clamp(clip / norms, max=1.0), nan=1.0)
+    return torch.linalg.vector_norm(torch.cat(rows, dim=1), dim=1)
 
 
 def private_mean(
@@ -62,39 +76,140 @@ def private_mean(
 
 
 def _per_example_fn(method: str, loss: str) -> Callable[[Params, torch.Tensor, torch.Tensor], tuple[Params, torch.Tensor]]:
-    """``(params, x, y) -> (per-example grads, mean loss)`` with any method of ``per_sample.METHODS``.
+    """``(params, x, y) -> (per-example grads, per-example losses (B,))`` with any ``per_sample.METHODS`` method.
 
     'vmap' gets the losses from the same pass (``grad_and_value``); other methods return gradients only, so
-    their mean loss costs one extra batched forward.
+    their losses cost one extra batched forward.
     """
     if method == "vmap":
-        per_example = vmap(grad_and_value(partial(sample_loss, loss=loss)), in_dims=(None, 0, 0))
-        return lambda params, x, y: (lambda g, v: (g, v.mean()))(*per_example(params, x, y))
+        return vmap(grad_and_value(partial(sample_loss, loss=loss)), in_dims=(None, 0, 0))
     grads_fn = native_fn(method, loss=loss)
 
-    def with_loss(params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[Params, torch.Tensor]:
+    def with_losses(params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[Params, torch.Tensor]:
         with torch.no_grad():
-            value = batch_loss(params, x, y, loss)
-        return grads_fn(params, x, y), value
+            losses = ghost.example_losses(functional_call(_TEMPLATE, params, (x,)), y, loss)
+        return grads_fn(params, x, y), losses
 
-    return with_loss
+    return with_losses
+
+
+def check_clipping(clipping: str) -> str:
+    if clipping not in CLIPPINGS:
+        raise ValueError(f"unknown clipping {clipping!r}; expected one of {CLIPPINGS}")
+    return clipping
+
+
+def _check_mask(mask: object, x: torch.Tensor) -> torch.Tensor | None:
+    """None, or the mask as a (B,) tensor in x's dtype (bool and 0/1 floats accepted)."""
+    if mask is None:
+        return None
+    m = torch.as_tensor(mask, device=x.device)
+    if m.shape != (x.shape[0],):
+        raise ValueError(f"mask must have shape ({x.shape[0]},) like the batch; got {tuple(m.shape)}")
+    return m.to(x.dtype)
+
+
+def clipped_grad_sum(
+    params: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    clip: float,
+    loss: str = DEFAULT_LOSS,
+    clipping: str = "materialize",
+    per_sample_method: str = "vmap",
+    mask: torch.Tensor | None = None,
+) -> tuple[Params, torch.Tensor]:
+    """(sum_b m_b f_b g_b {name: shape}, sum_b m_b loss_b scalar): SUMS, for a data-parallel all-reduce.
+
+    f_b = min(1, clip / ||g_b||) (NaN -> 1; clip = inf -> 1); mask (B,) bool/0-1 float, 0 = padding example
+    (contributes nothing; None = all ones). ``per_sample_method`` is used by "materialize" only.
+    x: (B, 1, 28, 28) NCHW, y: (B,) int64.
+    """
+    check_clipping(clipping)
+    check_loss(loss)
+    m = _check_mask(mask, x)
+    if clipping == "ghost":
+        return ghost.ghost_clipped_sum(params, x, y, clip=clip, loss=loss, mask=m)
+    if clipping == "bk":
+        return ghost.bk_clipped_sum(params, x, y, clip=clip, loss=loss, mask=m)
+    grads, losses = _per_example_fn(per_sample_method, loss)(params, x, y)
+    weights = clip_factors(grads, clip)
+    if m is not None:
+        weights, losses = weights * m, losses * m
+    return {k: torch.tensordot(weights, g, dims=1) for k, g in grads.items()}, losses.sum()
+
+
+def per_example_norms(
+    params: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss: str = DEFAULT_LOSS,
+    clipping: str = "ghost",
+    per_sample_method: str = "vmap",
+) -> torch.Tensor:
+    """(B,) each example's global gradient L2 norm by ``clipping``'s route ("ghost" and "bk" share theirs)."""
+    check_clipping(clipping)
+    check_loss(loss)
+    if clipping == "materialize":
+        return _materialized_norms(_per_example_fn(per_sample_method, loss)(params, x, y)[0])
+    return ghost.ghost_norms(params, x, y, loss=loss)
+
+
+def noisy_update(
+    params: Params,
+    clipped_sum: Params,
+    *,
+    lr: float,
+    clip: float,
+    noise_multiplier: float,
+    batch_size: int,
+    noise: Params | None,
+) -> Params:
+    """``p - lr * (clipped_sum + clip * noise_multiplier * noise) / batch_size`` for every parameter.
+
+    ``noise``: standard normal draws shaped like the parameters; None only when ``noise_multiplier == 0``.
+    """
+    if noise is None and noise_multiplier != 0:
+        raise ValueError(f"noise_multiplier={noise_multiplier} needs a noise draw; got noise=None")
+    std, scale = clip * noise_multiplier, lr / batch_size
+    if noise is None:
+        return {k: params[k] - scale * clipped_sum[k] for k in params}
+    return {k: params[k] - scale * (clipped_sum[k] + std * noise[k]) for k in params}
 
 
 def make_step(
-    *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, per_sample_method: str = "vmap"
+    *,
+    lr: float,
+    clip: float,
+    noise_multiplier: float,
+    loss: str = DEFAULT_LOSS,
+    per_sample_method: str = "vmap",
+    clipping: str = "materialize",
 ) -> DPStepFn:
-    """One DP-SGD step ``step(params, x, y, noise) -> (new_params, mean loss before the step)``.
+    """One DP-SGD step ``step(params, x, y, noise) -> (new_params, mean loss before the step)``:
+    ``clipped_grad_sum`` then ``noisy_update`` with batch_size = B.
 
-    Per-sample gradients come from ``per_sample_method`` (any of ``per_sample.METHODS``; default the
-    tutorial's torch.func 'vmap'; the benchmark also times the fastest, 'per_layer').
+    ``clipping``: one of ``CLIPPINGS`` (checked here, before any work). Per-sample gradients for
+    "materialize" come from ``per_sample_method`` (any of ``per_sample.METHODS``; default the tutorial's
+    torch.func 'vmap'; the benchmark also times the fastest, 'per_layer').
     """
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
-    per_example = _per_example_fn(per_sample_method, check_loss(loss))
+    check_clipping(clipping)
+    check_loss(loss)
 
     def step(params: Params, x: torch.Tensor, y: torch.Tensor, noise: Params | None = None) -> tuple[Params, torch.Tensor]:
-        grads, mean_loss = per_example(params, x, y)
-        update = private_mean(grads, clip=clip, noise_multiplier=noise_multiplier, noise=noise)
-        return {k: params[k] - lr * update[k] for k in params}, mean_loss
+        if noise is None and noise_multiplier != 0:  # before the gradient work, not after it
+            raise ValueError(f"noise_multiplier={noise_multiplier} needs a noise draw; got noise=None")
+        sums, loss_sum = clipped_grad_sum(
+            params, x, y, clip=clip, loss=loss, clipping=clipping, per_sample_method=per_sample_method
+        )
+        batch = x.shape[0]
+        new = noisy_update(
+            params, sums, lr=lr, clip=clip, noise_multiplier=noise_multiplier, batch_size=batch, noise=noise
+        )
+        return new, loss_sum / batch
 
     return step
 

@@ -1,0 +1,174 @@
+"""Per-example gradient norms and clipped sums WITHOUT per-example gradients (mirrors ``jax_impl.ghost``).
+
+DP-SGD needs each example's gradient norm ||g_b|| and the clipped sum sum_b c_b g_b, c_b = min(1, clip/||g_b||),
+not the (B x 1.2M) per-example tensor. Both come from one batched forward and one backward to the layer
+OUTPUTS (``per_layer.forward_to_outputs``), with each layer's input ``a`` and output cotangent ``g``:
+
+  linear  ||dW_b||^2 + ||db_b||^2 = ||g_b||^2 (||a_b||^2 + 1)   (dW_b = g_b a_b^T is rank one: Goodfellow 2015;
+          exact because each linear layer is applied once per example)
+  conv    per layer, the rule in ``CONV_NORM_RULES`` (measured, see below)
+
+and the clipped sum by one of two routes (``dp.CLIPPINGS``):
+  "ghost"  a SECOND backward of sum_b m_b c_b loss_b with c held constant (Li et al. 2021; Opacus' fast
+           gradient clipping): ordinary batched weight gradients of a reweighted loss;
+  "bk"     book-keeping (Bu et al., ICML 2023): each layer's clipped sum straight from (a, c*g), no second
+           backward: linear W = (c g)^T a (one matmul), bias = c^T g; conv: c^T (per-example grads) since the
+           norm rule already wrote them (see ``_bk_conv``).
+
+The backward differentiates sum_b m_b loss_b (mask m, 1 = real example), so every cotangent row is that
+example's own single-example gradient, and a masked example's rows are exactly zero: zero norm, factor 1,
+zero contribution.
+
+Conv norm rules, measured (float32, this 2-core CPU, shared and noisy, ms per call, B=64 / 256):
+  "materialize": the layer's per-example weight gradient by ONE grouped conv weight-gradient (per_layer's rule;
+      conv1 288, conv2 18432 values per example), then its norm;
+  "gram": sum_{p,q} <a_p, a_q><g_p, g_q> over output positions p, q (F.unfold + two (P x P) Gram matrices,
+      P = 676 / 576 positions): P^2 (d + C_out) vs P d C_out multiply-adds per example, ~10x more for conv2.
+  MEASURED_CONV_MS holds the numbers; "materialize" wins both layers by a wide margin.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from torch_impl.per_layer import KERNEL, _conv_rule, forward_to_outputs
+
+Params = dict[str, torch.Tensor]
+LAYERS: tuple[str, ...] = ("conv1", "conv2", "fc1", "fc2")
+CONV_LAYERS: tuple[str, ...] = ("conv1", "conv2")
+
+# (layer, rule) -> (ms at B=64, ms at B=256): measured with scripts in the issue-9 report (2 threads, noisy).
+MEASURED_CONV_MS: dict[tuple[str, str], tuple[float, float]] = {}
+CONV_NORM_RULES: dict[str, str] = {"conv1": "materialize", "conv2": "materialize"}
+
+
+def example_losses(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """(B,) each example's own loss (= ``model.loss_fn`` of a batch of one); logits (B, 10), y (B,) int64."""
+    if loss == "seed":
+        return -logits.gather(1, y.unsqueeze(1)).squeeze(1)
+    return -F.log_softmax(logits, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
+
+
+def factors_from_norms(norms: torch.Tensor, clip: float) -> torch.Tensor:
+    """(B,) ``min(clip / n, 1)``, NaN -> 1: ``dp.clip_factors``' formula (n = 0 gives inf -> 1)."""
+    return torch.nan_to_num(torch.clamp(clip / norms, max=1.0), nan=1.0)
+
+
+def _cotangents(
+    params: Params, x: torch.Tensor, y: torch.Tensor, loss: str, mask: torch.Tensor | None, keep_graph: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+    """(layer inputs, d(sum_b m_b loss_b)/d(layer outputs), per-example losses (B,) with the graph when kept)."""
+    logits, inputs, outputs = forward_to_outputs(params, x)
+    losses = example_losses(logits, y, loss)
+    total = (losses if mask is None else losses * mask).sum()
+    cots = torch.autograd.grad(total, list(outputs.values()), retain_graph=keep_graph)
+    return {k: v.detach() for k, v in inputs.items()}, dict(zip(outputs, cots)), losses
+
+
+def _sq(v: torch.Tensor) -> torch.Tensor:
+    """(B,) squared L2 norm of each row of v (any trailing shape), without writing v.square()."""
+    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1).square()
+
+
+def _gram_conv_sq(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """(B,) ||dW_b||^2 = sum_{p,q} <a_p, a_q> <g_p, g_q> (a unfolded to (B, C_in k k, P), g (B, C_out, P))."""
+    cols = F.unfold(a, KERNEL)
+    gg = g.flatten(2)
+    return (torch.bmm(cols.transpose(1, 2), cols) * torch.bmm(gg.transpose(1, 2), gg)).sum(dim=(1, 2))
+
+
+def _norms_and_conv_grads(
+    inputs: dict[str, torch.Tensor], cots: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """({layer: (B,) squared weight+bias norm}, {conv layer: (B, *W shape) per-example weight grad where the
+    "materialize" rule wrote one, so book-keeping can reuse it})."""
+    sq, conv_grads = {}, {}
+    for layer in LAYERS:
+        a, g = inputs[layer], cots[layer]
+        if layer not in CONV_LAYERS:
+            g_sq = _sq(g)
+            sq[layer] = g_sq * (_sq(a) + 1.0)
+            continue
+        bias_sq = _sq(g.sum(dim=(2, 3)))
+        if CONV_NORM_RULES[layer] == "gram":
+            sq[layer] = _gram_conv_sq(a, g) + bias_sq
+        else:
+            conv_grads[layer], _ = _conv_rule(a, g)
+            sq[layer] = _sq(conv_grads[layer]) + bias_sq
+    return sq, conv_grads
+
+
+def layer_norms_sq(inputs: dict[str, torch.Tensor], cotangents: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{layer: (B,)} squared per-example norm of each layer's weight+bias gradient, from layer inputs ``a``
+    and output cotangents ``g`` (as ``per_layer.output_cotangents`` returns them)."""
+    return _norms_and_conv_grads(inputs, cotangents)[0]
+
+
+def _global_norms(sq: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.stack(list(sq.values())).sum(0).sqrt()
+
+
+def ghost_norms(params: Params, x: torch.Tensor, y: torch.Tensor, *, loss: str) -> torch.Tensor:
+    """(B,) each example's global gradient L2 norm, no per-example gradient of fc1 ever written."""
+    with torch.enable_grad():
+        inputs, cots, _ = _cotangents(params, x, y, loss, None, keep_graph=False)
+    return _global_norms(layer_norms_sq(inputs, cots))
+
+
+def _mask_sum(losses: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return (losses if mask is None else losses * mask).sum().detach()
+
+
+def ghost_clipped_sum(
+    params: Params, x: torch.Tensor, y: torch.Tensor, *, clip: float, loss: str, mask: torch.Tensor | None = None
+) -> tuple[Params, torch.Tensor]:
+    """(sum_b m_b c_b g_b {name: shape}, sum_b m_b loss_b): ghost norms, then a second backward of
+    sum_b m_b c_b loss_b through the SAME forward graph (c detached)."""
+    names = list(params)
+    leaves = [params[n].detach().requires_grad_(True) for n in names]
+    with torch.enable_grad():
+        inputs, cots, losses = _cotangents(dict(zip(names, leaves)), x, y, loss, mask, keep_graph=True)
+        factors = factors_from_norms(_global_norms(layer_norms_sq(inputs, cots)), clip)
+        del inputs, cots
+        weights = factors if mask is None else factors * mask
+        grads = torch.autograd.grad((losses * weights).sum(), leaves)
+    return dict(zip(names, grads)), _mask_sum(losses, mask)
+
+
+def _bk_conv(
+    a: torch.Tensor, g: torch.Tensor, weights: torch.Tensor, per_example: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clipped conv weight and bias sums. With the per-example weight grads already written (norm rule
+    "materialize") a tensordot over b costs B x |W| (conv2: 18432) multiply-adds, far below one more conv
+    weight-gradient (B x P x |W|, P = 576 positions); otherwise ONE ordinary weight-gradient of c-scaled g."""
+    bias = weights @ g.sum(dim=(2, 3))
+    if per_example is not None:
+        return torch.tensordot(weights, per_example, dims=1), bias
+    scaled = g * weights.view(-1, 1, 1, 1)
+    c_out, c_in = g.shape[1], a.shape[1]
+    return torch.nn.grad.conv2d_weight(a, (c_out, c_in, KERNEL, KERNEL), scaled), bias
+
+
+def bk_clipped_sum(
+    params: Params, x: torch.Tensor, y: torch.Tensor, *, clip: float, loss: str, mask: torch.Tensor | None = None
+) -> tuple[Params, torch.Tensor]:
+    """(sum_b m_b c_b g_b {name: shape}, sum_b m_b loss_b) by book-keeping: one forward, one backward to the
+    layer outputs, the norms, then each layer's clipped sum from (a, c*g) directly."""
+    with torch.enable_grad():
+        inputs, cots, losses = _cotangents(params, x, y, loss, mask, keep_graph=False)
+    loss_sum = _mask_sum(losses, mask)
+    del losses  # its graph's saved activations are already freed by the backward; drop the nodes too
+    sq, conv_grads = _norms_and_conv_grads(inputs, cots)
+    weights = factors_from_norms(_global_norms(sq), clip)
+    if mask is not None:
+        weights = weights * mask
+    out = {}
+    for layer in LAYERS:
+        a, g = inputs[layer], cots[layer]
+        if layer in CONV_LAYERS:
+            w, b = _bk_conv(a, g, weights, conv_grads.pop(layer, None))
+        else:
+            scaled = g * weights.unsqueeze(1)
+            w, b = scaled.T @ a, scaled.sum(0)
+        out[f"{layer}.weight"], out[f"{layer}.bias"] = w, b
+    return out, loss_sum
