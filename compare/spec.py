@@ -34,6 +34,10 @@ class InputError(ValueError):
     """A batch, label, dtype or option that the per-sample functions cannot accept."""
 
 
+class DeviceError(InputError):
+    """A device asked for that this machine or framework build cannot provide (``device="cuda"`` without a GPU)."""
+
+
 def check_loss(loss: str) -> str:
     if loss not in LOSSES:
         raise InputError(f"unknown loss {loss!r}; expected one of {LOSSES}")

@@ -34,6 +34,9 @@ from jax_impl.per_layer import per_layer_grads
 from jax_impl.weights import JAX_DTYPES, resolve_device, to_canonical, to_native
 
 METHODS: tuple[str, ...] = ("loop", "vmap", "vmap_nojit", "per_layer", "vmap_patches")
+# Mirrors torch_impl.per_sample: no JAX method needs CUDA (XLA fuses and launches whole programs), none is missing.
+CUDA_METHODS: tuple[str, ...] = ()
+MISSING: dict[str, str] = {}
 
 Params = nnx.State
 GradFn = Callable[[Params, jax.Array, jax.Array], Params]

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from compare.spec import PARAM_SHAPES, InputError
+from compare.spec import PARAM_SHAPES, DeviceError, InputError
 from compare.weights import validate_weights
 from jax_impl.model import ABSTRACT_STATE
 
@@ -38,14 +38,17 @@ JAX_DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
 
 def resolve_device(device: str | None) -> jax.Device:
-    """None -> the default backend (GPU when present); "gpu" and "cuda" are aliases."""
+    """None -> the default backend (GPU when present); "gpu" and "cuda" are aliases. Asking for a GPU where JAX
+    sees none raises ``DeviceError`` (one line). Precision needs no switch here: every dot and convolution
+    passes ``precision=jax_impl.model.PRECISION`` (HIGHEST: no TF32)."""
     if device is None:
         return jax.devices()[0]
     if device in ("cuda", "gpu"):
         try:
             return jax.devices("gpu")[0]
         except RuntimeError as err:
-            raise RuntimeError("device='cuda' requested but JAX sees no GPU (install the [cuda] extra)") from err
+            raise DeviceError(f"device='cuda' requested but JAX {jax.__version__} sees no GPU "
+                              "(is its CUDA plugin installed? pip install -e '.[cuda]')") from err
     if device == "cpu":
         return jax.devices("cpu")[0]
     raise InputError(f"unknown device {device!r}; expected 'cpu', 'cuda'/'gpu' or None")

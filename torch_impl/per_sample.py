@@ -4,6 +4,9 @@ Methods (``METHODS``):
   loop     the seed's reference: one forward/backward per example with ``torch.autograd.grad``;
   vmap     ``torch.func``: ``vmap(grad(loss))`` over ``functional_call`` (the tutorial's method);
   compile  ``torch.compile`` of the vmap function (compiles on first call, per batch shape);
+  compile_cudagraphs  the same with ``mode="reduce-overhead"``: Inductor's kernels replayed as one CUDA graph,
+           which removes the per-kernel launch cost that dominates small batches on a GPU (cuda only:
+           ``CUDA_METHODS``; on a CPU it would be ``compile`` again);
   per_layer  explicit per-layer rules from one batched forward/backward (``torch_impl.per_layer``);
   opacus_hooks, opacus_ew, opacus_functorch  Opacus' GradSampleModule modes, when opacus is installed
            (``torch_impl.opacus_methods``).
@@ -38,6 +41,10 @@ from torch_impl.weights import TORCH_DTYPES, resolve_device, to_canonical, to_na
 # Opacus is an optional extra (``pip install -e ".[opacus]"``); its methods exist only where it is installed.
 HAS_OPACUS = importlib.util.find_spec("opacus") is not None
 METHODS: tuple[str, ...] = ("loop", "vmap", "compile", "per_layer") + (OPACUS_METHODS if HAS_OPACUS else ())
+# Methods that only mean something on a CUDA device: planned by compare.run on cuda only.
+CUDA_METHODS: tuple[str, ...] = ("compile_cudagraphs",)
+# Methods this installation lacks -> why: compare.run records them as skipped with the reason.
+MISSING: dict[str, str] = {} if HAS_OPACUS else {m: "opacus is not installed" for m in OPACUS_METHODS}
 
 Params = dict[str, torch.Tensor]
 GradFn = Callable[[Params, torch.Tensor, torch.Tensor], Params]
@@ -67,14 +74,27 @@ def _vmap(loss: str, chunk_size: int | None) -> GradFn:
     return vmap(grad(partial(sample_loss, loss=loss)), in_dims=(None, 0, 0), chunk_size=chunk_size)
 
 
-def _compiled(loss: str, chunk_size: int | None) -> GradFn:
-    compiled = torch.compile(_vmap(loss, chunk_size))
+def _compiled(loss: str, chunk_size: int | None, mode: str | None = None) -> GradFn:
+    """``torch.compile(vmap(grad))``; ``mode="reduce-overhead"`` adds CUDA graphs (``compile_cudagraphs``).
+
+    With CUDA graphs the outputs live in the graph's static memory pool: a call's result is valid until the
+    next call (each call marks a new step; torch raises if an overwritten output is read, it never returns
+    stale values silently). Every caller here consumes the result before calling again (the benchmark drops
+    it, ``per_sample_grads`` copies it to the host, the DP step reduces it), so no clone is paid; a clone
+    would add one more write of B x 1,199,882 values to every call.
+    """
+    compiled = torch.compile(_vmap(loss, chunk_size), mode=mode)
+    name = "compile" if mode is None else "compile_cudagraphs"
 
     def call(params: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
         try:
+            if mode is not None:
+                torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier outputs may be overwritten
             return compiled(params, x, y)
+        except torch.OutOfMemoryError:
+            raise  # out of memory is not a platform failure: callers map it to MemoryError / status "oom"
         except Exception as err:  # Dynamo/Inductor failures surface here, on the first call of a shape
-            raise MethodError(f"torch method 'compile' failed on this platform: {type(err).__name__}: {err}") from err
+            raise MethodError(f"torch method {name!r} failed on this platform: {type(err).__name__}: {err}") from err
 
     return call
 
@@ -84,7 +104,7 @@ def native_fn(method: str = "vmap", *, loss: str = DEFAULT_LOSS, chunk_size: int
     """The framework-native per-sample gradient function: ``(params, x, y) -> {name: (B, *shape)}``."""
     check_loss(loss)
     check_chunk_size(chunk_size)
-    check_method(method, METHODS, chunk_size)
+    check_method(method, METHODS + CUDA_METHODS, chunk_size)
     if method == "loop":
         return partial(_loop, loss=loss)
     if method == "vmap":
@@ -93,6 +113,8 @@ def native_fn(method: str = "vmap", *, loss: str = DEFAULT_LOSS, chunk_size: int
         return partial(per_layer_grads, loss=loss, chunk_size=chunk_size)
     if method in OPACUS_METHODS:
         return opacus_fn(method, loss=loss, chunk_size=chunk_size)
+    if method == "compile_cudagraphs":
+        return _compiled(loss, chunk_size, mode="reduce-overhead")
     return _compiled(loss, chunk_size)
 
 
@@ -107,10 +129,7 @@ def native_inputs(
     """Validate, then move canonical weights and a numpy batch onto ``device`` in ``dtype``."""
     check_dtype(dtype)
     check_batch(x, y)
-    dev = resolve_device(device)
-    if dev.type == "cuda":  # full float32 convolutions, as JAX is asked for (precision=HIGHEST)
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+    dev = resolve_device(device)  # on cuda: TF32 off (torch_impl.weights.full_float32)
     params = to_native(weights, dtype, str(dev.type))
     xt = torch.as_tensor(x, dtype=TORCH_DTYPES[dtype], device=dev)
     yt = torch.as_tensor(y, dtype=torch.int64, device=dev)

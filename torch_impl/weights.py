@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from compare.spec import PARAM_SHAPES, InputError
+from compare.spec import PARAM_SHAPES, DeviceError, InputError
 from compare.weights import validate_weights
 
 # canonical name -> (native name, permutation applied to the canonical array); identity here.
@@ -16,13 +16,37 @@ TRANSPOSES: dict[str, tuple[int, ...]] = {}
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+def full_float32() -> dict[str, object]:
+    """Turn TF32 off for float32 matmuls and cuDNN convolutions (process-wide torch flags); returns them.
+
+    TF32 keeps 10 mantissa bits (relative error ~5e-4 per product), which would swamp the float32 agreement
+    tolerance; JAX is held to the same by ``precision=HIGHEST`` on every dot and convolution
+    (``jax_impl.model.PRECISION``). Called whenever a cuda device is resolved, so every torch path on a GPU
+    (per-sample methods, reference, DP steps, training) computes in full float32.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    return precision_flags()
+
+
+def precision_flags() -> dict[str, object]:
+    """The flags in force (recorded with GPU results)."""
+    return {"matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
 def resolve_device(device: str | None) -> torch.device:
-    """None -> cuda when available else cpu; "gpu" is accepted as an alias of "cuda"."""
+    """None -> cuda when available else cpu; "gpu" is accepted as an alias of "cuda". A cuda device turns TF32
+    off (``full_float32``); asking for cuda without one raises ``DeviceError`` (one line, no CUDA traceback)."""
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device in ("cuda", "gpu"):
         if not torch.cuda.is_available():
-            raise RuntimeError("device='cuda' requested but torch sees no CUDA device")
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise DeviceError(f"device='cuda' requested but torch {torch.__version__} sees no CUDA device ({build})")
+        full_float32()
         return torch.device("cuda")
     if device == "cpu":
         return torch.device("cpu")

@@ -18,20 +18,32 @@ examples:
   python -m compare.run --batch-sizes 64,256,1024 --methods sgd,dp_sgd,dp_ghost,dp_bk,opacus_ghost,jax_privacy
   python -m compare.run --full --resume --out results/   # continue a killed run, skipping finished points
   python -m compare.run --device cuda --dtype float32 --repeats 20
+  python -m compare.run --device cuda --full            # GPU: B=16..8192, one process per (framework, method)
+  python -m compare.run --device cuda --agreement-only --dtype float64   # agreement check alone -> DIR/agreement.json
+
+On a GPU (``--device cuda``) both frameworks must see it (``python -m compare.env --device cuda`` says why not;
+this exits 2 with that one line), TF32 is off on both sides, ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` is set for
+this process and every point (``compare.env.share_gpu_memory``; recorded in meta), and points are grouped: one
+process per (framework, kind, method) runs its batch sizes ascending (``--group-points``; see
+``compare.benchmark.point``).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from compare.spec import DEFAULT_LOSS, DTYPES, LOSSES, make_batch
+from compare.spec import DEFAULT_LOSS, DTYPES, LOSSES, DeviceError, make_batch
 from compare.weights import WeightsError, init_weights, load_weights, save_weights
 
-from compare.benchmark.config import FULL_BATCH_SIZES, MALLOC_ENV, QUICK_BATCH_SIZES, Config
+from compare.benchmark.config import (
+    FULL_BATCH_SIZES, FULL_GPU_BATCH_SIZES, GROUPINGS, MALLOC_ENV, QUICK_BATCH_SIZES, Config, batch_sizes_for,
+)
 
 log = logging.getLogger("compare.run")
 
@@ -61,8 +73,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
     p = argparse.ArgumentParser(prog="python -m compare.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--full", action="store_true", help=f"paper sweep: batch sizes {FULL_BATCH_SIZES}, >= 5 repeats "
-                   "and >= 1 s per point (the largest batches that do not fit are recorded as skipped)")
+    p.add_argument("--full", action="store_true", help=f"paper sweep: batch sizes {FULL_BATCH_SIZES} on cpu, "
+                   f"{FULL_GPU_BATCH_SIZES} on cuda, >= 5 repeats and >= 1 s per point (the largest batches that "
+                   "do not fit are recorded as oom or skipped)")
     p.add_argument("--batch-sizes", type=_csv(int), help=f"comma-separated (quick default {QUICK_BATCH_SIZES})")
     p.add_argument("--frameworks", type=_csv(str, FRAMEWORKS), default=FRAMEWORKS, help="default: torch,jax")
     p.add_argument("--methods", type=_csv(str), help="methods to time, comma-separated (default: all): per-sample "
@@ -86,7 +99,20 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    help="glibc malloc setting of every point process, both frameworks alike (default nonreleasing)")
     p.add_argument("--env", type=_env_pair, action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment variable for every point process (repeatable), e.g. XLA_FLAGS=...")
+    p.add_argument("--group-points", choices=GROUPINGS, default="auto",
+                   help="none: a fresh process per point; method: one process per (framework, kind, method), batch "
+                   "sizes ascending; auto (default): method on cuda, none on cpu")
+    p.add_argument("--budget", type=float, help="seconds for the sweep: points not started by then are recorded as "
+                   "skipped (default: no limit)")
+    p.add_argument("--agreement-only", action="store_true",
+                   help="run the agreement check alone (float32 and float64), write DIR/agreement.json and exit")
+    p.add_argument("--agreement-file", type=Path, help="an agreement.json written by --agreement-only: put it in "
+                   "results.json instead of running the check again")
     a = p.parse_args(argv)
+    if a.agreement_only and (a.agreement_file or a.no_agreement):
+        p.error("--agreement-only runs the check: it takes neither --agreement-file nor --no-agreement")
+    if a.budget is not None and a.budget <= 0:
+        p.error("--budget must be > 0")
     for name in ("repeats", "agreement_batch_size"):
         if getattr(a, name) is not None and getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -96,13 +122,14 @@ def parse_args(argv: list[str] | None = None) -> Config:
     full = a.full  # presets below; explicit options win
     return Config(
         weights=a.weights, out=a.out,
-        batch_sizes=a.batch_sizes or (FULL_BATCH_SIZES if full else QUICK_BATCH_SIZES),
+        batch_sizes=a.batch_sizes or batch_sizes_for(full, a.device or "cpu"), batch_sizes_given=bool(a.batch_sizes),
         frameworks=a.frameworks, methods=a.methods, dtype=a.dtype, device=a.device,
         repeats=a.repeats or (5 if full else 3),
         min_seconds=a.min_seconds if a.min_seconds is not None else (1.0 if full else 0.2),
         timeout=a.timeout or (900.0 if full else 120.0),
         resume=a.resume, full=full, loss=a.loss, seed=a.seed, agreement_batch_size=a.agreement_batch_size,
         agreement=not a.no_agreement, figures=not a.no_figures, malloc=a.malloc, env=tuple(a.env),
+        group_points=a.group_points, budget=a.budget, agreement_only=a.agreement_only, agreement_file=a.agreement_file,
     )
 
 
@@ -135,7 +162,25 @@ def point_env(cfg: Config) -> dict[str, str]:
     return env
 
 
+def prepare_device(cfg: Config) -> tuple[Config, str]:
+    """Resolve the device; on cuda: share GPU memory (before JAX loads), require a GPU on every framework of the
+    run (``DeviceError``, one line), and take the GPU's default batch sizes for ``--full``."""
+    device = resolve_device(cfg.device)
+    if device.startswith("cuda"):
+        from compare.env import require_gpu, share_gpu_memory
+
+        share_gpu_memory()
+        require_gpu(cfg.frameworks)
+        if not cfg.batch_sizes_given:
+            cfg = dataclasses.replace(cfg, batch_sizes=batch_sizes_for(cfg.full, device))
+    return cfg, device
+
+
 def run_agreement_check(cfg: Config, weights: dict, device: str) -> tuple[dict | None, bool]:
+    if cfg.agreement_file is not None:
+        report = json.loads(Path(cfg.agreement_file).read_text())
+        log.info("agreement report from %s (ok=%s)", cfg.agreement_file, report.get("ok"))
+        return report, bool(report.get("ok"))
     if not cfg.agreement:
         log.info("agreement check skipped (--no-agreement)")
         return None, True
@@ -147,6 +192,15 @@ def run_agreement_check(cfg: Config, weights: dict, device: str) -> tuple[dict |
     if not report.ok:
         log.error("per-sample gradients DISAGREE beyond tolerance (see the table above)")
     return report.to_json(), report.ok
+
+
+def _agreement_only(cfg: Config, weights: dict, device: str) -> int:
+    agreement, ok = run_agreement_check(dataclasses.replace(cfg, agreement=True), weights, device)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    path = cfg.out / "agreement.json"
+    path.write_text(json.dumps({**agreement, "device": device}, indent=1))
+    log.info("wrote %s (ok=%s)", path, ok)
+    return 0 if ok else 1
 
 
 def _config_json(cfg: Config) -> dict:
@@ -163,13 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsError as err:
         log.error("%s", err)
         return 2
-    device = resolve_device(cfg.device)
     try:
+        cfg, device = prepare_device(cfg)
+        if cfg.agreement_only:
+            return _agreement_only(cfg, weights, device)
         plan = plan_points(cfg, weights_path, device)
-    except ValueError as err:
+        agreement, ok = run_agreement_check(cfg, weights, device)
+    except (DeviceError, ValueError, OSError) as err:  # bad input or no GPU: one line, no traceback
         log.error("%s", err)
         return 2
-    agreement, ok = run_agreement_check(cfg, weights, device)
     results_path = run_sweep(cfg, plan, env=point_env(cfg), device=device, agreement=agreement,
                              argv=list(sys.argv[1:] if argv is None else argv), config=_config_json(cfg))
     if cfg.figures:

@@ -6,6 +6,14 @@ from pathlib import Path
 
 QUICK_BATCH_SIZES = (32,)  # one batch, every method of both frameworks (~18 points of ~2-5 s each when idle)
 FULL_BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024)
+# --full on a GPU: up to 4096 and one beyond (8192: 39 GiB of float32 per-sample gradients), so the largest batch
+# that fits is found; a point that runs out of memory is recorded ("oom") and the method's larger batches skipped.
+FULL_GPU_BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+# How points share processes (``--group-points``): "none" = one fresh process per point (CPU default: a point's
+# RSS peak and thread pools are its own); "method" = one process per (framework, kind, method) running its batch
+# sizes ascending (GPU default: CUDA context + imports cost seconds per process; torch's allocator peak is reset
+# between points, JAX's cannot be: see compare.benchmark.point).
+GROUPINGS = ("auto", "none", "method")
 # Every point gets this environment (the parent's, plus these): the same for both frameworks, recorded in meta.
 # "nonreleasing" keeps glibc from returning big buffers to the OS, so neither framework pays page faults on
 # every call for its fresh output (see ../shared/FINDINGS.md); "system" leaves malloc as inherited.
@@ -36,3 +44,24 @@ class Config:
     figures: bool
     malloc: str
     env: tuple[tuple[str, str], ...]
+    batch_sizes_given: bool = True  # False: the preset's, replaced by the GPU's on cuda
+    group_points: str = "auto"  # one of GROUPINGS; "auto": "method" on cuda, "none" on cpu
+    budget: float | None = None  # seconds for the whole sweep; points not started by then are recorded skipped
+    agreement_only: bool = False  # run the agreement check, write DIR/agreement.json, no sweep
+    agreement_file: Path | None = None  # an agreement.json (from --agreement-only) used instead of a new check
+
+
+def batch_sizes_for(full: bool, device: str) -> tuple[int, ...]:
+    """The default batch sizes of a run without ``--batch-sizes``."""
+    if not full:
+        return QUICK_BATCH_SIZES
+    return FULL_GPU_BATCH_SIZES if device.startswith("cuda") else FULL_BATCH_SIZES
+
+
+def grouping_for(group_points: str, device: str) -> str:
+    """"none" or "method" for this device (``--group-points auto`` resolved)."""
+    if group_points not in GROUPINGS:
+        raise ValueError(f"unknown grouping {group_points!r}; expected one of {GROUPINGS}")
+    if group_points != "auto":
+        return group_points
+    return "method" if device.startswith("cuda") else "none"

@@ -1,9 +1,11 @@
 """The floor of per-sample gradients: the batched reference plus writing the per-sample output once.
 
 floor(framework, B) = that framework's batched reference median at B + B x 1,199,882 x itemsize / bandwidth,
-with bandwidth the best write bandwidth this machine reaches, measured in the same run (Performance issue, item 1):
-the best of numpy ``fill`` (one thread) and torch ``fill_`` / ``zero_`` (intra-op threads) on a ~1 GB buffer
-that is touched first, so page faults are not counted. ``python -m compare.benchmark.floor --result PATH`` measures it in
+with bandwidth the best write bandwidth this machine reaches, measured in the same run (Performance issue, item 1).
+CPU: the best of numpy ``fill`` (one thread) and torch ``fill_`` / ``zero_`` (intra-op threads) on a ~1 GB buffer
+that is touched first, so page faults are not counted. GPU: the device-to-device bandwidth, the best of torch
+``copy_`` between two 1 GiB cuda buffers (bytes read + bytes written per second, the usual figure of a device's
+memory bandwidth) and ``fill_`` (bytes written), each the best of 20 launches timed with CUDA events. ``python -m compare.benchmark.floor --result PATH`` measures it in
 its own process, with the same environment as the points.
 """
 from __future__ import annotations
@@ -38,6 +40,22 @@ def _best_seconds(fill: Callable[[], None], repeats: int) -> float:
     return best
 
 
+def _best_cuda_seconds(kernel: Callable[[], object], repeats: int) -> float:
+    """Best of ``repeats`` launches of ``kernel``, each timed with CUDA events (after one untimed launch)."""
+    import torch
+
+    kernel()
+    best = float("inf")
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        kernel()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) / 1e3)
+    return best
+
+
 def measure_write_bandwidth(device: str = "cpu", nbytes: int = DEFAULT_NBYTES, repeats: int = 5) -> dict:
     """Best write bandwidth in bytes/s over a few fill kernels; every kernel's own figure is kept."""
     import torch
@@ -45,13 +63,12 @@ def measure_write_bandwidth(device: str = "cpu", nbytes: int = DEFAULT_NBYTES, r
     n = nbytes // 4
     rates: dict[str, float] = {}
     if device.startswith("cuda"):
-        buf = torch.empty(n, dtype=torch.float32, device="cuda")
-
-        def gpu_fill() -> None:
-            buf.fill_(1.0)
-            torch.cuda.synchronize()
-
-        rates["torch_cuda_fill"] = nbytes / _best_seconds(gpu_fill, repeats)
+        src = torch.ones(n, dtype=torch.float32, device="cuda")
+        dst = torch.empty(n, dtype=torch.float32, device="cuda")
+        gpu_repeats = max(repeats, 20)  # a launch takes ~1 ms: 20 cost nothing and steady the best
+        rates["torch_cuda_copy"] = 2 * nbytes / _best_cuda_seconds(lambda: dst.copy_(src), gpu_repeats)
+        rates["torch_cuda_fill"] = nbytes / _best_cuda_seconds(lambda: dst.fill_(1.0), gpu_repeats)
+        del src, dst
     else:
         arr = np.empty(n, dtype=np.float32)
         rates["numpy_fill"] = nbytes / _best_seconds(lambda: arr.fill(1.0), repeats)

@@ -17,6 +17,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from compare.env import memory_settings
+
 log = logging.getLogger("compare.benchmark.results")
 
 TIMING_FIELDS: tuple[str, ...] = (
@@ -133,7 +135,16 @@ def make_meta(*, argv: list[str], device: str, env: dict[str, str], config: dict
         "env": relevant_env(env),
         "config": config,
         "python_executable": sys.executable,
+        "memory_settings": memory_settings(env),
+        **({"gpu": _gpu_report()} if device.startswith("cuda") else {}),
     }
+
+
+def _gpu_report() -> dict:
+    """``python -m compare.env``'s report (both frameworks' CUDA/cuDNN versions, devices, precision flags)."""
+    from compare.env import report
+
+    return report()
 
 
 def write_results(path: Path, *, meta: dict, agreement: dict | None, floor: dict | None, timings: list[dict]) -> Path:

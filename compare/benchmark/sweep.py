@@ -1,7 +1,13 @@
 """The sweep behind ``compare.run``: plan the points, run each in its own process, keep every finished one.
 
 Order: batch sizes ascending, so that once a (framework, kind, method) runs out of memory or time at some B,
-its larger batches are recorded as ``skipped`` instead of being tried. A point whose per-sample gradients alone
+its larger batches are recorded as ``skipped`` instead of being tried. Without grouping (CPU default) the plan
+runs batch size by batch size, one fresh process per point; grouped (``--group-points method``, GPU default) it
+runs method by method, one process per (framework, kind, method) with its batch sizes ascending (see
+``compare.benchmark.point``). Methods this installation lacks (``MISSING`` of each per_sample module, e.g.
+Opacus' on a machine without opacus) are planned and recorded as skipped with the reason, never dropped
+silently; ``CUDA_METHODS`` (torch's ``compile_cudagraphs``) are planned on cuda only. With ``--budget`` the
+points not started within it are recorded as skipped. A point whose per-sample gradients alone
 (a per-sample method, or the DP-SGD step) do not fit in available host memory is skipped up front. Each record
 gets its kind's ``details`` (for ``dp``: the per-sample method inside the step and the DP settings). With
 ``--resume`` every point already in DIR/points.jsonl (whatever its status) is kept and not run again; the
@@ -10,6 +16,7 @@ environment must match.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 import logging
 from pathlib import Path
@@ -21,10 +28,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from compare.benchmark.targets import TARGETS
 from compare.benchmark.floor import add_floors, run_floor
-from compare.benchmark.point import PointSpec, run_point
+from compare.benchmark.config import grouping_for
+from compare.benchmark.point import GIVE_UP, PointSpec, run_group, run_point
 from compare.benchmark.results import (
     append_point, failure_record, load_points, make_meta, point_key, relevant_env, write_results,
 )
+from compare.frameworks import per_sample_module
 from compare.spec import NUM_PARAMS, available_memory_bytes
 from compare.benchmark.summary import format_summary
 
@@ -34,7 +43,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("compare.benchmark.sweep")
 
 Runner = Callable[..., dict]
-GIVE_UP = ("oom", "timeout")  # statuses after which larger batches of the same method are not tried
+
+
+def _methods(framework: str, kind: str, device: str) -> tuple[str, ...]:
+    """The kind's methods on ``device``, including those this installation lacks (recorded as skipped)."""
+    methods = TARGETS[kind].methods(framework)
+    if kind != "per_sample":
+        return methods
+    mod = per_sample_module(framework)
+    extra = tuple(mod.MISSING) + (tuple(mod.CUDA_METHODS) if device.startswith("cuda") else ())
+    return methods + tuple(m for m in extra if m not in methods)
+
+
+def missing_reason(framework: str, kind: str, method: str) -> str | None:
+    """Why this installation cannot run the method (a missing library), else None."""
+    if kind != "per_sample":
+        return None
+    return per_sample_module(framework).MISSING.get(method)
 
 
 def _selected(cfg: Config, kind: str, methods: tuple[str, ...]) -> tuple[str, ...]:
@@ -54,7 +79,7 @@ def plan_points(cfg: Config, weights_path: Path, device: str) -> list[PointSpec]
     With ``--methods``, the reference always runs, per-sample methods run when named, and a dp method runs when
     named, with ``sgd`` (the denominator of every DP overhead) whenever any dp method is.
     """
-    per_fw = {fw: {kind: TARGETS[kind].methods(fw) for kind in TARGETS} for fw in cfg.frameworks}
+    per_fw = {fw: {kind: _methods(fw, kind, device) for kind in TARGETS} for fw in cfg.frameworks}
     known = {m for kinds in per_fw.values() for ms in kinds.values() for m in ms}
     if cfg.methods is not None:
         unknown = sorted(set(cfg.methods) - known)
@@ -68,13 +93,47 @@ def plan_points(cfg: Config, weights_path: Path, device: str) -> list[PointSpec]
                     plan.append(PointSpec(framework=fw, kind=kind, method=m, batch_size=bsz, dtype=cfg.dtype,
                                           device=device, loss=cfg.loss, weights=str(weights_path), seed=cfg.seed,
                                           min_repeats=cfg.repeats, min_seconds=cfg.min_seconds))
+    if grouping_for(cfg.group_points, device) == "method":  # one process per (framework, kind, method)
+        # kinds in TARGETS order, each method beside the other framework's method of the same rank, so that a
+        # --budget cut leaves both frameworks alike
+        kinds = list(TARGETS)
+        rank = {(fw, kind, m): (kinds.index(kind), i, cfg.frameworks.index(fw))
+                for fw, ks in per_fw.items() for kind, ms in ks.items() for i, m in enumerate(ms)}
+        plan.sort(key=lambda s: (rank[(s.framework, s.kind, s.method)], s.batch_size))
     dropped = sorted(k for k in TARGETS if not any(s.kind == k for s in plan))
     if dropped:
         log.info("--methods %s plans no point of kind(s) %s", ",".join(cfg.methods or ()), ", ".join(dropped))
     return plan
 
 
+def _groups(specs: list[PointSpec], grouped: bool) -> list[list[PointSpec]]:
+    """Consecutive specs of one (framework, kind, method) when grouped; else one spec per group."""
+    if not grouped:
+        return [[s] for s in specs]
+    out: list[list[PointSpec]] = []
+    for s in specs:
+        if out and out[-1][0].key()[:3] == s.key()[:3]:
+            out[-1].append(s)
+        else:
+            out.append([s])
+    return out
+
+
+def startup_summary(timings: list[dict]) -> dict:
+    """Per framework: processes started, median start-up seconds (interpreter + imports + device init), total."""
+    out = {}
+    for fw in sorted({r["framework"] for r in timings}):
+        fresh = [r["startup"]["total_s"] for r in timings if r["framework"] == fw and r.get("startup")
+                 and r.get("index_in_process") == 0 and r["startup"].get("total_s") is not None]
+        if fresh:
+            out[fw] = {"processes": len(fresh), "median_s": float(np.median(fresh)), "total_s": float(sum(fresh))}
+    return out
+
+
 def _skip_reason(spec: PointSpec, gave_up: dict[tuple, tuple[int, str]]) -> str | None:
+    missing = missing_reason(spec.framework, spec.kind, spec.method)
+    if missing is not None:
+        return missing
     prev = gave_up.get((spec.framework, spec.kind, spec.method))
     if prev is not None:
         return f"not tried: B={prev[0]} already ended in {prev[1]}"
@@ -124,15 +183,15 @@ def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device
     if floor is not None:
         log.info("best write bandwidth %.1f GB/s (%s)", floor["bytes_per_s"] / 1e9, floor["best_kernel"])
     todo = [s for s in plan if s.key() not in done]
+    grouped = grouping_for(cfg.group_points, device) == "method"
+    started = time.perf_counter()
+
+    def over_budget() -> bool:
+        return cfg.budget is not None and time.perf_counter() - started > cfg.budget
+
     with logging_redirect_tqdm(), tqdm(total=len(plan), initial=len(plan) - len(todo), unit="pt",
                                        dynamic_ncols=True) as bar:
-        for spec in todo:
-            bar.set_description(spec.label())
-            reason = _skip_reason(spec, gave_up)
-            if reason is not None:
-                record = failure_record(asdict(spec), "skipped", reason)
-            else:
-                record = runner(spec, env=env, timeout=cfg.timeout)
+        def keep(spec: PointSpec, record: dict) -> None:
             record.update(TARGETS[spec.kind].details(spec.framework, spec.method))
             append_point(out / "points.jsonl", record)
             records.append(record)
@@ -141,9 +200,40 @@ def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device
             if record["status"] != "ok":
                 log.warning("%s: %s (%s)", spec.label(), record["status"], record["reason"])
             bar.update(1)
+
+        for group in _groups(todo, grouped):
+            runnable = []
+            for spec in group:
+                reason = (f"not started: the run's budget of {cfg.budget:g} s was spent" if over_budget()
+                          else _skip_reason(spec, gave_up))
+                if reason is not None:
+                    keep(spec, failure_record(asdict(spec), "skipped", reason))
+                else:
+                    runnable.append(spec)
+            if not runnable:
+                continue
+            if not grouped:
+                bar.set_description(runnable[0].label())
+                keep(runnable[0], runner(runnable[0], env=env, timeout=cfg.timeout))
+                continue
+            bar.set_description(f"{runnable[0].label()} .. B={runnable[-1].batch_size}")
+            measured = 0
+            results = run_group(runnable, env=env, timeout=cfg.timeout)
+            for record in results:
+                keep(runnable[measured], record)
+                measured += 1
+                if over_budget():
+                    results.close()  # kills the group's process
+                    break
+            for spec in runnable[measured:]:  # after an oom/timeout, or when the budget ran out
+                reason = _skip_reason(spec, gave_up) or f"not started: the run's budget of {cfg.budget:g} s was spent"
+                keep(spec, failure_record(asdict(spec), "skipped", reason))
     planned = {s.key() for s in plan}
     timings = add_floors([r for r in records if point_key(r) in planned], floor and floor["bytes_per_s"])
     meta = make_meta(argv=argv, device=device, env=env, config=config)
+    meta["grouping"] = grouping_for(cfg.group_points, device)
+    meta["sweep_s"] = time.perf_counter() - started
+    meta["startup_s"] = startup_summary(timings)
     meta["threads"] = {fw: next((r["threads"] for r in timings if r["framework"] == fw and r.get("threads")), None)
                        for fw in cfg.frameworks}
     path = write_results(out / "results.json", meta=meta, agreement=agreement, floor=floor, timings=timings)
