@@ -2,7 +2,8 @@
 
 Reads DIR/results.json (``compare.run``) or a ``pytest --benchmark --benchmark-json`` file and writes PDF and
 PNG into DIR/figures/ (the file's directory for a file), sized for one paper column (3.3 in):
-  1. time_per_batch:   median time per batch vs batch size, log-log, every method, the floors dotted;
+  1. time_per_batch:   median time per batch vs batch size, log-log, every method, the floors dotted; one panel
+                       per framework (shared axes), so each of the ~13 series stays readable at column width;
   2. overhead:         per-sample time over the same framework's batched reference vs batch size;
   3. peak_memory:      peak memory above the post-import baseline vs batch size, with the output's own size;
   4. agreement:        each framework's float32 per-parameter error against the float64 reference;
@@ -138,7 +139,7 @@ def _log2_batch_axis(ax, timings) -> None:
     ax.set_xlabel("batch size B")
 
 
-def fig_time(ax, timings, floor, markers) -> list:
+def fig_time(ax, timings, floor, markers, framework_legend: bool = True) -> list:
     from matplotlib.lines import Line2D
 
     fws = _plot_lines(ax, _series(timings, lambda r: r["median_ms"]), markers)
@@ -154,8 +155,18 @@ def fig_time(ax, timings, floor, markers) -> list:
     extra.append(Line2D([], [], color="0.3", linestyle="--", label="batched ref."))
     ax.set_yscale("log")
     ax.set_ylabel("median time per batch (ms)")
-    _legend(ax, fws, markers, extra)
+    _legend(ax, fws if framework_legend else [], markers, extra)
     return fws
+
+
+def fig_time_panels(axes, timings, floor, markers) -> None:
+    """``fig_time`` split by framework: panel i holds framework i's methods, its reference and its floor."""
+    fws = sorted({r["framework"] for r in timings}, key=lambda fw: list(COLORS).index(fw) if fw in COLORS else 99)
+    for ax, fw in zip(axes, fws):
+        mine = [r for r in timings if r["framework"] == fw]
+        fig_time(ax, mine, floor, {m: mk for m, mk in markers.items() if m in {r["method"] for r in mine}},
+                 framework_legend=False)
+        ax.set_title(fw, loc="left", fontsize=7, color=COLORS.get(fw, "k"), pad=2)
 
 
 def fig_overhead(ax, timings, markers) -> None:
@@ -253,8 +264,10 @@ def make_figures(path: Path, out_dir: Path | None = None) -> list[Path]:
     dtype = timings[0]["dtype"] if timings else "float32"
     # name -> (draw(axes), the ok records whose batch sizes label the x axis (None: no batch axis), panels)
     jobs = {}
+    n_fw = len({r["framework"] for r in ok})
     if ok:
-        jobs["time_per_batch"] = (lambda axes: fig_time(axes[0], grads, data.get("floor"), grad_markers), ok, 1)
+        jobs["time_per_batch"] = (lambda axes: fig_time_panels(axes, grads, data.get("floor"), grad_markers), ok,
+                                  n_fw)
         jobs["overhead"] = (lambda axes: fig_overhead(axes[0], grads, grad_markers), ok, 1)
     if any(r.get("peak_mem_bytes") is not None for r in ok):
         jobs["peak_memory"] = (lambda axes: fig_memory(axes[0], grads, grad_markers), ok, 1)
@@ -265,7 +278,7 @@ def make_figures(path: Path, out_dir: Path | None = None) -> list[Path]:
     written = []
     with plt.rc_context(RC):
         for name, (draw, batch_records, panels) in jobs.items():
-            fig, axes = plt.subplots(panels, 1, sharex=True, squeeze=False,
+            fig, axes = plt.subplots(panels, 1, sharex=True, sharey=name == "time_per_batch", squeeze=False,
                                      figsize=(COLUMN_WIDTH_IN * 0.72, 2.2 + 1.4 * (panels - 1)))
             axes = list(axes[:, 0])
             draw(axes)
