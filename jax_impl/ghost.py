@@ -30,12 +30,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jax_impl.model import PRECISION, apply, loss_fn
-from jax_impl.per_layer import KERNEL, forward_to_outputs, output_shapes
+from jax_impl.per_layer import KERNEL, RULES, forward_to_outputs, output_shapes
 
 Params = nnx.State
 Arrays = dict[str, jax.Array]
 LINEAR: tuple[str, ...] = ("fc1", "fc2")
 CONV: tuple[str, ...] = ("conv1", "conv2")
+conv_rule = RULES["conv1"]  # per_layer's per-example conv rule (the same for both convolutions)
 
 # Chosen by measurement (see ``_conv_norm_sq_gram``): the Gram rule costs P^2 (C_in k^2 + C_out) per example
 # against P C_in k^2 C_out for materialising, with P = 676 / 576 positions, so materialising wins for both.
@@ -72,14 +73,9 @@ def _taps(a: jax.Array, h: int, w: int) -> list[jax.Array]:
 
 
 def _conv_norm_sq_materialize(a: jax.Array, g: jax.Array) -> jax.Array:
-    """(B,) ||dW_b||^2 + ||db_b||^2 from the per-example kernel, tap by tap (per_layer's batched dots)."""
-    b, h, w, c_out = g.shape
-    gm = g.reshape(b, h * w, c_out)
-    dims = (((1,), (1,)), ((0,), (0,)))  # contract positions, batch over samples
-    total = jnp.square(gm.sum(axis=1)).sum(axis=1)
-    for t in _taps(a, h, w):
-        total = total + jnp.square(jax.lax.dot_general(t, gm, dims, precision=PRECISION)).sum(axis=(1, 2))
-    return total
+    """(B,) ||dW_b||^2 + ||db_b||^2 from that layer's per-example gradient (``per_layer``'s batched dots)."""
+    kernel, bias = conv_rule(a, g)
+    return jnp.square(kernel).sum(axis=(1, 2, 3, 4)) + jnp.square(bias).sum(axis=1)
 
 
 def _conv_norm_sq_gram(a: jax.Array, g: jax.Array) -> jax.Array:
@@ -150,16 +146,35 @@ def _conv_sum(a: jax.Array, g: jax.Array) -> jax.Array:
 def bk_clipped_sum(
     params: Params, x: jax.Array, y: jax.Array, *, clip: float, loss: str, mask: jax.Array | None = None
 ) -> tuple[Params, jax.Array]:
-    """(sum_b m_b c_b g_b shaped like params, sum_b m_b loss_b) by book-keeping: no second backward."""
+    """(sum_b m_b c_b g_b shaped like params, sum_b m_b loss_b) by book-keeping: no second backward.
+
+    A conv layer whose norm rule is "materialize" already holds its per-example gradient (B x 288 / 18432),
+    so its clipped sum is the weighted sum ``tensordot(c m, dW)`` of that; see ``_conv_sum`` for why this
+    beats contracting samples and positions in one matmul on XLA:CPU.
+    """
     inputs, cots, losses = _outputs(params, x, y, loss)
-    weights = _weights(_norms(inputs, cots), clip, mask)
+    norms_sq, per_example = {}, {}
+    for layer in LINEAR:
+        a, g = inputs[layer], cots[layer]
+        norms_sq[layer] = jnp.square(g).sum(axis=1) * (jnp.square(a).sum(axis=1) + 1.0)
+    for layer in CONV:
+        if CONV_NORM_RULES[layer] == "materialize":
+            kernel, bias = per_example[layer] = conv_rule(inputs[layer], cots[layer])
+            norms_sq[layer] = jnp.square(kernel).sum(axis=(1, 2, 3, 4)) + jnp.square(bias).sum(axis=1)
+        else:
+            norms_sq[layer] = CONV_NORM_FNS[CONV_NORM_RULES[layer]](inputs[layer], cots[layer])
+    weights = _weights(jnp.sqrt(sum(norms_sq.values())), clip, mask)
     pure = {}
     for layer in LINEAR:
         gc = cots[layer] * weights[:, None]
         pure[layer] = {"kernel": jnp.matmul(inputs[layer].T, gc, precision=PRECISION), "bias": gc.sum(axis=0)}
     for layer in CONV:
-        gc = cots[layer] * weights[:, None, None, None]
-        pure[layer] = {"kernel": _conv_sum(inputs[layer], gc), "bias": gc.sum(axis=(0, 1, 2))}
+        if layer in per_example:
+            pure[layer] = {k: jnp.tensordot(weights, v, axes=1, precision=PRECISION)
+                           for k, v in zip(("kernel", "bias"), per_example[layer])}
+        else:
+            gc = cots[layer] * weights[:, None, None, None]
+            pure[layer] = {"kernel": _conv_sum(inputs[layer], gc), "bias": gc.sum(axis=(0, 1, 2))}
     out = jax.tree.map(lambda v: v, params)  # a fresh State of the same structure to fill
     nnx.replace_by_pure_dict(out, pure)
     return out, _masked_sum(losses, mask)
