@@ -1,0 +1,81 @@
+"""How many devices a data-parallel run may use, checked before any work; imports neither framework at load.
+
+JAX on a CPU gets N devices only if ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` is set before JAX is
+first imported (``force_host_devices``), so that call comes first in every entry point. torch on a CPU runs one
+gloo process per replica; replicas beyond ``CPU_REPLICAS_PER_CORE`` per core would only measure oversubscription,
+so that is the cap (tests use 2-4 processes on 2 cores: correctness, not speed).
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+CPU_REPLICAS_PER_CORE = 4
+_HOST_FLAG = "--xla_force_host_platform_device_count"
+
+
+class DevicesError(ValueError):
+    """A device count that cannot run here (0, negative, or more than this machine has)."""
+
+
+def check_count(devices: int) -> int:
+    if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
+        raise DevicesError(f"--devices must be a positive integer, got {devices!r}")
+    return devices
+
+
+def cpu_max() -> int:
+    return CPU_REPLICAS_PER_CORE * (os.cpu_count() or 1)
+
+
+def force_host_devices(devices: int) -> None:
+    """Ask XLA for ``devices`` CPU devices (a no-op for GPU backends). Must run before ``import jax``.
+
+    A larger count already in XLA_FLAGS is kept; if JAX is already imported with too few CPU devices, the error
+    says how to start instead.
+    """
+    check_count(devices)
+    flags = os.environ.get("XLA_FLAGS", "")
+    found = re.search(rf"{_HOST_FLAG}=(\d+)", flags)
+    if "jax" in sys.modules:
+        import jax
+
+        have = len(jax.devices("cpu"))
+        if have < devices and jax.default_backend() == "cpu":
+            raise DevicesError(f"JAX was imported with {have} CPU device(s); {devices} need "
+                               f"XLA_FLAGS={_HOST_FLAG}={devices} set before JAX is imported")
+        return
+    if found is None:
+        os.environ["XLA_FLAGS"] = f"{flags} {_HOST_FLAG}={devices}".strip()
+    elif int(found.group(1)) < devices:
+        os.environ["XLA_FLAGS"] = flags.replace(found.group(0), f"{_HOST_FLAG}={devices}")
+
+
+def available(framework: str, device: str | None) -> int:
+    """Devices ``framework`` can use for ``device`` (None: its GPUs when present, else the CPU cap)."""
+    if framework == "torch":
+        import torch
+
+        if device in ("cuda", "gpu") or (device is None and torch.cuda.is_available()):
+            return torch.cuda.device_count()
+        return cpu_max()
+    if framework == "jax":
+        import jax
+
+        if device in ("cuda", "gpu") or (device is None and jax.default_backend() != "cpu"):
+            return len(jax.devices())
+        return min(len(jax.devices("cpu")), cpu_max())
+    raise DevicesError(f"unknown framework {framework!r}")
+
+
+def check_devices(devices: int, framework: str, device: str | None) -> int:
+    """``devices`` if ``framework`` can run that many replicas on ``device``, else a DevicesError naming why."""
+    check_count(devices)
+    have = available(framework, device)
+    if devices > have:
+        where = device or "default device"
+        hint = (f" (CPU cap: {CPU_REPLICAS_PER_CORE} per core x {os.cpu_count()} cores)"
+                if have == cpu_max() else "")
+        raise DevicesError(f"--devices {devices}: {framework} has {have} {where} device(s) available{hint}")
+    return devices
