@@ -146,7 +146,7 @@ def noisy_update(
     if noise is None and noise_multiplier != 0:
         raise ValueError(f"noise_multiplier={noise_multiplier} needs a noise draw; got noise=None")
     leaves, treedef = jax.tree.flatten(clipped_sum)
-    if noise is not None:
+    if noise is not None and noise_multiplier != 0:  # skipped at 0: clip = inf would give inf * 0 = NaN
         std = clip * noise_multiplier
         leaves = [g + std * z for g, z in zip(leaves, treedef.flatten_up_to(noise))]
     mean = jax.tree.unflatten(treedef, [g / batch_size for g in leaves])
