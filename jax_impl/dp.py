@@ -49,7 +49,10 @@ def private_mean(
         raise ValueError(f"noise_multiplier={noise_multiplier} needs a noise draw; got noise=None")
     leaves, treedef = jax.tree.flatten(per_example)
     batch = leaves[0].shape[0]
-    clipped, _ = optax.per_example_global_norm_clip(leaves, clip)
+    # optax sums the clipped gradients with a tensordot that takes no precision: HIGHEST here, or a GPU runs
+    # it in TF32 (tests/test_gpu.py checks every traced dot)
+    with jax.default_matmul_precision("highest"):
+        clipped, _ = optax.per_example_global_norm_clip(leaves, clip)
     if noise is not None:
         std = clip * noise_multiplier
         clipped = [g + std * z for g, z in zip(clipped, treedef.flatten_up_to(noise))]
@@ -96,7 +99,10 @@ def _materialized_sum(
     batch = x.shape[0]
     if mask is None:
         leaves, treedef = jax.tree.flatten(grads)
-        clipped, _ = optax.per_example_global_norm_clip(leaves, clip)
+        # optax sums the clipped gradients with a tensordot that takes no precision: HIGHEST here, or a GPU runs
+        # it in TF32 (tests/test_gpu.py checks every traced dot)
+        with jax.default_matmul_precision("highest"):
+            clipped, _ = optax.per_example_global_norm_clip(leaves, clip)
         return jax.tree.unflatten(treedef, clipped), mean_loss * batch
     m = jnp.asarray(mask, x.dtype)
     weights = clip_factors(grads, clip) * m

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("compare.benchmark.sweep")
 
 Runner = Callable[..., dict]
+SLOW_LAST: tuple[str, ...] = ("loop", "vmap_nojit")  # grouped runs: these methods last within their kind
 
 
 def _methods(framework: str, kind: str, device: str) -> tuple[str, ...]:
@@ -95,9 +96,10 @@ def plan_points(cfg: Config, weights_path: Path, device: str) -> list[PointSpec]
                                           min_repeats=cfg.repeats, min_seconds=cfg.min_seconds))
     if grouping_for(cfg.group_points, device) == "method":  # one process per (framework, kind, method)
         # kinds in TARGETS order, each method beside the other framework's method of the same rank, so that a
-        # --budget cut leaves both frameworks alike
+        # --budget cut leaves both frameworks alike; the one-launch-per-example methods (SLOW_LAST) go last in
+        # their kind: on a GPU they are the slowest and the least informative
         kinds = list(TARGETS)
-        rank = {(fw, kind, m): (kinds.index(kind), i, cfg.frameworks.index(fw))
+        rank = {(fw, kind, m): (kinds.index(kind), m in SLOW_LAST, i, cfg.frameworks.index(fw))
                 for fw, ks in per_fw.items() for kind, ms in ks.items() for i, m in enumerate(ms)}
         plan.sort(key=lambda s: (rank[(s.framework, s.kind, s.method)], s.batch_size))
     dropped = sorted(k for k in TARGETS if not any(s.kind == k for s in plan))
