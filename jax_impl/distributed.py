@@ -3,7 +3,11 @@
 JAX is single-controller: one Python process drives a ``Mesh`` of N devices with one axis, ``AXIS``. The global
 batch is padded to a multiple of N with masked examples (``shard_batch``) and placed with
 ``NamedSharding(mesh, P(AXIS))``: device d holds the d-th contiguous block, the same split as torch's rank d.
-One jitted ``shard_map`` then runs on every device:
+One jitted ``shard_map`` then runs on every device (``check_vma=False``: with JAX's replication checking on,
+``jax.grad`` w.r.t. anything replicated inside the map -- the params, or the zero probes that ``per_layer`` and
+``ghost`` differentiate -- is transposed into a hidden ``psum``, so each device would get gradients summed over
+ALL devices' examples; measured: per-example gradients off by O(1). Off, every gradient is the device's own and
+the one ``psum`` below is the only communication):
   s_d, l_d = dp.clipped_grad_sum(params, x_d, y_d, mask=m_d)   its examples' clipped gradient SUM and loss SUM
   S, L, n  = psum over AXIS of (s_d, l_d, sum m_d)              the only communication: XLA's all-reduce
 and, still inside the jit, on the replicated result
@@ -30,7 +34,7 @@ from compare.devices import check_devices
 from compare.spec import DEFAULT_LOSS, check_loss
 from compare.training.privacy import check_dp_params
 from jax_impl import dp
-from jax_impl.per_sample import native_fn, sample_loss
+from jax_impl.per_sample import native_fn
 from jax_impl.weights import to_canonical
 
 AXIS = "batch"
@@ -70,15 +74,6 @@ def replicate(tree: object, *, mesh: Mesh) -> object:
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def _device_copy(params: Params) -> Params:
-    """Mark replicated params as this device's own copy inside ``shard_map``.
-
-    Without it, ``jax.grad`` w.r.t. a replicated (invariant) input is transposed into a ``psum``: every device
-    would get the gradient summed over all devices' examples (measured: per-example gradients off by O(1)).
-    """
-    return jax.lax.pcast(params, AXIS, to="varying")
-
-
 def per_sample_grads(params: Params, x: jax.Array, y: jax.Array, *, mesh: Mesh, method: str = "vmap",
                      loss: str = DEFAULT_LOSS, mask: jax.Array | None = None) -> tuple[Params, jax.Array]:
     """Per-example gradients computed where the examples live: leaves (B', *shape) sharded on AXIS, and the mask.
@@ -89,8 +84,8 @@ def per_sample_grads(params: Params, x: jax.Array, y: jax.Array, *, mesh: Mesh, 
     if mask is None:
         x, y, mask = shard_batch(x, y, mesh=mesh)
     grads = native_fn(method, loss=check_loss(loss))
-    fn = jax.shard_map(lambda p, xd, yd: grads(_device_copy(p), xd, yd), mesh=mesh,
-                       in_specs=(P(), P(AXIS), P(AXIS)), out_specs=P(AXIS))
+    fn = jax.shard_map(lambda p, xd, yd: grads(p, xd, yd), mesh=mesh,
+                       in_specs=(P(), P(AXIS), P(AXIS)), out_specs=P(AXIS), check_vma=False)
     return jax.jit(fn)(replicate(params, mesh=mesh), x, y), mask
 
 
@@ -98,31 +93,6 @@ def gather_per_sample(grads: Params, mask: jax.Array) -> dict[str, np.ndarray]:
     """All examples' gradients on the host, canonical names/layouts ``{name: (B, *shape)}``, padding dropped."""
     real = np.asarray(mask) > 0
     return {k: v[real] for k, v in to_canonical(grads, batch_axis=True).items()}
-
-
-def _clipped_grad_sum(params: Params, x: jax.Array, y: jax.Array, mask: jax.Array, *, clip: float, loss: str,
-                      clipping: str, per_sample_method: str) -> tuple[Params, jax.Array]:
-    if hasattr(dp, "clipped_grad_sum"):
-        return dp.clipped_grad_sum(params, x, y, clip=clip, loss=loss, clipping=clipping,
-                                   per_sample_method=per_sample_method, mask=mask)
-    # interim adapter until the DP API lands: "materialize" only
-    grads = native_fn(per_sample_method, loss=loss)(params, x, y)
-    factors = dp.clip_factors(grads, clip) * mask
-    per_loss = jax.vmap(lambda xi, yi: sample_loss(params, xi, yi, loss))(x, y)
-    return jax.tree.map(lambda g: jnp.tensordot(factors, g, axes=1), grads), jnp.sum(per_loss * mask)
-
-
-def _noisy_update(params: Params, clipped_sum: Params, *, lr: float, clip: float, noise_multiplier: float,
-                  batch_size: jax.Array, noise: Params | None) -> Params:
-    if hasattr(dp, "noisy_update"):
-        return dp.noisy_update(params, clipped_sum, lr=lr, clip=clip, noise_multiplier=noise_multiplier,
-                               batch_size=batch_size, noise=noise)
-    std = clip * noise_multiplier
-    total = clipped_sum if noise is None else jax.tree.map(lambda s, z: s + std * z, clipped_sum, noise)
-    return jax.tree.map(lambda p, g: p - lr * g / batch_size, params, total)
-
-
-StepFn = Callable[..., tuple[Params, jax.Array]]
 
 
 def make_step(*, mesh: Mesh, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS,
@@ -134,22 +104,22 @@ def make_step(*, mesh: Mesh, lr: float, clip: float, noise_multiplier: float, lo
     """
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
     check_loss(loss)
-    if clipping not in getattr(dp, "CLIPPINGS", ("materialize",)):
-        raise ValueError(f"unknown clipping {clipping!r}; expected one of {getattr(dp, 'CLIPPINGS', ('materialize',))}")
+    dp.check_clipping(clipping)
 
     def local(params: Params, x: jax.Array, y: jax.Array, mask: jax.Array) -> tuple[Params, jax.Array, jax.Array]:
-        sums, loss_sum = _clipped_grad_sum(_device_copy(params), x, y, mask, clip=clip, loss=loss, clipping=clipping,
-                                           per_sample_method=per_sample_method)
+        sums, loss_sum = dp.clipped_grad_sum(params, x, y, clip=clip, loss=loss, clipping=clipping,
+                                             per_sample_method=per_sample_method, mask=mask)
         return jax.lax.psum((sums, loss_sum, jnp.sum(mask)), AXIS)
 
-    reduce = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS), P(AXIS)), out_specs=P())
+    reduce = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS), P(AXIS)), out_specs=P(),
+                           check_vma=False)
 
     @jax.jit
     def sharded_step(params: Params, x: jax.Array, y: jax.Array, mask: jax.Array,
                      noise: Params | None) -> tuple[Params, jax.Array]:
         sums, loss_sum, count = reduce(params, x, y, mask)
-        new = _noisy_update(params, sums, lr=lr, clip=clip, noise_multiplier=noise_multiplier, batch_size=count,
-                            noise=noise)
+        new = dp.noisy_update(params, sums, lr=lr, clip=clip, noise_multiplier=noise_multiplier, batch_size=count,
+                              noise=noise)
         return new, loss_sum / count
 
     def step(params: Params, x: jax.Array, y: jax.Array, noise: Params | None = None,

@@ -39,7 +39,7 @@ from compare.devices import check_devices
 from compare.spec import DEFAULT_LOSS, check_loss
 from compare.training.privacy import check_dp_params
 from torch_impl import dp
-from torch_impl.per_sample import native_fn, sample_loss
+from torch_impl.per_sample import native_fn
 from torch_impl.weights import to_canonical
 
 log = logging.getLogger("torch_impl.distributed")
@@ -119,29 +119,6 @@ def gather_per_sample(grads: Params, mask: torch.Tensor) -> dict[str, np.ndarray
     return to_canonical({k: gathered(g)[real] for k, g in grads.items()}, batch_axis=True)
 
 
-def _clipped_grad_sum(params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, clip: float,
-                      loss: str, clipping: str, per_sample_method: str) -> tuple[Params, torch.Tensor]:
-    if hasattr(dp, "clipped_grad_sum"):
-        return dp.clipped_grad_sum(params, x, y, clip=clip, loss=loss, clipping=clipping,
-                                   per_sample_method=per_sample_method, mask=mask)
-    # interim adapter until the DP API lands: "materialize" only
-    grads = native_fn(per_sample_method, loss=loss)(params, x, y)
-    factors = dp.clip_factors(grads, clip) * mask
-    with torch.no_grad():
-        losses = torch.stack([sample_loss(params, xi, yi, loss) for xi, yi in zip(x, y)])
-    return {k: torch.tensordot(factors, g, dims=1) for k, g in grads.items()}, (losses * mask).sum()
-
-
-def _noisy_update(params: Params, clipped_sum: Params, *, lr: float, clip: float, noise_multiplier: float,
-                  batch_size: torch.Tensor, noise: Params | None) -> Params:
-    if hasattr(dp, "noisy_update"):
-        return dp.noisy_update(params, clipped_sum, lr=lr, clip=clip, noise_multiplier=noise_multiplier,
-                               batch_size=batch_size, noise=noise)
-    std = clip * noise_multiplier
-    return {k: params[k] - lr * (clipped_sum[k] + (0 if noise is None else std * noise[k])) / batch_size
-            for k in params}
-
-
 def all_reduce_sums(sums: Params, *scalars: torch.Tensor) -> tuple[Params, list[torch.Tensor]]:
     """Sum ``sums`` and ``scalars`` over all ranks in one all-reduce of one flat buffer (one latency, not 10)."""
     names = list(sums)
@@ -167,9 +144,7 @@ def make_step(*, lr: float, clip: float, noise_multiplier: float, loss: str = DE
     """
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
     check_loss(loss)
-    clippings = getattr(dp, "CLIPPINGS", ("materialize",))
-    if clipping not in clippings:
-        raise ValueError(f"unknown clipping {clipping!r}; expected one of {clippings}")
+    dp.check_clipping(clipping)
 
     def step(params: Params, x: torch.Tensor, y: torch.Tensor, noise: Params | None = None,
              mask: torch.Tensor | None = None) -> tuple[Params, torch.Tensor]:
@@ -177,12 +152,13 @@ def make_step(*, lr: float, clip: float, noise_multiplier: float, loss: str = DE
             raise ValueError(f"noise_multiplier={noise_multiplier} needs a noise draw; got noise=None")
         if mask is None:
             x, y, mask = shard_batch(x, y)
-        sums, loss_sum = _clipped_grad_sum(params, x, y, mask, clip=clip, loss=loss, clipping=clipping,
-                                           per_sample_method=per_sample_method)
+        sums, loss_sum = dp.clipped_grad_sum(params, x, y, clip=clip, loss=loss, clipping=clipping,
+                                             per_sample_method=per_sample_method, mask=mask)
         total, (loss_total, count) = all_reduce_sums(sums, loss_sum, mask.sum())
-        new = _noisy_update(params, total, lr=lr, clip=clip, noise_multiplier=noise_multiplier,
-                            batch_size=count, noise=noise)
-        return new, loss_total / count
+        batch = int(round(count.item()))  # the real examples over all ranks, as an int like dp.make_step's B
+        new = dp.noisy_update(params, total, lr=lr, clip=clip, noise_multiplier=noise_multiplier,
+                              batch_size=batch, noise=noise)
+        return new, loss_total / batch
 
     return step
 
