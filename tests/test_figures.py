@@ -95,12 +95,14 @@ def test_dp_steps_get_their_own_figure_and_stay_out_of_the_gradient_figures(resu
 
     monkeypatch.setattr(figures, "_plot_lines", spy)
     make_figures(results_dir)
-    assert len(calls) == 5  # time_per_batch, overhead, peak_memory, then the two dp_overhead panels
-    for series in calls[:3]:
+    # time_per_batch (one panel per framework), overhead, peak_memory, then the two dp_overhead panels
+    assert len(calls) == 6
+    assert [{fw for fw, _ in c} for c in calls[:2]] == [{"torch"}, {"jax"}]
+    for series in calls[:4]:
         assert series and not {m for _, m in series} & {"sgd", "dp_sgd"}
-    assert set(calls[3]) == {(fw, m) for fw in ("torch", "jax") for m in ("sgd", "dp_sgd")}
-    assert set(calls[4]) == {("torch", "dp_sgd"), ("jax", "dp_sgd")}
-    for sizes, ratios in calls[4].values():  # the fixture's steps: dp_sgd 2.0 x B, sgd 0.6 x B (x 2 for jax)
+    assert set(calls[4]) == {(fw, m) for fw in ("torch", "jax") for m in ("sgd", "dp_sgd")}
+    assert set(calls[5]) == {("torch", "dp_sgd"), ("jax", "dp_sgd")}
+    for sizes, ratios in calls[5].values():  # the fixture's steps: dp_sgd 2.0 x B, sgd 0.6 x B (x 2 for jax)
         assert list(sizes) == [8, 16, 32] and ratios == pytest.approx([2.0 / 0.6] * 3, rel=1e-12)
 
 
