@@ -35,7 +35,7 @@ from compare.spec import DEFAULT_LOSS, check_loss
 from compare.training.privacy import check_dp_params
 from jax_impl import dp
 from jax_impl.per_sample import native_fn
-from jax_impl.weights import to_canonical
+from jax_impl.weights import resolve_device, to_canonical
 
 AXIS = "batch"
 Params = dp.Params
@@ -72,6 +72,11 @@ def shard_batch(x: jax.Array | np.ndarray, y: jax.Array | np.ndarray, *, mesh: M
 def replicate(tree: object, *, mesh: Mesh) -> object:
     """Params or noise with a full copy on every device of the mesh."""
     return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def unreplicate(tree: object, device: str | None = None) -> object:
+    """Replicated params back on one device (for single-device evaluation)."""
+    return jax.device_put(tree, resolve_device(device))
 
 
 def per_sample_grads(params: Params, x: jax.Array, y: jax.Array, *, mesh: Mesh, method: str = "vmap",

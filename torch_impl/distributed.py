@@ -95,6 +95,11 @@ def shard_batch(x: torch.Tensor, y: torch.Tensor) -> Batch:
     return x[block], y[block], mask[block]
 
 
+def unreplicate(tree: object, device: str | None = None) -> object:
+    """Every rank already holds a full copy: unchanged (mirrors ``jax_impl.distributed.unreplicate``)."""
+    return tree
+
+
 def per_sample_grads(params: Params, x: torch.Tensor, y: torch.Tensor, *, method: str = "vmap",
                      loss: str = DEFAULT_LOSS, mask: torch.Tensor | None = None) -> tuple[Params, torch.Tensor]:
     """This rank's examples' gradients ``{name: (B'/N, *shape)}`` and their mask; nothing is communicated.

@@ -5,10 +5,18 @@ Gaussian noise (one numpy standard normal draw per step, converted to each side'
 curves should overlay step by step (exactly up to float rounding with ``--noise-multiplier 0``).
 Writes, in ``--out``: ``train_progress.jsonl`` (one line per step, flushed as it goes, so an interrupted run
 keeps what it did), ``train.json`` (after each framework, then final) and ``train_loss.{pdf,png}``.
+
+``--devices N`` trains data-parallel (``<fw>_impl.distributed``) on the same batches and noise, so the loss curves
+equal the ``--devices 1`` ones (float64: to ~1e-15). JAX: a mesh of N devices in this process (on a CPU, N host
+devices are forced through XLA_FLAGS before JAX is imported). torch: N processes in a gloo (CPU) / NCCL (GPU)
+group, spawned here, or started by torchrun, which runs this same code in every process; only rank 0 writes files
+and runs JAX:
+  torchrun --nproc-per-node N -m compare.train --devices N ...
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -20,10 +28,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator, TextIO
+from typing import Callable, Iterator, TextIO
 
 import numpy as np
 
+from compare.devices import DevicesError, check_count, check_devices, force_host_devices
 from compare.training.data import DataError, Dataset, batch_indices, load_digits28, load_mnist
 from compare.frameworks import FRAMEWORKS, impl_module
 from compare.training.privacy import ACCOUNTANTS, DPConfigError, check_delta, check_dp_params, epsilon
@@ -32,6 +41,9 @@ from compare.weights import WeightsError, init_weights, load_weights
 
 log = logging.getLogger("compare.train")
 
+# = <fw>_impl.dp.CLIPPINGS (tests/test_distributed.py checks), listed here so --help imports no framework
+CLIPPINGS: tuple[str, ...] = ("materialize", "ghost", "bk")
+DEFAULT_CLIPPING = "bk"  # the fastest exact strategy of both dp modules (issue 9's measurements)
 SGD_BASELINE_REPS = 5  # timed non-private steps per framework, after one warm-up step
 EVAL_BATCH = 256
 
@@ -53,6 +65,8 @@ class Config:
     seed: int
     accountant: str
     frameworks: tuple[str, ...]
+    devices: int = 1
+    clipping: str = DEFAULT_CLIPPING
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -73,9 +87,14 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--seed", type=int, default=0, help="seed of the data split, batch order and noise")
     p.add_argument("--accountant", choices=ACCOUNTANTS, default="prv", help="Opacus accountant (default: prv)")
     p.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
+    p.add_argument("--devices", type=int, default=1, help="data-parallel replicas (GPUs, or JAX host devices / "
+                   "gloo processes on a CPU); default 1. torch with N > 1: spawned here unless run by torchrun")
+    p.add_argument("--clipping", choices=CLIPPINGS, default=DEFAULT_CLIPPING,
+                   help=f"per-example clipping strategy of the DP step (default: {DEFAULT_CLIPPING}, the fastest exact)")
     a = p.parse_args(argv)
     return Config(a.epochs, a.steps, a.batch_size, a.lr, a.clip, a.noise_multiplier, a.delta, a.data, a.out,
-                  a.dtype, a.device, a.weights, a.seed, a.accountant, tuple(dict.fromkeys(a.frameworks)))
+                  a.dtype, a.device, a.weights, a.seed, a.accountant, tuple(dict.fromkeys(a.frameworks)),
+                  a.devices, a.clipping)
 
 
 def check_config(cfg: Config) -> None:
@@ -88,6 +107,17 @@ def check_config(cfg: Config) -> None:
         raise DPConfigError(f"--epochs must be a positive integer, got {cfg.epochs}")
     check_dp_params(lr=cfg.lr, clip=cfg.clip, noise_multiplier=cfg.noise_multiplier)
     check_delta(cfg.delta)
+    check_count(cfg.devices)
+
+
+def check_parallel(cfg: Config) -> None:
+    """Each framework can run ``--devices`` replicas here (imports the frameworks; runs before any data is read)."""
+    if cfg.devices > 1 and "jax" in cfg.frameworks:
+        force_host_devices(cfg.devices)  # before JAX is imported
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) != cfg.devices:
+        raise DevicesError(f"torchrun started {os.environ['WORLD_SIZE']} processes but --devices is {cfg.devices}")
+    for fw in cfg.frameworks:
+        check_devices(cfg.devices, fw, cfg.device)
 
 
 def noise_draws(seed: int, steps: int, noise_multiplier: float) -> Iterator[dict[str, np.ndarray] | None]:
@@ -121,33 +151,41 @@ def sgd_step_ms(dp: ModuleType, params: object, data: Dataset, cfg: Config) -> f
     return statistics.median(times[1:])
 
 
-def train_framework(
-    fw: str, weights: dict[str, np.ndarray], data: Dataset, cfg: Config, steps: int, progress: TextIO
-) -> dict:
-    """Run ``steps`` DP-SGD steps in one framework; every step's loss goes to ``progress`` as it happens."""
+def run_steps(fw: str, dp: ModuleType, step: Callable, params: object, data: Dataset, cfg: Config, steps: int,
+              progress: TextIO | None, shard: Callable | None = None) -> tuple[object, list[float], list[float]]:
+    """``steps`` DP-SGD steps; every step's loss goes to ``progress`` (if any) as it happens.
+
+    ``shard(x, y, noise) -> extra step arguments``: the data-parallel placement, done before the clock starts.
+    """
     from tqdm import tqdm
 
-    dp, wmod = impl_module(fw, "dp"), impl_module(fw, "weights")
-    params = wmod.to_native(weights, cfg.dtype, cfg.device)
-    step = dp.make_step(lr=cfg.lr, clip=cfg.clip, noise_multiplier=cfg.noise_multiplier, loss=DEFAULT_LOSS)
     losses: list[float] = []
     times: list[float] = []
     batches = batch_indices(len(data.y_train), cfg.batch_size, steps=steps, seed=cfg.seed)
-    with tqdm(total=steps, desc=f"{fw} DP-SGD", unit="step", file=sys.stderr) as bar:
+    with tqdm(total=steps, desc=f"{fw} DP-SGD", unit="step", file=sys.stderr, disable=progress is None) as bar:
         for i, (idx, z) in enumerate(zip(batches, noise_draws(cfg.seed, steps, cfg.noise_multiplier))):
             x, y = dp.native_batch(data.x_train[idx], data.y_train[idx], dtype=cfg.dtype, device=cfg.device)
             noise = None if z is None else dp.native_noise(z, dtype=cfg.dtype, device=cfg.device)
-            dp.block_until_ready((x, y, noise))
+            args = (x, y, noise) if shard is None else shard(x, y, noise)
+            dp.block_until_ready(args)
             t0 = time.perf_counter()
-            params, loss = dp.block_until_ready(step(params, x, y, noise))
+            params, loss = dp.block_until_ready(step(params, *args))
             times.append((time.perf_counter() - t0) * 1e3)
             losses.append(float(loss))
-            progress.write(json.dumps({"framework": fw, "step": i, "loss": losses[-1], "ms": times[-1]}) + "\n")
-            progress.flush()
+            if progress is not None:
+                progress.write(json.dumps({"framework": fw, "step": i, "loss": losses[-1], "ms": times[-1]}) + "\n")
+                progress.flush()
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update()
+    return params, losses, times
+
+
+def summarize(fw: str, dp: ModuleType, params: object, data: Dataset, cfg: Config, losses: list[float],
+              times: list[float]) -> dict:
     result = {
         "loss": losses,
+        "devices": cfg.devices,
+        "clipping": cfg.clipping,
         "test_accuracy": accuracy(dp, params, data, cfg),
         # the first step includes tracing/compilation (JAX jit); it is reported apart
         "step_ms": statistics.median(times[1:] or times),
@@ -155,9 +193,63 @@ def train_framework(
         "sgd_step_ms": sgd_step_ms(dp, params, data, cfg),
     }
     result["dp_overhead"] = result["step_ms"] / result["sgd_step_ms"]
-    log.info("%s: test accuracy %.4f, DP step %.1f ms, non-private step %.1f ms (x%.2f)", fw,
-             result["test_accuracy"], result["step_ms"], result["sgd_step_ms"], result["dp_overhead"])
+    log.info("%s: test accuracy %.4f, DP step %.1f ms on %d device(s), non-private step %.1f ms (x%.2f)", fw,
+             result["test_accuracy"], result["step_ms"], cfg.devices, result["sgd_step_ms"], result["dp_overhead"])
     return result
+
+
+def _dp_hparams(cfg: Config) -> dict:
+    return {"lr": cfg.lr, "clip": cfg.clip, "noise_multiplier": cfg.noise_multiplier, "loss": DEFAULT_LOSS,
+            "clipping": cfg.clipping}
+
+
+def _torch_parallel(weights: dict[str, np.ndarray], data: Dataset, cfg: Config, steps: int,
+                    progress_path: str | None) -> dict | None:
+    """One torch replica (spawned, or a torchrun process); rank 0 appends to the progress file and reports."""
+    from torch_impl import distributed, dp
+    from torch_impl.weights import to_native
+
+    rank0 = distributed.rank() == 0 and progress_path is not None
+    step = distributed.make_step(**_dp_hparams(cfg))
+
+    def shard(x: object, y: object, noise: object) -> tuple:
+        xs, ys, mask = distributed.shard_batch(x, y)  # this rank's block of the global batch
+        return xs, ys, noise, mask
+
+    with open(progress_path, "a") if rank0 else contextlib.nullcontext() as progress:
+        params, losses, times = run_steps("torch", dp, step, to_native(weights, cfg.dtype, cfg.device), data, cfg,
+                                          steps, progress, shard)
+    return summarize("torch", dp, params, data, cfg, losses, times) if rank0 else None
+
+
+def train_framework(
+    fw: str, weights: dict[str, np.ndarray], data: Dataset, cfg: Config, steps: int, progress: TextIO | None
+) -> dict | None:
+    """Run ``steps`` DP-SGD steps in one framework, on ``cfg.devices`` devices; losses stream to ``progress``."""
+    dp, wmod = impl_module(fw, "dp"), impl_module(fw, "weights")
+    if cfg.devices == 1:
+        step = dp.make_step(**_dp_hparams(cfg))
+        params, losses, times = run_steps(fw, dp, step, wmod.to_native(weights, cfg.dtype, cfg.device), data, cfg,
+                                          steps, progress)
+        return summarize(fw, dp, params, data, cfg, losses, times)
+    if fw == "torch":
+        if progress is not None:
+            progress.flush()
+        return impl_module("torch", "distributed").launch(_torch_parallel, cfg.devices, weights, data, cfg, steps,
+                                                          None if progress is None else progress.name,
+                                                          device=cfg.device)[0]
+    distributed = impl_module("jax", "distributed")
+    mesh = distributed.make_mesh(cfg.devices, cfg.device)
+    step = distributed.make_step(mesh=mesh, **_dp_hparams(cfg))
+
+    def shard(x: object, y: object, noise: object) -> tuple:
+        xs, ys, mask = distributed.shard_batch(x, y, mesh=mesh)
+        return xs, ys, None if noise is None else distributed.replicate(noise, mesh=mesh), mask
+
+    params, losses, times = run_steps(fw, dp, step, distributed.replicate(wmod.to_native(weights, cfg.dtype,
+                                      cfg.device), mesh=mesh), data, cfg, steps, progress, shard)
+    params = distributed.unreplicate(params, cfg.device)  # evaluation and the baseline run on one device
+    return summarize(fw, dp, params, data, cfg, losses, times)
 
 
 def meta(data: Dataset, steps: int, sample_rate: float) -> dict:
@@ -231,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     try:
         check_config(cfg)
+        check_parallel(cfg)
         data = load_digits28(cfg.seed) if cfg.data is None else load_mnist(cfg.data)
         n = len(data.y_train)
         if cfg.batch_size > n:
@@ -239,16 +332,20 @@ def main(argv: list[str] | None = None) -> int:
         weights = init_weights(0) if cfg.weights is None else load_weights(cfg.weights)
         eps = epsilon(noise_multiplier=cfg.noise_multiplier, sample_rate=cfg.batch_size / n, steps=steps,
                       delta=cfg.delta, accountant=cfg.accountant)
-    except (DPConfigError, DataError, WeightsError) as err:
+    except (DPConfigError, DataError, WeightsError, DevicesError) as err:
         log.error("%s", err)
         return 2
+    if os.environ.get("RANK", "0") != "0":  # a torchrun replica other than rank 0: torch steps only, no files
+        train_framework("torch", weights, data, cfg, steps, None)
+        return 0
     log.info("%s: %d train / %d test examples, %d steps of B=%d; epsilon=%.3f at delta=%g (%s accountant)",
              data.name, n, len(data.y_test), steps, cfg.batch_size, eps, cfg.delta, cfg.accountant)
     cfg.out.mkdir(parents=True, exist_ok=True)
     report = {"meta": meta(data, steps, cfg.batch_size / n), "config": {k: str(v) if isinstance(v, Path) else v
                                                     for k, v in asdict(cfg).items()},
               "epsilon": eps, "delta": cfg.delta, "complete": False, "frameworks": {}}
-    with open(cfg.out / "train_progress.jsonl", "w") as progress:
+    (cfg.out / "train_progress.jsonl").write_text("")  # then append: spawned torch rank 0 appends to it too
+    with open(cfg.out / "train_progress.jsonl", "a") as progress:
         progress.write(json.dumps({"start": report["config"], "epsilon": eps, "delta": cfg.delta}) + "\n")
         for fw in cfg.frameworks:
             report["frameworks"][fw] = train_framework(fw, weights, data, cfg, steps, progress)
