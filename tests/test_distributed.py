@@ -182,3 +182,19 @@ def test_more_devices_than_available_is_rejected() -> None:
 
     with pytest.raises(DevicesError, match="available"):
         check_devices(len(jax.devices("cpu")) + 1, "jax", "cpu")
+
+
+@pytest.mark.parametrize("devices", ["0", "-2", str(cpu_max() + 1)])
+def test_train_rejects_bad_devices_before_any_work(devices: str, tmp_path: Path) -> None:
+    from compare.training.cli import main
+
+    out = tmp_path / "out"
+    assert main(["--devices", devices, "--steps", "1", "--out", str(out)]) == 2
+    assert not out.exists()  # nothing written: the check ran before any data was read
+
+
+def test_train_clipping_choices_are_the_dp_modules() -> None:
+    from compare.frameworks import impl_module
+    from compare.training.cli import CLIPPINGS
+
+    assert all(impl_module(fw, "dp").CLIPPINGS == CLIPPINGS for fw in ("torch", "jax"))
