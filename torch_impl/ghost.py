@@ -79,23 +79,24 @@ def _gram_conv_sq(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 def _norms_and_conv_grads(
     inputs: dict[str, torch.Tensor], cots: dict[str, torch.Tensor]
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """({layer: (B,) squared weight+bias norm}, {conv layer: (B, *W shape) per-example weight grad where the
-    "materialize" rule wrote one, so book-keeping can reuse it})."""
-    sq, conv_grads = {}, {}
+) -> tuple[dict[str, torch.Tensor], dict[str, tuple[torch.Tensor | None, torch.Tensor]]]:
+    """({layer: (B,) squared weight+bias norm}, {conv layer: (per-example weight grads (B, *W shape) where the
+    "materialize" rule wrote them else None, per-example bias grads (B, C_out))}), kept so book-keeping reuses
+    them instead of recomputing (the sum over positions of conv2's cotangents alone costs ~4% of a step)."""
+    sq, conv = {}, {}
     for layer in LAYERS:
         a, g = inputs[layer], cots[layer]
         if layer not in CONV_LAYERS:
-            g_sq = _sq(g)
-            sq[layer] = g_sq * (_sq(a) + 1.0)
+            sq[layer] = _sq(g) * (_sq(a) + 1.0)
             continue
-        bias_sq = _sq(g.sum(dim=(2, 3)))
         if CONV_NORM_RULES[layer] == "gram":
-            sq[layer] = _gram_conv_sq(a, g) + bias_sq
+            weight, bias = None, g.sum(dim=(2, 3))
+            sq[layer] = _gram_conv_sq(a, g) + _sq(bias)
         else:
-            conv_grads[layer], _ = _conv_rule(a, g)
-            sq[layer] = _sq(conv_grads[layer]) + bias_sq
-    return sq, conv_grads
+            weight, bias = _conv_rule(a, g)
+            sq[layer] = _sq(weight) + _sq(bias)
+        conv[layer] = (weight, bias)
+    return sq, conv
 
 
 def layer_norms_sq(inputs: dict[str, torch.Tensor], cotangents: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -136,14 +137,14 @@ def ghost_clipped_sum(
 
 
 def _bk_conv(
-    a: torch.Tensor, g: torch.Tensor, weights: torch.Tensor, per_example: torch.Tensor | None
+    a: torch.Tensor, g: torch.Tensor, weights: torch.Tensor, weight_grads: torch.Tensor | None, bias_grads: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped conv weight and bias sums. With the per-example weight grads already written (norm rule
     "materialize") a tensordot over b costs B x |W| (conv2: 18432) multiply-adds, far below one more conv
     weight-gradient (B x P x |W|, P = 576 positions); otherwise ONE ordinary weight-gradient of c-scaled g."""
-    bias = weights @ g.sum(dim=(2, 3))
-    if per_example is not None:
-        return torch.tensordot(weights, per_example, dims=1), bias
+    bias = weights @ bias_grads
+    if weight_grads is not None:
+        return torch.tensordot(weights, weight_grads, dims=1), bias
     scaled = g * weights.view(-1, 1, 1, 1)
     c_out, c_in = g.shape[1], a.shape[1]
     return torch.nn.grad.conv2d_weight(a, (c_out, c_in, KERNEL, KERNEL), scaled), bias
@@ -158,7 +159,7 @@ def bk_clipped_sum(
         inputs, cots, losses = _cotangents(params, x, y, loss, mask, keep_graph=False)
     loss_sum = _mask_sum(losses, mask)
     del losses  # its graph's saved activations are already freed by the backward; drop the nodes too
-    sq, conv_grads = _norms_and_conv_grads(inputs, cots)
+    sq, conv = _norms_and_conv_grads(inputs, cots)
     weights = factors_from_norms(_global_norms(sq), clip)
     if mask is not None:
         weights = weights * mask
@@ -166,7 +167,7 @@ def bk_clipped_sum(
     for layer in LAYERS:
         a, g = inputs[layer], cots[layer]
         if layer in CONV_LAYERS:
-            w, b = _bk_conv(a, g, weights, conv_grads.pop(layer, None))
+            w, b = _bk_conv(a, g, weights, *conv.pop(layer))  # pop: free each layer's grads once used
         else:
             scaled = g * weights.unsqueeze(1)
             w, b = scaled.T @ a, scaled.sum(0)

@@ -1,0 +1,100 @@
+"""The peer: Opacus 1.6 fast gradient clipping ("ghost clipping") as a DP-SGD step with ``dp.make_step``'s contract.
+
+What a PyTorch user would reach for: ``GradSampleModuleFastGradientClipping(use_ghost_clipping=True)`` wraps the
+model (forward hooks keep layer inputs, backward hooks turn output gradients into per-example NORMS: ghost norms
+for Linear, a per-layer materialised gradient for Conv2d), ``DPLossFastGradientClipping`` makes
+``loss.backward()`` run TWO backward passes (the mean loss for the norms, then sum_b c_b loss_b), and
+``DPOptimizerFastGradientClipping`` adds noise and divides by the batch size before the wrapped ``torch.optim.SGD``
+steps. loss_reduction "mean", as the model's losses are means.
+
+Differences from ``dp.make_step`` (tests/test_clipping.py checks them at the tolerances stated there):
+  * Opacus clips with c_b = min(1, clip / (||g_b|| + 1e-6)) (``get_clipping_coef``), ours min(1, clip / ||g_b||):
+    a clipped example's factor is smaller by the relative amount 1e-6 / (||g_b|| + 1e-6), so updates differ by
+    at most ~1e-6 / min ||g_b|| relative; unclipped examples (and clip = inf) are identical.
+  * Noise: the optimizer's own draw is switched off (noise_multiplier=0 there; Opacus then adds zeros) and the
+    caller's draw z is added after its step as  p -= lr * clip * noise_multiplier * z / B,  so the update
+    equals make_step's for the same z.
+The module is built once in ``make_opacus_ghost_step``; each call copies the given parameters into it
+(1.2M values, ~1 ms: part of the step, as a functional API needs) and returns copies of the updated ones.
+"""
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from compare.spec import DEFAULT_LOSS, check_loss
+from compare.training.privacy import check_dp_params
+from torch_impl.model import SimpleCNN
+
+OPACUS_GHOST_AVAILABLE = importlib.util.find_spec("opacus") is not None
+
+Params = dict[str, torch.Tensor]
+DPStepFn = Callable[[Params, torch.Tensor, torch.Tensor, "Params | None"], tuple[Params, torch.Tensor]]
+
+
+def _criterion(loss: str) -> nn.Module:
+    """Per-example-capable criterion (DPLoss sets reduction="none"): CrossEntropy = NLL of log_softmax;
+    "seed" = NLL on raw logits."""
+    return nn.CrossEntropyLoss(reduction="mean") if loss == "nll_log_softmax" else nn.NLLLoss(reduction="mean")
+
+
+def make_opacus_ghost_step(
+    *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS
+) -> DPStepFn:
+    """``step(params, x, y, noise=None) -> (new_params, mean loss before the step)`` by Opacus ghost clipping.
+
+    params: {state_dict name: tensor}; x: (B, 1, 28, 28) NCHW; y: (B,) int64; noise: standard normal draws
+    shaped like params (None only when noise_multiplier == 0). Raises ModuleNotFoundError without opacus.
+    """
+    check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
+    check_loss(loss)
+    if not OPACUS_GHOST_AVAILABLE:
+        raise ModuleNotFoundError("opacus is not installed: pip install -e '.[opacus]'")
+    from opacus.grad_sample import GradSampleModuleFastGradientClipping
+    from opacus.optimizers import DPOptimizerFastGradientClipping
+    from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+
+    model = SimpleCNN()
+    gsm = GradSampleModuleFastGradientClipping(
+        model, batch_first=True, loss_reduction="mean", max_grad_norm=clip, use_ghost_clipping=True
+    )
+    gsm.train()
+    optimizer = DPOptimizerFastGradientClipping(
+        torch.optim.SGD(model.parameters(), lr=lr),
+        noise_multiplier=0.0,  # our draw is added below, so the update is testable against make_step's
+        max_grad_norm=1.0,  # used only for the noise std (0 here); the module clips. inf would give 0 * inf = NaN
+        expected_batch_size=1,  # set to B on each call
+        loss_reduction="mean",
+    )
+    criterion = DPLossFastGradientClipping(gsm, optimizer, _criterion(loss), loss_reduction="mean")
+    live = dict(model.named_parameters())
+    std = clip * noise_multiplier
+
+    def step(params: Params, x: torch.Tensor, y: torch.Tensor, noise: Params | None = None) -> tuple[Params, torch.Tensor]:
+        if noise is None and noise_multiplier != 0:
+            raise ValueError(f"noise_multiplier={noise_multiplier} needs a noise draw; got noise=None")
+        batch = x.shape[0]
+        with torch.no_grad():
+            for name, p in live.items():
+                if p.dtype != params[name].dtype or p.device != params[name].device:
+                    p.data = torch.empty_like(params[name])
+                p.copy_(params[name])
+        optimizer.expected_batch_size = batch
+        optimizer.zero_grad(set_to_none=True)
+        dp_loss = criterion(gsm(x), y)
+        with warnings.catch_warnings():  # expected: x needs no gradient, so conv1's hook sees only its output's
+            warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+            dp_loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            if noise is not None:
+                for name, p in live.items():
+                    p.sub_(noise[name], alpha=lr * std / batch)
+            new = {name: p.detach().clone() for name, p in live.items()}
+        return new, dp_loss.detach()
+
+    return step
