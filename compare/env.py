@@ -150,9 +150,9 @@ def jax_report() -> dict:
         "gpus": [{"name": d.device_kind, "id": d.id} for d in gpus],
         "gpu_error": gpu_error,
         "cuda": _jax_cuda_versions(),
-        "precision": {"jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+        "precision": {"jax_default_matmul_precision": getattr(jax.config, "jax_default_matmul_precision", None),
                       "per_op": "jax_impl.model.PRECISION = HIGHEST on every dot/conv"},
-        "x64": bool(jax.config.jax_enable_x64),
+        "x64": bool(getattr(jax.config, "jax_enable_x64", False)),
     }
 
 
