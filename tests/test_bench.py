@@ -173,8 +173,10 @@ def test_methods_select_dp_steps_with_their_sgd_baseline(tmp_path):
     assert planned("vmap", "sgd") == {("reference", "batched"), ("per_sample", "vmap"), ("dp", "sgd")}
     assert planned("vmap", "dp_sgd") == {
         ("reference", "batched"), ("per_sample", "vmap"), ("dp", "sgd"), ("dp", "dp_sgd")}  # sgd: the denominator
-    assert planned("dp_bk", "opacus_ghost", "jax_privacy") == {  # a peer of the other framework plans nothing here
+    assert planned("dp_bk", "opacus_ghost") == {
         ("reference", "batched"), ("dp", "sgd"), ("dp", "dp_bk"), ("dp", "opacus_ghost")}
+    with pytest.raises(ValueError, match="jax_privacy"):  # the other framework's peer: named, so an error
+        planned("jax_privacy")
     everything = {(s.kind, s.method) for s in plan_points(parse_args(["--batch-sizes", "2"]), tmp_path / "w", "cpu")}
     # the default (quick and --full) times every DP step
     assert {("dp", m) for m in ("sgd", "dp_sgd", "dp_ghost", "dp_bk", "opacus_ghost")} <= everything
