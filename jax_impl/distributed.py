@@ -23,6 +23,7 @@ loader feeding only local shards would use ``jax.make_array_from_process_local_d
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable
 
 import jax
@@ -79,6 +80,13 @@ def unreplicate(tree: object, device: str | None = None) -> object:
     return jax.device_put(tree, resolve_device(device))
 
 
+@lru_cache(maxsize=None)  # one trace per (mesh, method, loss): repeated calls do not re-trace
+def _sharded_per_sample(mesh: Mesh, method: str, loss: str) -> Callable[[Params, jax.Array, jax.Array], Params]:
+    grads = native_fn(method, loss=check_loss(loss))
+    return jax.jit(jax.shard_map(grads, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=P(AXIS),
+                                 check_vma=False))
+
+
 def per_sample_grads(params: Params, x: jax.Array, y: jax.Array, *, mesh: Mesh, method: str = "vmap",
                      loss: str = DEFAULT_LOSS, mask: jax.Array | None = None) -> tuple[Params, jax.Array]:
     """Per-example gradients computed where the examples live: leaves (B', *shape) sharded on AXIS, and the mask.
@@ -88,10 +96,7 @@ def per_sample_grads(params: Params, x: jax.Array, y: jax.Array, *, mesh: Mesh, 
     """
     if mask is None:
         x, y, mask = shard_batch(x, y, mesh=mesh)
-    grads = native_fn(method, loss=check_loss(loss))
-    fn = jax.shard_map(lambda p, xd, yd: grads(p, xd, yd), mesh=mesh,
-                       in_specs=(P(), P(AXIS), P(AXIS)), out_specs=P(AXIS), check_vma=False)
-    return jax.jit(fn)(replicate(params, mesh=mesh), x, y), mask
+    return _sharded_per_sample(mesh, method, loss)(replicate(params, mesh=mesh), x, y), mask
 
 
 def gather_per_sample(grads: Params, mask: jax.Array) -> dict[str, np.ndarray]:
@@ -137,3 +142,21 @@ def make_step(*, mesh: Mesh, lr: float, clip: float, noise_multiplier: float, lo
                             None if noise is None else replicate(noise, mesh=mesh))
 
     return step
+
+
+def benchmark_call(what: str, devices: int, weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *,
+                   dtype: str, device: str | None, loss: str, clipping: str, per_sample_method: str,
+                   hparams: dict[str, float]) -> tuple[Callable[..., object], tuple]:
+    """``(fn, args)`` timing ``what`` ("per_sample": per-example gradients, not gathered; "dp_step") on a mesh of
+    ``devices`` for the global batch x, y; inputs sharded / replicated before the clock (mirrors torch's)."""
+    from jax_impl.weights import to_native
+
+    mesh = make_mesh(devices, device)
+    params = replicate(to_native(weights, dtype, device), mesh=mesh)
+    xs, ys, mask = shard_batch(*dp.native_batch(x, y, dtype=dtype, device=device), mesh=mesh)
+    if what == "per_sample":
+        return (lambda p, xd, yd, m: per_sample_grads(p, xd, yd, mesh=mesh, method=per_sample_method, loss=loss,
+                                                      mask=m)), (params, xs, ys, mask)
+    step = make_step(mesh=mesh, **hparams, loss=loss, clipping=clipping, per_sample_method=per_sample_method)
+    noise = replicate(dp.sample_noise(jax.random.key(0), params), mesh=mesh)
+    return step, (params, xs, ys, noise, mask)

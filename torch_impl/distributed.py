@@ -245,3 +245,104 @@ def launch(fn: Callable[..., Any], devices: int, *args: Any, backend: str | None
         log.debug("failed ranks:\n%s", "\n\n".join(f"rank {r}:\n{v}" for r, v in failed.items()))
         raise DistributedError(f"{len(failed)} of {devices} replicas failed:\n{lines}")
     return [outcome[r][1] for r in range(devices)]
+
+
+# ---------------------------------------------------------------- timing a data-parallel call (compare.run --devices)
+
+
+def _follow(rank_: int, devices: int, port: int, timeout_s: float, threads: int | None, build: Callable[..., Any],
+            build_args: tuple) -> None:
+    """Ranks 1..N-1 of ``lockstep``: build the same call, then run it each time rank 0 broadcasts 1; 0 ends."""
+    os.environ.update(RANK=str(rank_), LOCAL_RANK=str(rank_), WORLD_SIZE=str(devices), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    if threads:
+        torch.set_num_threads(threads)
+    init(timeout_s=timeout_s)
+    fn, args = build(*build_args)
+    flag = torch.zeros(1, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    try:
+        while True:
+            dist.broadcast(flag, 0)
+            if flag.item() == 0:
+                break
+            fn(*args)
+    finally:
+        dist.destroy_process_group()
+
+
+def lockstep(build: Callable[..., tuple[Callable[..., Any], tuple]], devices: int, *build_args: Any,
+             timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[Callable[[], Any], Callable[[], None]]:
+    """``(call, close)``: this process is rank 0 of ``devices``; ``call()`` runs ``fn(*args)`` once on every rank.
+
+    ``build(*build_args) -> (fn, args)`` runs on every rank after the group exists (a module-level function).
+    Each ``call`` first broadcasts one flag (a ~0.1 ms collective on localhost gloo, inside the timing), so the
+    followers run exactly as many calls as rank 0; ``close`` stops them. For timing only: results stay on ranks.
+    """
+    check_devices(devices, "torch", None)
+    ctx = mp.get_context("spawn")
+    port = _free_port()
+    threads = None if torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // devices)
+    procs = [ctx.Process(target=_follow, args=(r, devices, port, timeout_s, threads, build, build_args), daemon=True)
+             for r in range(1, devices)]
+    for p in procs:
+        p.start()
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE=str(devices), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    if threads:
+        torch.set_num_threads(threads)
+    init(timeout_s=timeout_s)
+    fn, args = build(*build_args)
+    go = torch.ones(1, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+
+    def call() -> Any:
+        dist.broadcast(go, 0)
+        return fn(*args)
+
+    def close() -> None:
+        if dist.is_initialized():
+            dist.broadcast(torch.zeros_like(go), 0)
+            dist.destroy_process_group()
+        for p in procs:
+            p.join(timeout=10.0)
+            if p.is_alive():
+                p.kill()
+
+    return call, close
+
+
+def _bench_build(what: str, weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, dtype: str,
+                 device: str | None, loss: str, clipping: str, per_sample_method: str,
+                 hparams: dict[str, float]) -> tuple[Callable[..., Any], tuple]:
+    from torch_impl.weights import to_native
+
+    params = to_native(weights, dtype, device)
+    xs, ys, mask = shard_batch(*dp.native_batch(x, y, dtype=dtype, device=device))  # placed before the clock
+    if what == "per_sample":
+        return per_sample_grads, (params, xs, ys, per_sample_method, loss, mask)
+    step = make_step(**hparams, loss=loss, clipping=clipping, per_sample_method=per_sample_method)
+    noise = dp.sample_noise(torch.Generator(device=xs.device).manual_seed(0), params)
+    return step, (params, xs, ys, noise, mask)
+
+
+def benchmark_call(what: str, devices: int, weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *,
+                   dtype: str, device: str | None, loss: str, clipping: str, per_sample_method: str,
+                   hparams: dict[str, float]) -> tuple[Callable[..., Any], tuple]:
+    """``(fn, args)`` timing ``what`` ("per_sample": this device's per-example gradients, not gathered; "dp_step")
+    on ``devices`` replicas for the global batch x, y. Followers are stopped when this process exits."""
+    import atexit
+
+    kw = dict(dtype=dtype, device=device, loss=loss, clipping=clipping, per_sample_method=per_sample_method,
+              hparams=hparams)
+    if devices == 1:
+        return _bench_call_build(what, weights, x, y, kw)
+    call, close = lockstep(_bench_call_build, devices, what, weights, x, y, kw)
+    atexit.register(close)
+    return call, ()
+
+
+def _bench_call_build(what: str, weights: dict, x: np.ndarray, y: np.ndarray, kw: dict) -> tuple[Callable, tuple]:
+    fn, args = _bench_build(what, weights, x, y, **kw)
+    if what == "per_sample":  # keyword arguments, so per_sample_grads' signature stays readable
+        params, xs, ys, method, loss, mask = args
+        return (lambda: per_sample_grads(params, xs, ys, method=method, loss=loss, mask=mask)), ()
+    return fn, args

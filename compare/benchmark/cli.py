@@ -18,6 +18,7 @@ examples:
   python -m compare.run --batch-sizes 64,256,1024 --methods sgd,dp_sgd,dp_ghost,dp_bk,opacus_ghost,jax_privacy
   python -m compare.run --full --resume --out results/   # continue a killed run, skipping finished points
   python -m compare.run --device cuda --dtype float32 --repeats 20
+  python -m compare.run --devices 2 --methods dist_per_sample,dist_dp_bk --batch-sizes 16   # data-parallel, B=16/device
   python -m compare.run --device cuda --full            # GPU: B=16..8192, one process per (framework, method)
   python -m compare.run --device cuda --agreement-only --dtype float64   # agreement check alone -> DIR/agreement.json
 
@@ -108,7 +109,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    help="run the agreement check alone (float32 and float64), write DIR/agreement.json and exit")
     p.add_argument("--agreement-file", type=Path, help="an agreement.json written by --agreement-only: put it in "
                    "results.json instead of running the check again")
+    p.add_argument("--devices", type=int, help="also time the data-parallel kind (dist_per_sample, dist_dp_bk: "
+                   "<fw>_impl.distributed) on N devices, batch sizes per device; on a CPU the N JAX host devices / "
+                   "gloo processes share its cores, so this measures overhead, not speed-up")
     a = p.parse_args(argv)
+    if a.devices is not None and a.devices < 1:
+        p.error(f"--devices must be a positive integer, got {a.devices}")
     if a.agreement_only and (a.agreement_file or a.no_agreement):
         p.error("--agreement-only runs the check: it takes neither --agreement-file nor --no-agreement")
     if a.budget is not None and a.budget <= 0:
@@ -130,6 +136,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         resume=a.resume, full=full, loss=a.loss, seed=a.seed, agreement_batch_size=a.agreement_batch_size,
         agreement=not a.no_agreement, figures=not a.no_figures, malloc=a.malloc, env=tuple(a.env),
         group_points=a.group_points, budget=a.budget, agreement_only=a.agreement_only, agreement_file=a.agreement_file,
+        devices=a.devices,
     )
 
 
@@ -212,6 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     from compare.benchmark.sweep import plan_points, run_sweep
 
+    if cfg.devices is not None:  # before JAX is imported anywhere in this process or the points
+        from compare.benchmark.targets import DEVICES_ENV
+        from compare.devices import force_host_devices
+
+        force_host_devices(cfg.devices)
+        os.environ[DEVICES_ENV] = str(cfg.devices)  # read by the distributed kind here and in every point
+
     try:
         weights_path, weights = resolve_weights(cfg)
     except WeightsError as err:
@@ -219,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         cfg, device = prepare_device(cfg)
+        if cfg.devices is not None:
+            from compare.devices import check_devices
+
+            for fw in cfg.frameworks:
+                check_devices(cfg.devices, fw, device)
         if cfg.agreement_only:
             return _agreement_only(cfg, weights, device)
         plan = plan_points(cfg, weights_path, device)

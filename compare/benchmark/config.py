@@ -49,6 +49,7 @@ class Config:
     budget: float | None = None  # seconds for the whole sweep; points not started by then are recorded skipped
     agreement_only: bool = False  # run the agreement check, write DIR/agreement.json, no sweep
     agreement_file: Path | None = None  # an agreement.json (from --agreement-only) used instead of a new check
+    devices: int | None = None  # --devices N: also time the data-parallel kind on N devices (batch sizes per device)
 
 
 def batch_sizes_for(full: bool, device: str) -> tuple[int, ...]:

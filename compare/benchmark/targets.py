@@ -16,6 +16,7 @@ imports only its own framework.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
@@ -158,12 +159,44 @@ def _dp_details(framework: str, method: str) -> dict:
             "clipping": DP_CLIPPING.get(method, method if method != "sgd" else None), "dp_hparams": DP_HPARAMS}
 
 
+# The data-parallel kind (``compare.run --devices N``, issue 10): ``<fw>_impl.distributed`` on N devices, each
+# point's batch_size PER DEVICE (global batch N x B); planned only when --devices is given, which sets DEVICES_ENV
+# for the run and its point processes. On one CPU the N replicas share its cores: that measures overhead.
+DEVICES_ENV = "COMPARE_DEVICES"
+DIST_METHODS: dict[str, str] = {"dist_per_sample": "per_sample", "dist_dp_bk": "dp_step"}  # method -> what
+DIST_CLIPPING = "bk"
+
+
+def run_devices() -> int | None:
+    text = os.environ.get(DEVICES_ENV)
+    return int(text) if text else None
+
+
+def _build_distributed(framework: str, method: str, weights: dict, x: np.ndarray, y: np.ndarray, *,
+                       dtype: str, device: str | None, loss: str, chunk_size: int | None) -> tuple[NativeFn, tuple]:
+    if chunk_size is not None:
+        raise ValueError("chunk_size does not apply to the distributed kind")
+    n = run_devices() or 1
+    xg, yg = make_batch(x.shape[0] * n, 0)
+    return impl_module(framework, "distributed").benchmark_call(
+        DIST_METHODS[method], n, weights, xg, yg, dtype=dtype, device=device, loss=loss, clipping=DIST_CLIPPING,
+        per_sample_method=DP_PER_SAMPLE_METHOD, hparams=DP_HPARAMS)
+
+
+def _dist_details(framework: str, method: str) -> dict:
+    n = run_devices() or 1
+    return {"devices": n, "batch_size_per": "device", "clipping": DIST_CLIPPING if method == "dist_dp_bk" else None,
+            "per_sample_method": DP_PER_SAMPLE_METHOD, "dp_hparams": DP_HPARAMS}
+
+
 TARGETS: dict[str, Target] = {
     "reference": Target("reference", lambda fw: ("batched",), _build_reference, "always"),
     "per_sample": Target("per_sample", _per_sample_methods, _build_per_sample, "each",
                          holds_per_sample=lambda method: True),
     "dp": Target("dp", _dp_methods, _build_dp, "each", baseline="sgd",
                  holds_per_sample=lambda method: method in ("dp_sgd", "jax_privacy"), details=_dp_details),
+    "distributed": Target("distributed", lambda fw: tuple(DIST_METHODS) if run_devices() else (), _build_distributed,
+                          "each", holds_per_sample=lambda method: method == "dist_per_sample", details=_dist_details),
 }
 
 
