@@ -225,3 +225,20 @@ def test_peer_step_equals_materialize(fw, loss, clip_kind):
     ref, ref_loss = run(fw, "materialize", loss, clip, nm)
     assert rel_diff(got, ref) < max(F64, 10 * eps / n.min())
     assert abs(float(value) - ref_loss) <= F64 * abs(ref_loss)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_conv_norm_rules_agree(fw, monkeypatch):
+    """Both measured conv rules ("materialize", "gram") give the same per-layer squared norms (float64)."""
+    ghost, per_layer = impl_module(fw, "ghost"), impl_module(fw, "per_layer")
+    params, x, y = inputs(fw, "float64")
+    a, g = per_layer.output_cotangents(params, x, y, "seed")
+    by_rule = {}
+    for rule in ("materialize", "gram"):
+        for layer in ("conv1", "conv2"):
+            monkeypatch.setitem(ghost.CONV_NORM_RULES, layer, rule)
+        by_rule[rule] = {k: np.asarray(v) for k, v in ghost.layer_norms_sq(a, g).items()}
+    for layer in ("conv1", "conv2", "fc1", "fc2"):
+        np.testing.assert_allclose(by_rule["gram"][layer], by_rule["materialize"][layer], rtol=F64)
+    total = np.sqrt(sum(by_rule["gram"].values()))
+    np.testing.assert_allclose(total, norms(fw, "seed"), rtol=F64)
