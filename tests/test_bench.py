@@ -132,14 +132,18 @@ def test_prepared_private_steps_take_the_materialising_steps_update(framework, m
     fn, args = prepare(framework, "dp", "dp_sgd", weights, 3, dtype="float64", device="cpu", loss="nll_log_softmax")
     want = sync_fn(framework, "cpu")(fn(*args))[0]
     fn, args = prepare(framework, "dp", method, weights, 3, dtype="float64", device="cpu", loss="nll_log_softmax")
-    _assert_same_params(wmod, sync_fn(framework, "cpu")(fn(*args))[0], want, rtol=1e-10)
+    # Opacus clips with clip / (||g|| + 1e-6): a clipped example's factor differs by ~1e-6 / ||g|| relative
+    # (torch_impl/opacus_ghost.py); measured 3e-8 here. Everything else is the same arithmetic: 1e-10.
+    _assert_same_params(wmod, sync_fn(framework, "cpu")(fn(*args))[0], want,
+                        rtol=1e-6 if method == "opacus_ghost" else 1e-10)
     assert TARGETS["dp"].details(framework, method)["clipping"] == {"dp_bk": "bk"}.get(method, method)
 
 
 def _assert_same_params(wmod, got, want, rtol: float = 1e-12) -> None:
+    """Relative to each parameter's max |value| (as compare.agreement does): entries near 0 carry no meaning."""
     got, want = wmod.to_canonical(got), wmod.to_canonical(want)
     for k in want:
-        np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=1e-14, err_msg=k)
+        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=rtol * np.abs(want[k]).max(), err_msg=k)
 
 
 def test_tiny_sweep_plans_and_measures_the_dp_kind(tmp_path, weights, monkeypatch, capsys):
