@@ -110,6 +110,19 @@ def _materialized_sum(
     return summed, (ghost.example_losses(apply(params, x), y, loss) * m).sum()  # one batched forward
 
 
+@partial(jax.jit, static_argnames=("loss", "clipping", "per_sample_method"))
+def _clipped_grad_sum(
+    params: Params, x: jax.Array, y: jax.Array, clip: float, mask: jax.Array | None, *, loss: str, clipping: str,
+    per_sample_method: str,
+) -> tuple[Params, jax.Array]:
+    if clipping == "materialize":
+        return _materialized_sum(params, x, y, clip=clip, loss=loss, per_sample_method=per_sample_method,
+                                 mask=mask)
+    if clipping == "ghost":
+        return ghost.ghost_clipped_sum(params, x, y, clip=clip, loss=loss, mask=mask)
+    return ghost.bk_clipped_sum(params, x, y, clip=clip, loss=loss, mask=mask)
+
+
 def clipped_grad_sum(
     params: Params, x: jax.Array, y: jax.Array, *, clip: float, loss: str = DEFAULT_LOSS,
     clipping: str = "materialize", per_sample_method: str = "vmap", mask: jax.Array | None = None,
@@ -118,15 +131,25 @@ def clipped_grad_sum(
 
     SUMS, not means: a data-parallel step all-reduces them, then calls ``noisy_update`` once.
     ``mask``: (B,) weights, 0 = padding example (None: all ones). ``per_sample_method`` is used only by
-    "materialize"; "ghost" and "bk" are ``jax_impl.ghost``'s. Jittable (clipping and method are static).
+    "materialize"; "ghost" and "bk" are ``jax_impl.ghost``'s. Jitted (clip traced, so a new clip does not
+    recompile); inside another jit it is inlined.
     """
     check_loss(loss)
-    if check_clipping(clipping) == "materialize":
-        return _materialized_sum(params, x, y, clip=clip, loss=loss, per_sample_method=per_sample_method,
-                                 mask=mask)
-    if clipping == "ghost":
-        return ghost.ghost_clipped_sum(params, x, y, clip=clip, loss=loss, mask=mask)
-    return ghost.bk_clipped_sum(params, x, y, clip=clip, loss=loss, mask=mask)
+    check_clipping(clipping)
+    if clipping == "materialize":
+        _per_example_fn(per_sample_method, loss)  # an unknown method fails here, before any work
+    return _clipped_grad_sum(params, x, y, clip, mask, loss=loss, clipping=clipping,
+                             per_sample_method=per_sample_method)
+
+
+@partial(jax.jit, static_argnames=("loss", "clipping", "per_sample_method"))
+def _per_example_norms(
+    params: Params, x: jax.Array, y: jax.Array, *, loss: str, clipping: str, per_sample_method: str
+) -> jax.Array:
+    if clipping == "materialize":
+        grads, _ = _per_example_fn(per_sample_method, loss)(params, x, y)
+        return jax.vmap(optax.tree.norm)(grads)
+    return ghost.ghost_norms(params, x, y, loss=loss)
 
 
 def per_example_norms(
@@ -135,10 +158,10 @@ def per_example_norms(
 ) -> jax.Array:
     """(B,) each example's global gradient L2 norm by that strategy's route ("ghost" and "bk" share theirs)."""
     check_loss(loss)
-    if check_clipping(clipping) == "materialize":
-        grads, _ = _per_example_fn(per_sample_method, loss)(params, x, y)
-        return jax.vmap(optax.tree.norm)(grads)
-    return ghost.ghost_norms(params, x, y, loss=loss)
+    check_clipping(clipping)
+    if clipping == "materialize":
+        _per_example_fn(per_sample_method, loss)
+    return _per_example_norms(params, x, y, loss=loss, clipping=clipping, per_sample_method=per_sample_method)
 
 
 def noisy_update(
