@@ -198,3 +198,26 @@ def test_train_clipping_choices_are_the_dp_modules() -> None:
     from compare.training.cli import CLIPPINGS
 
     assert all(impl_module(fw, "dp").CLIPPINGS == CLIPPINGS for fw in ("torch", "jax"))
+
+
+def test_benchmark_distributed_kind_is_planned_with_devices_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare.run --devices N sets DEVICES_ENV; the kind's points then record devices = N (here N = 1 in-process:
+    the N = 2 torch lockstep path spawns processes, ~15 s, and was run by hand: see the report)."""
+    from compare.benchmark.targets import DEVICES_ENV, TARGETS, prepare, sync_fn
+
+    monkeypatch.delenv(DEVICES_ENV, raising=False)
+    assert TARGETS["distributed"].methods("torch") == ()  # no --devices: nothing planned
+    monkeypatch.setenv(DEVICES_ENV, "1")
+    assert TARGETS["distributed"].methods("jax") == ("dist_per_sample", "dist_dp_bk")
+    assert TARGETS["distributed"].details("torch", "dist_dp_bk")["devices"] == 1
+    fn, args = prepare("torch", "distributed", "dist_dp_bk", init_weights(0), 2, dtype="float32", device="cpu",
+                       loss="nll_log_softmax")
+    params, loss = sync_fn("torch", "cpu")(fn(*args))
+    assert np.isfinite(float(loss)) and set(params) == set(PARAM_SHAPES)
+
+
+def test_run_rejects_bad_devices() -> None:
+    from compare.benchmark.cli import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--devices", "0"])

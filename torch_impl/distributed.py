@@ -21,10 +21,12 @@ the same ``init`` / ``make_step`` path runs in every process.
 """
 from __future__ import annotations
 
+import ctypes
 import datetime
 import logging
 import os
 import queue
+import signal
 import socket
 import time
 import traceback
@@ -177,8 +179,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """Linux: this spawned replica gets SIGKILL when the launching process dies (even by SIGKILL), so a killed
+    ``compare.train`` leaves no replica training (and writing) on its own. Elsewhere a no-op."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker(rank_: int, devices: int, port: int, backend: str | None, timeout_s: float, threads: int | None,
             fn: Callable[..., Any], args: tuple, results: Any) -> None:
+    _die_with_parent()
     os.environ.update(RANK=str(rank_), LOCAL_RANK=str(rank_), WORLD_SIZE=str(devices), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     if threads:
@@ -253,6 +265,7 @@ def launch(fn: Callable[..., Any], devices: int, *args: Any, backend: str | None
 def _follow(rank_: int, devices: int, port: int, timeout_s: float, threads: int | None, build: Callable[..., Any],
             build_args: tuple) -> None:
     """Ranks 1..N-1 of ``lockstep``: build the same call, then run it each time rank 0 broadcasts 1; 0 ends."""
+    _die_with_parent()
     os.environ.update(RANK=str(rank_), LOCAL_RANK=str(rank_), WORLD_SIZE=str(devices), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     if threads:
