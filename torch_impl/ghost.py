@@ -13,7 +13,7 @@ and the clipped sum by one of two routes (``dp.CLIPPINGS``):
            gradient clipping): ordinary batched weight gradients of a reweighted loss;
   "bk"     book-keeping (Bu et al., ICML 2023): each layer's clipped sum straight from (a, c*g), no second
            backward: linear W = (c g)^T a (one matmul), bias = c^T g; conv: c^T (per-example grads) since the
-           norm rule already wrote them (see ``_bk_conv``).
+           norm rule already wrote them, chunk by chunk (see ``_bk_conv_sums``).
 
 The backward differentiates sum_b m_b loss_b (mask m, 1 = real example), so every cotangent row is that
 example's own single-example gradient, and a masked example's rows are exactly zero: zero norm, factor 1,
@@ -46,6 +46,9 @@ MEASURED_CONV_MS: dict[tuple[str, str], tuple[float, float]] = {
     ("conv2", "materialize"): (18.7, 69.0), ("conv2", "gram"): (172.0, 770.0),
 }
 CONV_NORM_RULES: dict[str, str] = {"conv1": "materialize", "conv2": "materialize"}
+# Examples per grouped conv weight-gradient: bounds the per-example conv grads alive at once (conv2: 19 MB at
+# 256 instead of 604 MB at B=8192, where that was the whole of bk's peak above SGD's).
+CONV_CHUNK = 256
 
 
 def example_losses(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
@@ -83,32 +86,35 @@ def _gram_conv_sq(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return (torch.bmm(cols.transpose(1, 2), cols) * torch.bmm(gg.transpose(1, 2), gg)).sum(dim=(1, 2))
 
 
-def _norms_and_conv_grads(
-    inputs: dict[str, torch.Tensor], cots: dict[str, torch.Tensor]
-) -> tuple[dict[str, torch.Tensor], dict[str, tuple[torch.Tensor | None, torch.Tensor]]]:
-    """({layer: (B,) squared weight+bias norm}, {conv layer: (per-example weight grads (B, *W shape) where the
-    "materialize" rule wrote them else None, per-example bias grads (B, C_out))}), kept so book-keeping reuses
-    them instead of recomputing (the sum over positions of conv2's cotangents alone costs ~4% of a step)."""
-    sq, conv = {}, {}
-    for layer in LAYERS:
-        a, g = inputs[layer], cots[layer]
-        if layer not in CONV_LAYERS:
-            sq[layer] = _sq(g) * (_sq(a) + 1.0)
-            continue
-        if CONV_NORM_RULES[layer] == "gram":
-            weight, bias = None, g.sum(dim=(2, 3))
-            sq[layer] = _gram_conv_sq(a, g) + _sq(bias)
-        else:
-            weight, bias = _conv_rule(a, g)
-            sq[layer] = _sq(weight) + _sq(bias)
-        conv[layer] = (weight, bias)
-    return sq, conv
+def _linear_sq(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    return _sq(g) * (_sq(a) + 1.0)
+
+
+def _conv_terms(layer: str, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """(per-example weight grads (b, *W shape) where the "materialize" rule wrote them else None, per-example
+    bias grads (b, C_out), squared weight+bias norms (b,)) of one conv layer on a chunk of b examples."""
+    if CONV_NORM_RULES[layer] == "gram":
+        bias = g.sum(dim=(2, 3))
+        return None, bias, _gram_conv_sq(a, g) + _sq(bias)
+    weight, bias = _conv_rule(a, g)
+    return weight, bias, _sq(weight) + _sq(bias)
+
+
+def _chunks(batch: int) -> list[slice]:
+    return [slice(lo, lo + CONV_CHUNK) for lo in range(0, batch, CONV_CHUNK)]
 
 
 def layer_norms_sq(inputs: dict[str, torch.Tensor], cotangents: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """{layer: (B,)} squared per-example norm of each layer's weight+bias gradient, from layer inputs ``a``
     and output cotangents ``g`` (as ``per_layer.output_cotangents`` returns them)."""
-    return _norms_and_conv_grads(inputs, cotangents)[0]
+    out = {}
+    for layer in LAYERS:
+        a, g = inputs[layer], cotangents[layer]
+        if layer in CONV_LAYERS:
+            out[layer] = torch.cat([_conv_terms(layer, a[s], g[s])[2] for s in _chunks(a.shape[0])])
+        else:
+            out[layer] = _linear_sq(a, g)
+    return out
 
 
 def _global_norms(sq: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -142,18 +148,33 @@ def ghost_clipped_sum(
     return dict(zip(names, grads)), _mask_sum(losses, mask)
 
 
-def _bk_conv(
-    a: torch.Tensor, g: torch.Tensor, weights: torch.Tensor, weight_grads: torch.Tensor | None, bias_grads: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clipped conv weight and bias sums. With the per-example weight grads already written (norm rule
-    "materialize") a tensordot over b costs B x |W| (conv2: 18432) multiply-adds, far below one more conv
-    weight-gradient (B x P x |W|, P = 576 positions); otherwise ONE ordinary weight-gradient of c-scaled g."""
-    bias = weights @ bias_grads
-    if weight_grads is not None:
-        return torch.tensordot(weights, weight_grads, dims=1), bias
-    scaled = g * weights.view(-1, 1, 1, 1)
-    c_out, c_in = g.shape[1], a.shape[1]
-    return torch.nn.grad.conv2d_weight(a, (c_out, c_in, KERNEL, KERNEL), scaled), bias
+def _bk_conv_sums(
+    inputs: dict[str, torch.Tensor], cots: dict[str, torch.Tensor], linear_sq: torch.Tensor, clip: float,
+    mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, Params]:
+    """(weights m_b c_b (B,), clipped conv sums {name: shape}), CONV_CHUNK examples at a time: each chunk's
+    per-example conv grads give its norms (with the linear layers' ``linear_sq``), hence its factors, and are
+    then summed with them. A tensordot over the chunk costs b x |W| (conv2: 18432) multiply-adds, far below
+    another conv weight-gradient (b x P x |W|, P = 576 positions); with the "gram" rule (no per-example grads
+    written) the chunk's sum is one ordinary weight-gradient of c-scaled cotangents instead."""
+    weights = torch.empty_like(linear_sq)
+    sums: Params = {}
+    for s in _chunks(linear_sq.shape[0]):
+        terms = {layer: _conv_terms(layer, inputs[layer][s], cots[layer][s]) for layer in CONV_LAYERS}
+        sq = linear_sq[s] + sum(t[2] for t in terms.values())
+        w = factors_from_norms(sq.sqrt(), clip)
+        weights[s] = w if mask is None else w * mask[s]
+        for layer, (weight_grads, bias_grads, _) in terms.items():
+            if weight_grads is None:
+                a, g = inputs[layer][s], cots[layer][s] * weights[s].view(-1, 1, 1, 1)
+                w_sum = torch.nn.grad.conv2d_weight(a, (g.shape[1], a.shape[1], KERNEL, KERNEL), g)
+            else:
+                w_sum = torch.tensordot(weights[s], weight_grads, dims=1)
+            b_sum = weights[s] @ bias_grads
+            for name, v in ((f"{layer}.weight", w_sum), (f"{layer}.bias", b_sum)):
+                sums[name] = v if name not in sums else sums[name].add_(v)
+        del terms  # free this chunk's per-example grads before the next chunk writes its own
+    return weights, sums
 
 
 def bk_clipped_sum(
@@ -165,17 +186,10 @@ def bk_clipped_sum(
         inputs, cots, losses = _cotangents(params, x, y, loss, mask, keep_graph=False)
     loss_sum = _mask_sum(losses, mask)
     del losses  # its graph's saved activations are already freed by the backward; drop the nodes too
-    sq, conv = _norms_and_conv_grads(inputs, cots)
-    weights = factors_from_norms(_global_norms(sq), clip)
-    if mask is not None:
-        weights = weights * mask
-    out = {}
+    linear_sq = sum(_linear_sq(inputs[layer], cots[layer]) for layer in LAYERS if layer not in CONV_LAYERS)
+    weights, out = _bk_conv_sums(inputs, cots, linear_sq, clip, mask)
     for layer in LAYERS:
-        a, g = inputs[layer], cots[layer]
-        if layer in CONV_LAYERS:
-            w, b = _bk_conv(a, g, weights, *conv.pop(layer))  # pop: free each layer's grads once used
-        else:
-            scaled = g * weights.unsqueeze(1)
-            w, b = scaled.T @ a, scaled.sum(0)
-        out[f"{layer}.weight"], out[f"{layer}.bias"] = w, b
-    return out, loss_sum
+        if layer not in CONV_LAYERS:
+            scaled = cots[layer] * weights.unsqueeze(1)
+            out[f"{layer}.weight"], out[f"{layer}.bias"] = scaled.T @ inputs[layer], scaled.sum(0)
+    return {name: out[name] for name in params}, loss_sum
