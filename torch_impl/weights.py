@@ -23,6 +23,9 @@ def full_float32() -> dict[str, object]:
     tolerance; JAX is held to the same by ``precision=HIGHEST`` on every dot and convolution
     (``jax_impl.model.PRECISION``). Called whenever a cuda device is resolved, so every torch path on a GPU
     (per-sample methods, reference, DP steps, training) computes in full float32.
+    Only the legacy flags, on purpose: torch >= 2.9 prefers ``...fp32_precision = "ieee"`` and warns about these,
+    but a new-API write makes torch.compile's own legacy reads raise a mixed-API RuntimeError (pytorch#166387,
+    fixed only after 2.11), and the GPU box runs torch 2.11 with ``compile`` / ``compile_cudagraphs``.
     """
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
