@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from torch_impl.per_layer import KERNEL, _conv_rule, forward_to_outputs
+from torch_impl.per_layer import KERNEL, RULES, forward_to_outputs
 
 Params = dict[str, torch.Tensor]
 LAYERS: tuple[str, ...] = ("conv1", "conv2", "fc1", "fc2")
@@ -96,7 +96,7 @@ def _conv_terms(layer: str, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Ten
     if CONV_NORM_RULES[layer] == "gram":
         bias = g.sum(dim=(2, 3))
         return None, bias, _gram_conv_sq(a, g) + _sq(bias)
-    weight, bias = _conv_rule(a, g)
+    weight, bias = RULES[layer](a, g)  # per_layer's grouped-conv weight-gradient rule
     return weight, bias, _sq(weight) + _sq(bias)
 
 
