@@ -74,8 +74,8 @@ def check_devices(devices: int, framework: str, device: str | None) -> int:
     check_count(devices)
     have = available(framework, device)
     if devices > have:
-        where = device or "default device"
-        hint = (f" (CPU cap: {CPU_REPLICAS_PER_CORE} per core x {os.cpu_count()} cores)"
+        hint = (f" (the CPU cap: {CPU_REPLICAS_PER_CORE} replicas per core x {os.cpu_count()} cores)"
                 if have == cpu_max() else "")
-        raise DevicesError(f"--devices {devices}: {framework} has {have} {where} device(s) available{hint}")
+        raise DevicesError(f"--devices {devices}: {framework} can use {have} device(s) available here"
+                           f"{f' on {device}' if device else ''}{hint}")
     return devices
