@@ -8,16 +8,17 @@ that example's own), with each layer's input a_b kept:
 Norms (``layer_norms_sq``), per layer, exact because every layer is applied once per example:
   linear (kernel a_b g_b^T, bias g_b):  ||dW_b||^2 + ||db_b||^2 = ||g_b||^2 (||a_b||^2 + 1)   (Goodfellow 2015);
   conv:  ``CONV_NORM_RULES[layer]``, measured below: "materialize" writes that layer's (small: 288 / 18432
-         weights) per-example weight gradient with per_layer's nine shifted-slice batched dots and takes its
-         norm; "gram" is the ghost norm sum_{p,q} <u_p,u_q><g_p,g_q> over output positions (u_p = the 3x3
+         weights) per-example weight gradient (per_layer's shifted-slice batched dots, ``conv_taps``) and takes
+         its norm; "gram" is the ghost norm sum_{p,q} <u_p,u_q><g_p,g_q> over output positions (u_p = the 3x3
          input patch), from (B, P, P) Gram matrices (Li et al. 2021; Bu, Mao & Xu 2022 pick per layer).
 Clipped sums:
   ``ghost_clipped_sum``: a SECOND batched backward of sum_b m_b c_b loss_b (c under stop_gradient): plain
-      ``jax.grad`` of the model, so it pays XLA:CPU's convolution backward-filter (see ``make_sgd_step``);
-  ``bk_clipped_sum`` (book-keeping, Bu et al. 2023): each layer's clipped sum straight from (a, c m g):
-      linear kernel a^T (c m g) (one matmul), conv kernel the batched weight gradient with cotangents scaled
-      by c_b m_b as nine shifted-slice dot_generals contracting samples AND positions (ordinary matmuls, not
-      XLA's backward-filter convolution), biases sum_b c_b m_b g_b. No second backward.
+      ``jax.grad`` of the model, so it pays XLA:CPU's convolution backward-filter, as ``dp.make_sgd_step`` does;
+  ``bk_clipped_sum`` (book-keeping, Bu et al. 2023): each layer's clipped sum straight from (a, c m g), no
+      second backward: linear kernel a^T (c m g) (one matmul), bias sum_b c_b m_b g_b; conv: the weighted sum
+      sum_b c_b m_b dW_b of the per-example gradient the norm rule already wrote (Bu et al.'s mixed variant;
+      contracting samples AND positions in one matmul measured 3-4x slower on XLA:CPU, see ``_conv_sum``).
+      Neither conv route touches XLA's backward-filter convolution, the slow part of JAX's own SGD step here.
 
 Masks: ``m_b`` scales the clip factor (c_b m_b), not the loss, so the result is sum_b m_b c_b g_b for any
 float mask with c_b from the unmasked gradient (for 0/1 masks the same as masking the loss, torch's choice).
@@ -37,8 +38,13 @@ Arrays = dict[str, jax.Array]
 LINEAR: tuple[str, ...] = ("fc1", "fc2")
 CONV: tuple[str, ...] = ("conv1", "conv2")
 
-# Chosen by measurement (see ``_conv_norm_sq_gram``): the Gram rule costs P^2 (C_in k^2 + C_out) per example
-# against P C_in k^2 C_out for materialising, with P = 676 / 576 positions, so materialising wins for both.
+# Chosen by measurement, per layer: the Gram rule costs P^2 (C_in k^2 + C_out) per example against
+# P C_in k^2 C_out for materialising (P = 676 / 576 output positions), and measured (float32, min of 3-5, this
+# 2-core Intel box shared with other jobs, the rule alone on the layer's (a, g)):
+#   conv1  materialize   3.4 ms (B=64)   13 ms (B=256)   gram   289 ms (B=64)  2043 ms (B=256)
+#   conv2  materialize    40 ms (B=64)  288 ms (B=256)   gram  1260 ms (B=64)  6192 ms (B=256)
+# so "materialize" for both. ("gram" stays selectable and tested: it is the rule that wins for layers with
+# few positions and wide channels, where P^2 < k^2 C_in C_out.)
 CONV_NORM_RULES: dict[str, str] = {"conv1": "materialize", "conv2": "materialize"}
 
 
@@ -159,7 +165,13 @@ def _masked_sum(losses: jax.Array, mask: jax.Array | None) -> jax.Array:
 
 
 def _conv_sum(a: jax.Array, g: jax.Array) -> jax.Array:
-    """sum_b dW_b as an HWIO kernel: per tap one (C_in, C_out) matmul over samples AND positions."""
+    """sum_b dW_b as an HWIO kernel: per tap one (C_in, C_out) matmul over samples AND positions.
+
+    Used only for a conv layer whose norm rule is "gram" (no per-example gradient at hand). On XLA:CPU it is
+    slower than materialising: conv2, B=64, float32, with cotangents pre-scaled: 160-240 ms whether as these
+    nine dots (K = B H'W' = 36864), one im2col matmul, or batched dots summed over samples, against 37-57 ms
+    for the per-example taps plus a weighted sum (XLA's dot on such a long contraction runs at ~6-9 GFLOP/s).
+    """
     b, h, w, c_out = g.shape
     gm = g.reshape(b * h * w, c_out)
     dims = (((0,), (0,)), ((), ()))
