@@ -32,6 +32,16 @@ def test_bad_input_fails_before_training(tmp_path, caplog, args, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_device_cuda_without_a_gpu_is_one_error_before_training(tmp_path, caplog):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda is valid here")
+    assert train.main(["--device", "cuda", "--steps", "1", "--out", str(tmp_path / "out")]) == 2
+    assert "--device cuda:" in caplog.text and "torch" in caplog.text and "jax" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_data_files_fail_before_training(tmp_path, caplog):
     (tmp_path / "junk.npz").write_bytes(b"garbage")
     assert train.main(["--data", str(tmp_path / "junk.npz"), "--out", str(tmp_path / "a")]) == 2

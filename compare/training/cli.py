@@ -33,10 +33,11 @@ from typing import Callable, Iterator, TextIO
 import numpy as np
 
 from compare.devices import DevicesError, check_count, check_devices, force_host_devices
+from compare.env import require_gpu, share_gpu_memory
 from compare.training.data import DataError, Dataset, batch_indices, load_digits28, load_mnist
 from compare.frameworks import FRAMEWORKS, impl_module
 from compare.training.privacy import ACCOUNTANTS, DPConfigError, check_delta, check_dp_params, epsilon
-from compare.spec import DEFAULT_LOSS, DTYPES, PARAM_SHAPES
+from compare.spec import DEFAULT_LOSS, DTYPES, PARAM_SHAPES, DeviceError
 from compare.weights import WeightsError, init_weights, load_weights
 
 log = logging.getLogger("compare.train")
@@ -321,9 +322,12 @@ def plot(report: dict, out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = parse_args(argv)
+    memory = share_gpu_memory()  # both frameworks in this process: before JAX is imported (no 75% preallocation)
     try:
         check_config(cfg)
         check_parallel(cfg)
+        if cfg.device == "cuda":
+            require_gpu(cfg.frameworks)  # one line naming what is missing, before any work
         data = load_digits28(cfg.seed) if cfg.data is None else load_mnist(cfg.data)
         n = len(data.y_train)
         if cfg.batch_size > n:
@@ -332,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = init_weights(0) if cfg.weights is None else load_weights(cfg.weights)
         eps = epsilon(noise_multiplier=cfg.noise_multiplier, sample_rate=cfg.batch_size / n, steps=steps,
                       delta=cfg.delta, accountant=cfg.accountant)
-    except (DPConfigError, DataError, WeightsError, DevicesError) as err:
+    except (DPConfigError, DataError, WeightsError, DevicesError, DeviceError) as err:
         log.error("%s", err)
         return 2
     if os.environ.get("RANK", "0") != "0":  # a torchrun replica other than rank 0: torch steps only, no files
@@ -341,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%s: %d train / %d test examples, %d steps of B=%d; epsilon=%.3f at delta=%g (%s accountant)",
              data.name, n, len(data.y_test), steps, cfg.batch_size, eps, cfg.delta, cfg.accountant)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    report = {"meta": meta(data, steps, cfg.batch_size / n), "config": {k: str(v) if isinstance(v, Path) else v
+    report = {"meta": {**meta(data, steps, cfg.batch_size / n), "memory_settings": memory}, "config": {k: str(v) if isinstance(v, Path) else v
                                                     for k, v in asdict(cfg).items()},
               "epsilon": eps, "delta": cfg.delta, "complete": False, "frameworks": {}}
     (cfg.out / "train_progress.jsonl").write_text("")  # then append: spawned torch rank 0 appends to it too
