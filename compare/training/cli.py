@@ -325,9 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     memory = share_gpu_memory()  # both frameworks in this process: before JAX is imported (no 75% preallocation)
     try:
         check_config(cfg)
-        check_parallel(cfg)
         if cfg.device == "cuda":
-            require_gpu(cfg.frameworks)  # one line naming what is missing, before any work
+            require_gpu(cfg.frameworks)  # one line naming what each framework lacks, before any work
+        check_parallel(cfg)
         data = load_digits28(cfg.seed) if cfg.data is None else load_mnist(cfg.data)
         n = len(data.y_train)
         if cfg.batch_size > n:
