@@ -38,7 +38,7 @@ def test_device_cuda_without_a_gpu_is_one_error_before_training(tmp_path, caplog
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: --device cuda is valid here")
     assert train.main(["--device", "cuda", "--steps", "1", "--out", str(tmp_path / "out")]) == 2
-    assert "--device cuda:" in caplog.text and "torch" in caplog.text and "jax" in caplog.text
+    assert "--device cuda:" in caplog.text and "torch" in caplog.text and "JAX" in caplog.text
     assert not (tmp_path / "out").exists()
 
 
