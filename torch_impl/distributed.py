@@ -262,15 +262,20 @@ def launch(fn: Callable[..., Any], devices: int, *args: Any, backend: str | None
 # ---------------------------------------------------------------- timing a data-parallel call (compare.run --devices)
 
 
-def _follow(rank_: int, devices: int, port: int, timeout_s: float, threads: int | None, build: Callable[..., Any],
-            build_args: tuple) -> None:
-    """Ranks 1..N-1 of ``lockstep``: build the same call, then run it each time rank 0 broadcasts 1; 0 ends."""
-    _die_with_parent()
+def _join_lockstep(rank_: int, devices: int, port: int, timeout_s: float, threads: int | None) -> None:
+    """Join ``lockstep``'s localhost group as ``rank_`` (the environment torchrun would set), with ``threads``."""
     os.environ.update(RANK=str(rank_), LOCAL_RANK=str(rank_), WORLD_SIZE=str(devices), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     if threads:
         torch.set_num_threads(threads)
     init(timeout_s=timeout_s)
+
+
+def _follow(rank_: int, devices: int, port: int, timeout_s: float, threads: int | None, build: Callable[..., Any],
+            build_args: tuple) -> None:
+    """Ranks 1..N-1 of ``lockstep``: build the same call, then run it each time rank 0 broadcasts 1; 0 ends."""
+    _die_with_parent()
+    _join_lockstep(rank_, devices, port, timeout_s, threads)
     fn, args = build(*build_args)
     flag = torch.zeros(1, device="cuda" if dist.get_backend() == "nccl" else "cpu")
     try:
@@ -299,11 +304,7 @@ def lockstep(build: Callable[..., tuple[Callable[..., Any], tuple]], devices: in
              for r in range(1, devices)]
     for p in procs:
         p.start()
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE=str(devices), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    if threads:
-        torch.set_num_threads(threads)
-    init(timeout_s=timeout_s)
+    _join_lockstep(0, devices, port, timeout_s, threads)
     fn, args = build(*build_args)
     go = torch.ones(1, device="cuda" if dist.get_backend() == "nccl" else "cpu")
 
