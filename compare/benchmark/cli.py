@@ -11,7 +11,7 @@ is appended to DIR/points.jsonl as soon as it is measured, and ends up in DIR/re
 report, the measured floor and the run's meta; a summary table and DIR/figures/ follow.
 
 examples:
-  python -m compare.run                                  # quick: agreement + B=32, every method (< 2 min idle)
+  python -m compare.run                                  # quick: agreement + B=32, every method and DP step (~2.5 min idle)
   python -m compare.run --full                           # the paper sweep: B=16..1024, every method
   python -m compare.run --batch-sizes 64,256 --methods loop,vmap --frameworks torch,jax   # no dp steps
   python -m compare.run --methods per_layer,dp_bk        # per_layer, and the dp steps sgd and dp_bk
