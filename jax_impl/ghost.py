@@ -35,8 +35,8 @@ from jax_impl.per_layer import KERNEL, forward_to_outputs, output_shapes
 
 Params = nnx.State
 Arrays = dict[str, jax.Array]
-LINEAR: tuple[str, ...] = ("fc1", "fc2")
-CONV: tuple[str, ...] = ("conv1", "conv2")
+LINEAR_LAYERS: tuple[str, ...] = ("fc1", "fc2")
+CONV_LAYERS: tuple[str, ...] = ("conv1", "conv2")
 
 # Chosen by measurement, per layer: the Gram rule costs P^2 (C_in k^2 + C_out) per example against
 # P C_in k^2 C_out for materialising (P = 676 / 576 output positions), and measured (float32, min of 3-5, this
@@ -124,10 +124,10 @@ CONV_NORM_FNS = {"materialize": _conv_norm_sq_materialize, "gram": _conv_norm_sq
 def layer_norms_sq(inputs: Arrays, cotangents: Arrays) -> Arrays:
     """{layer: (B,) squared per-example norm of that layer's weight + bias gradient}; see the module doc."""
     out = {}
-    for layer in LINEAR:
+    for layer in LINEAR_LAYERS:
         a, g = inputs[layer], cotangents[layer]
         out[layer] = jnp.square(g).sum(axis=1) * (jnp.square(a).sum(axis=1) + 1.0)
-    for layer in CONV:
+    for layer in CONV_LAYERS:
         out[layer] = CONV_NORM_FNS[CONV_NORM_RULES[layer]](inputs[layer], cotangents[layer])
     return out
 
@@ -190,10 +190,10 @@ def bk_clipped_sum(
     """
     inputs, cots, losses = _outputs(params, x, y, loss)
     norms_sq, per_example = {}, {}
-    for layer in LINEAR:
+    for layer in LINEAR_LAYERS:
         a, g = inputs[layer], cots[layer]
         norms_sq[layer] = jnp.square(g).sum(axis=1) * (jnp.square(a).sum(axis=1) + 1.0)
-    for layer in CONV:
+    for layer in CONV_LAYERS:
         if CONV_NORM_RULES[layer] == "materialize":
             per_example[layer] = conv_taps(inputs[layer], cots[layer])
             norms_sq[layer] = _taps_norm_sq(*per_example[layer])
@@ -201,10 +201,10 @@ def bk_clipped_sum(
             norms_sq[layer] = CONV_NORM_FNS[CONV_NORM_RULES[layer]](inputs[layer], cots[layer])
     weights = _weights(jnp.sqrt(sum(norms_sq.values())), clip, mask)
     pure = {}
-    for layer in LINEAR:
+    for layer in LINEAR_LAYERS:
         gc = cots[layer] * weights[:, None]
         pure[layer] = {"kernel": jnp.matmul(inputs[layer].T, gc, precision=PRECISION), "bias": gc.sum(axis=0)}
-    for layer in CONV:
+    for layer in CONV_LAYERS:
         if layer in per_example:
             taps, bias = per_example[layer]
             kernel = jnp.einsum("b,tbio->tio", weights, taps, precision=PRECISION)

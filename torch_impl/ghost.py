@@ -39,6 +39,7 @@ from torch_impl.per_layer import KERNEL, RULES, forward_to_outputs
 Params = dict[str, torch.Tensor]
 LAYERS: tuple[str, ...] = ("conv1", "conv2", "fc1", "fc2")
 CONV_LAYERS: tuple[str, ...] = ("conv1", "conv2")
+LINEAR_LAYERS: tuple[str, ...] = ("fc1", "fc2")
 
 # (layer, rule) -> (ms at B=64, ms at B=256), from the measurement in the module docstring.
 MEASURED_CONV_MS: dict[tuple[str, str], tuple[float, float]] = {
@@ -186,7 +187,7 @@ def bk_clipped_sum(
         inputs, cots, losses = _cotangents(params, x, y, loss, mask, keep_graph=False)
     loss_sum = _mask_sum(losses, mask)
     del losses  # its graph's saved activations are already freed by the backward; drop the nodes too
-    linear_sq = sum(_linear_sq(inputs[layer], cots[layer]) for layer in LAYERS if layer not in CONV_LAYERS)
+    linear_sq = sum(_linear_sq(inputs[layer], cots[layer]) for layer in LINEAR_LAYERS)
     weights, out = _bk_conv_sums(inputs, cots, linear_sq, clip, mask)
     for layer in LAYERS:
         if layer not in CONV_LAYERS:
