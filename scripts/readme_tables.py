@@ -1,0 +1,125 @@
+"""Print the README's markdown tables from committed results, so no number in them is typed by hand.
+
+  python scripts/readme_tables.py per-sample paper/cpu             # ms (x floor) at B=64/256, peak MB at 256
+  python scripts/readme_tables.py dp paper/cpu [--batch-sizes 64,256,1024]   # private steps, x own sgd
+  python scripts/readme_tables.py versions OLD_DIR NEW_DIR [...]   # the same targets in two environments
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+PER_SAMPLE_ORDER = {"torch": ("batched", "loop", "vmap", "compile", "per_layer", "opacus_hooks", "opacus_ew",
+                              "opacus_functorch"),
+                    "jax": ("batched", "loop", "vmap", "vmap_nojit", "per_layer", "vmap_patches")}
+DP_ORDER = ("sgd", "dp_sgd", "dp_ghost", "dp_bk", "opacus_ghost", "jax_privacy")
+
+
+def load(path: Path) -> tuple[dict, dict]:
+    data = json.loads((Path(path) / "results.json").read_text())
+    return data["meta"], {(r["framework"], r["method"], r["batch_size"]): r for r in data["timings"]}
+
+
+def ok(r: dict | None) -> bool:
+    return r is not None and r["status"] == "ok"
+
+
+def cell(r: dict | None, floor: bool = True) -> str:
+    if r is None:
+        return "–"
+    if not ok(r):
+        return r["status"]
+    x = r.get("ratio_to_floor")
+    return f"{r['median_ms']:.1f}" + (f" ({x:.2f})" if floor and x is not None and r["method"] != "batched" else "")
+
+
+def per_sample(path: Path, sizes: tuple[int, ...] = (64, 256)) -> str:
+    _, t = load(path)
+    head = "| framework | method | " + " | ".join(f"B={b} ms (× floor)" for b in sizes) + f" | peak MB at {sizes[-1]} |"
+    lines = [head, "|" + "---|" * (3 + len(sizes))]
+    for fw, methods in PER_SAMPLE_ORDER.items():
+        for m in methods:
+            rows = [t.get((fw, m, b)) for b in sizes]
+            if not any(rows):
+                continue
+            peak = rows[-1].get("peak_mem_bytes") if ok(rows[-1]) else None
+            lines.append(f"| {fw} | `{m}` | " + " | ".join(cell(r) for r in rows) +
+                         f" | {peak / 1e6:.0f} |" if peak else f"| {fw} | `{m}` | " +
+                         " | ".join(cell(r) for r in rows) + " | – |")
+    floors = {fw: [t[(fw, 'per_layer', b)].get('floor_ms') for b in sizes if ok(t.get((fw, 'per_layer', b)))]
+              for fw in PER_SAMPLE_ORDER}
+    lines.append("")
+    lines.append("Floors (ms): " + "; ".join(f"{fw} " + " / ".join(f"{f:.1f}" for f in fl if f) for fw, fl in
+                                             floors.items()))
+    return "\n".join(lines)
+
+
+def dp(path: Path, sizes: tuple[int, ...]) -> str:
+    _, t = load(path)
+    head = "| framework | step | " + " | ".join(f"B={b} ms (× sgd)" for b in sizes) + f" | peak × sgd at {sizes[-1]} |"
+    lines = [head, "|" + "---|" * (3 + len(sizes))]
+    for fw in ("torch", "jax"):
+        for m in DP_ORDER:
+            rows = [t.get((fw, m, b)) for b in sizes]
+            if not any(rows):
+                continue
+            cells = []
+            for b, r in zip(sizes, rows):
+                sgd = t.get((fw, "sgd", b))
+                if ok(r) and ok(sgd):
+                    cells.append(f"{r['median_ms']:.1f} ({r['median_ms'] / sgd['median_ms']:.2f})")
+                else:
+                    cells.append(cell(r, floor=False))
+            last, sgd = rows[-1], t.get((fw, "sgd", sizes[-1]))
+            peak = (f"{last['peak_mem_bytes'] / sgd['peak_mem_bytes']:.2f}" if ok(last) and ok(sgd)
+                    and last.get("peak_mem_bytes") and sgd.get("peak_mem_bytes") else "–")
+            lines.append(f"| {fw} | `{m}` | " + " | ".join(cells) + f" | {peak} |")
+    return "\n".join(lines)
+
+
+def versions(old: list[Path], new: list[Path], sizes: tuple[int, ...] = (64, 256)) -> str:
+    """Median over the rounds of each environment; the rounds' spread in brackets."""
+    def collect(dirs: list[Path]) -> tuple[dict, dict]:
+        metas, runs = zip(*(load(d) for d in dirs))
+        return metas[0]["versions"], runs
+
+    vo, ro = collect(old)
+    vn, rn = collect(new)
+    lines = [f"old: python {vo['python']}, torch {vo['torch']}, jax {vo['jax']}, flax {vo['flax']}; "
+             f"new: python {vn['python']}, torch {vn['torch']}, jax {vn['jax']}, flax {vn['flax']}", "",
+             "| framework | target | " + " | ".join(f"B={b} old → new ms (new/old)" for b in sizes) + " |",
+             "|" + "---|" * (2 + len(sizes))]
+
+    def med(runs: tuple, key: tuple) -> tuple[float, float, float] | None:
+        v = sorted(r[key]["median_ms"] for r in runs if ok(r.get(key)))
+        return (v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2, v[0], v[-1]) if v else None
+
+    for fw in ("torch", "jax"):
+        for m in ("batched", "per_layer", "vmap", "sgd", "dp_bk"):
+            cells = []
+            for b in sizes:
+                o, n = med(ro, (fw, m, b)), med(rn, (fw, m, b))
+                cells.append(f"{o[0]:.1f} → {n[0]:.1f} ({n[0] / o[0]:.2f})" if o and n else "–")
+            lines.append(f"| {fw} | `{m}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("table", choices=("per-sample", "dp", "versions"))
+    p.add_argument("dirs", nargs="+", type=Path)
+    p.add_argument("--batch-sizes", default=None)
+    p.add_argument("--old-rounds", type=int, default=1, help="versions: how many of DIRS (first) are old rounds")
+    a = p.parse_args()
+    sizes = tuple(int(b) for b in a.batch_sizes.split(",")) if a.batch_sizes else None
+    if a.table == "per-sample":
+        print(per_sample(a.dirs[0], sizes or (64, 256)))
+    elif a.table == "dp":
+        print(dp(a.dirs[0], sizes or (64, 256, 1024)))
+    else:
+        print(versions(a.dirs[:a.old_rounds], a.dirs[a.old_rounds:], sizes or (64, 256)))
+
+
+if __name__ == "__main__":
+    main()
