@@ -25,16 +25,17 @@ from functools import partial
 
 import jax
 
-from compare.spec import DEFAULT_LOSS, check_loss
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_loss
 from compare.training.privacy import check_dp_params
 from jax_impl.dp import DPStepFn, Params, noisy_update
+from jax_impl.model import Net, resolve
 from jax_impl.per_sample import batch_loss
 
 JAX_PRIVACY_AVAILABLE: bool = importlib.util.find_spec("jax_privacy") is not None
 
 
 def make_jax_privacy_step(
-    *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS
+    *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL
 ) -> DPStepFn:
     """One jitted step ``step(params, x, y, noise=None) -> (new_params, mean loss before the step)``.
 
@@ -43,6 +44,7 @@ def make_jax_privacy_step(
     """
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
     check_loss(loss)
+    resolve(model)
     if not JAX_PRIVACY_AVAILABLE:
         raise ImportError("jax_privacy is not installed: pip install 'jax-privacy>=2.0'")
     import jax_privacy
@@ -51,7 +53,7 @@ def make_jax_privacy_step(
     def step(params: Params, x: jax.Array, y: jax.Array, noise: Params | None = None) -> tuple[Params, jax.Array]:
         batch = x.shape[0]
         grad_fn = jax_privacy.clipped_grad(
-            partial(batch_loss, loss=loss),  # each example arrives as a batch of one: its own loss
+            partial(batch_loss, loss=loss, model=model),  # each example arrives as a batch of one: its own loss
             l2_clip_norm=clip, normalize_by=batch, batch_argnums=(1, 2), return_values=True,
         )
         with warnings.catch_warnings():  # jax-privacy 2.0.0 calls optax.global_norm, deprecated in optax 0.2.8
