@@ -59,7 +59,7 @@ def applicable_methods(model: str | Net = DEFAULT_MODEL) -> dict[str, str | None
     them (compare.run plans ``CUDA_METHODS`` on cuda only)."""
     resolve(model)  # an unknown model name fails here
     out: dict[str, str | None] = {m: None for m in METHODS}
-    out.update({m: "needs a CUDA device" for m in CUDA_METHODS})
+    out.update({m: "cuda only (CUDA_METHODS)" for m in CUDA_METHODS})
     out.update(MISSING)
     return out
 

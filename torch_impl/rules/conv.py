@@ -11,7 +11,8 @@
             conv1 (P=676, d=9, C_out=32; model: gram 96x dearer)    materialize 1.7 / 9.5    gram  88 / 360
             conv2 (P=576, d=288, C_out=64; model: gram 11x dearer)  materialize 18.7 / 69    gram 172 / 770
           (one ordinary batched weight-gradient, what SGD pays: conv1 1.0 / 7.0, conv2 13.5 / 54), so the model
-          ranks both as measured. On cifar10_cnn it picks gram for the 8x8 and 4x4 layers with >= 64 channels.
+          ranks both as measured. On cifar10_cnn it picks gram for conv5-conv7 (8x8 and 4x4 maps, >= 128
+          outputs) and materialises the rest (tests/test_workloads.py; not yet timed there).
   sum     (gram layers only; materialised ones are summed from their per-example grads by the engine): one
           ordinary weight-gradient of the w-scaled cotangents.
 ``NORM_RULE`` forces one rule for every conv layer (tests, measurements); None = the cost model.
