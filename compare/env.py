@@ -26,6 +26,7 @@ import re
 import sys
 from importlib import metadata
 
+from compare.lock import below_oldest, lock_status, summary
 from compare.spec import DeviceError
 
 log = logging.getLogger("compare.env")
@@ -187,7 +188,8 @@ def report() -> dict:
     settings = share_gpu_memory()
     t, j = torch_report(), jax_report()
     return {"python": sys.version.split()[0], "executable": sys.executable, "torch": t, "jax": j,
-            "cuda_stack": cuda_stack(t, j), "memory_settings": settings}
+            "cuda_stack": cuda_stack(t, j), "memory_settings": settings, "lock": lock_status(),
+            "below_oldest_supported": below_oldest()}
 
 
 def _torch_problem(t: dict) -> str | None:
@@ -235,7 +237,11 @@ def format_report(rep: dict) -> str:
         f"{j['precision']['per_op']}",
         f"stack    {s['note']}",
         "memory   " + (" ".join(f"{k}={v}" for k, v in rep["memory_settings"].items()) or "(none set)"),
+        summary(rep["lock"]),
     ]
+    if rep["below_oldest_supported"]:
+        lines.append("support: older than the oldest supported (untested): " + ", ".join(
+            f"{k} {v['installed']} < {v['oldest']}" for k, v in rep["below_oldest_supported"].items()))
     return "\n".join(lines)
 
 

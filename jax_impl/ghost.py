@@ -31,7 +31,7 @@ from flax import nnx
 
 from compare.spec import DEFAULT_MODEL
 from jax_impl import rules
-from jax_impl.model import PRECISION, Net, apply, loss_fn
+from jax_impl.model import PRECISION, Net, apply, loss_fn, resolve
 from jax_impl.per_layer import fill, forward_to_outputs, layer_grads, layers, site_layer, zero_probes
 
 Params = nnx.State
@@ -81,8 +81,6 @@ def layer_norms_sq(
 ) -> Arrays:
     """{layer: (B,) squared per-example norm of that layer's gradient}; see the module doc. ``params`` is read
     only by the fallback (layers of no kind); the kinds' rules need the layer's options alone."""
-    from jax_impl.model import resolve
-
     net = resolve(model)
     found = layers(params if params is not None else net.abstract_state, net)
     cheap, materialised = _split(found, inputs, cotangents)

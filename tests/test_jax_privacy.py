@@ -39,14 +39,27 @@ def test_flag_matches_the_installation():
     assert JAX_PRIVACY_AVAILABLE
 
 
+def test_benchmark_records_the_settings_the_peer_runs_with():
+    import inspect
+
+    from compare.benchmark.targets import PEER_SETTINGS
+    from jax_impl.jax_privacy_step import BEST_SETTINGS
+
+    defaults = {k: v.default for k, v in inspect.signature(make_jax_privacy_step).parameters.items()}
+    assert PEER_SETTINGS["jax_privacy"] == BEST_SETTINGS
+    assert all(defaults.get(k, v) == v for k, v in BEST_SETTINGS.items())  # the factory's defaults are the best
+
+
 # float64 against make_step (both losses, clip = inf and a clip that clips half the batch) is
 # tests/test_clipping.py::test_peer_step_equals_materialize; here the float32 tolerance. On the B=8 seed-1 batch
 # the per-example norms are 10.2-12.3 ("seed"), so clip = 11 clips some examples and not others.
-CASES = [("float32", "seed", 11.0)]
+# Every documented setting the benchmark measured (jax_privacy_step.BEST_SETTINGS is the default) gives the same step.
+CASES = [("float32", "seed", 11.0, ()), ("float32", "seed", 11.0, (("nan_safe", True),)),
+         ("float32", "nll_log_softmax", 11.0, (("microbatch_size", 4),))]
 
 
-@pytest.mark.parametrize(("dtype", "loss", "clip"), CASES)
-def test_peer_takes_make_steps_step(weights, batch, dtype, loss, clip):
+@pytest.mark.parametrize(("dtype", "loss", "clip", "settings"), CASES)
+def test_peer_takes_make_steps_step(weights, batch, dtype, loss, clip, settings):
     """Same weights, batch and noise draw: the same updated parameters and mean loss."""
     params = to_native(weights, dtype, "cpu")
     x, y = dp.native_batch(*batch, dtype=dtype, device="cpu")
@@ -54,7 +67,7 @@ def test_peer_takes_make_steps_step(weights, batch, dtype, loss, clip):
     noise = dp.sample_noise(jax.random.key(3), params)
     kw = dict(lr=0.1, clip=clip, noise_multiplier=sigma, loss=loss)
     ref, ref_loss = dp.make_step(**kw)(params, x, y, noise)
-    got, got_loss = peer_step(**kw)(params, x, y, noise)
+    got, got_loss = peer_step(**kw, **dict(settings))(params, x, y, noise)
     assert rel_diff(to_canonical(got), to_canonical(ref)) <= RTOL[dtype]
     assert abs(float(got_loss) - float(ref_loss)) <= RTOL[dtype] * abs(float(ref_loss))
 
@@ -80,3 +93,9 @@ def test_bad_arguments_are_rejected(weights):
     step = make_jax_privacy_step(lr=0.1, clip=1.0, noise_multiplier=1.0)
     with pytest.raises(ValueError, match="noise"):
         step(to_native(weights, "float32", "cpu"), *dp.native_batch(*make_batch(2, seed=0)), None)
+
+
+@pytest.mark.parametrize("microbatch_size", [0, 2.5])
+def test_bad_microbatch_size_is_rejected(microbatch_size):
+    with pytest.raises(ValueError, match="microbatch_size"):
+        make_jax_privacy_step(lr=0.1, clip=1.0, noise_multiplier=1.0, microbatch_size=microbatch_size)

@@ -39,6 +39,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from compare.paths import output_dir
 from compare.spec import DEFAULT_LOSS, DTYPES, LOSSES, DeviceError, make_batch
 from compare.weights import WeightsError, init_weights, load_weights, save_weights
 
@@ -89,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--min-seconds", type=float, help="minimum timed seconds per point (quick 0.2, full 1.0)")
     p.add_argument("--timeout", type=float, help="seconds before a point is killed (quick 120, full 900)")
     p.add_argument("--weights", type=Path, help="safetensors weights file (default: create the seed-0 file in --out)")
-    p.add_argument("--out", type=Path, default=Path("results"), help="output directory (default: results/)")
+    p.add_argument("--out", type=output_dir, default=Path("results"), help="output directory (default: results/)")
     p.add_argument("--resume", action="store_true", help="keep DIR/points.jsonl and skip the points it has")
     p.add_argument("--loss", choices=LOSSES, default=DEFAULT_LOSS)
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic batches")

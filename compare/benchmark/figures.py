@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compare.paths import output_dir
 from compare.benchmark.floor import floor_ms
 from compare.spec import NUM_PARAMS, PARAM_NAMES
 
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m compare.figures", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", type=Path, help="results directory (with results.json) or a JSON file")
-    p.add_argument("--out", type=Path, help="output directory (default: <dir>/figures)")
+    p.add_argument("--out", type=output_dir, help="output directory (default: <dir>/figures)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

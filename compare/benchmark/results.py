@@ -14,10 +14,10 @@ import os
 import platform
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 from compare.env import memory_settings
+from compare.lock import below_oldest, lock_status, versions
 
 log = logging.getLogger("compare.benchmark.results")
 
@@ -28,7 +28,6 @@ TIMING_FIELDS: tuple[str, ...] = (
 # What identifies a point: a resumed run skips a planned point whose key is already recorded.
 KEY_FIELDS: tuple[str, ...] = ("framework", "kind", "method", "batch_size", "dtype", "device", "loss", "chunk_size")
 STATUSES: tuple[str, ...] = ("ok", "oom", "error", "timeout", "skipped")
-VERSIONED: tuple[str, ...] = ("torch", "jax", "jaxlib", "flax", "optax", "numpy", "opacus", "matplotlib")
 # Environment variables that change what a point measures; recorded in meta and identical for every point.
 ENV_PREFIXES: tuple[str, ...] = ("OMP_", "MKL_", "OPENBLAS_", "MALLOC_", "XLA_", "JAX_", "TF_", "CUDA_",
                                  "PYTORCH_", "TORCH_", "LD_PRELOAD", "NPROC")
@@ -106,16 +105,6 @@ def device_name(device: str) -> str:
     return cpu_model()
 
 
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in VERSIONED:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 def relevant_env(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in sorted(env.items()) if k.startswith(ENV_PREFIXES)}
 
@@ -131,6 +120,8 @@ def make_meta(*, argv: list[str], device: str, env: dict[str, str], config: dict
         "cores": os.cpu_count(),
         "cores_available": len(os.sched_getaffinity(0)),
         "versions": versions(),
+        "lock": lock_status(),
+        "below_oldest_supported": below_oldest(),
         "xla_flags": env.get("XLA_FLAGS", ""),
         "env": relevant_env(env),
         "config": config,

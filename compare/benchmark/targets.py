@@ -99,6 +99,12 @@ DP_PEERS: dict[str, dict[str, tuple[str, str]]] = {  # framework -> method -> (i
     "torch": {"opacus_ghost": ("opacus_ghost", "make_opacus_ghost_step")},
     "jax": {"jax_privacy": ("jax_privacy_step", "make_jax_privacy_step")},
 }
+# The settings each peer's step factory runs with (its defaults; named in every record of that peer).
+PEER_SETTINGS: dict[str, dict[str, object]] = {
+    "jax_privacy": {"nan_safe": False, "microbatch_size": None, "keep_batch_dim": True},  # = BEST_SETTINGS
+    "opacus_ghost": {"module": "GradSampleModuleFastGradientClipping", "use_ghost_clipping": True,
+                     "loss_reduction": "mean"},
+}
 DP_METHODS: tuple[str, ...] = ("sgd", *DP_CLIPPING)
 NOISE_SEED = 0
 
@@ -155,8 +161,11 @@ def _build_dp(framework: str, method: str, weights: dict, x: np.ndarray, y: np.n
 
 
 def _dp_details(framework: str, method: str) -> dict:
-    return {"per_sample_method": DP_PER_SAMPLE_METHOD if DP_CLIPPING.get(method) == "materialize" else None,
-            "clipping": DP_CLIPPING.get(method, method if method != "sgd" else None), "dp_hparams": DP_HPARAMS}
+    details = {"per_sample_method": DP_PER_SAMPLE_METHOD if DP_CLIPPING.get(method) == "materialize" else None,
+               "clipping": DP_CLIPPING.get(method, method if method != "sgd" else None), "dp_hparams": DP_HPARAMS}
+    if method in PEER_SETTINGS:
+        details["peer_settings"] = PEER_SETTINGS[method]
+    return details
 
 
 # The data-parallel kind (``compare.run --devices N``, issue 10): ``<fw>_impl.distributed`` on N devices, each

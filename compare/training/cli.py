@@ -34,6 +34,8 @@ import numpy as np
 
 from compare.devices import DevicesError, check_count, check_devices, force_host_devices
 from compare.env import require_gpu, share_gpu_memory
+from compare.lock import lock_status, versions
+from compare.paths import output_dir
 from compare.training.data import DataError, Dataset, batch_indices, load_digits28, load_mnist
 from compare.frameworks import FRAMEWORKS, impl_module
 from compare.training.privacy import ACCOUNTANTS, DPConfigError, check_delta, check_dp_params, epsilon
@@ -81,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--delta", type=float, default=1e-5, help="target delta of (epsilon, delta)-DP")
     p.add_argument("--data", type=Path, default=None, help="local MNIST: a directory of IDX files or an .npz "
                    "(default: scikit-learn's packaged 8x8 digits upsampled to 28x28)")
-    p.add_argument("--out", type=Path, default=Path("results/train"), help="output directory")
+    p.add_argument("--out", type=output_dir, default=Path("results/train"), help="output directory")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
     p.add_argument("--weights", type=Path, default=None, help="safetensors weights (default: seed-0 init)")
@@ -254,9 +256,6 @@ def train_framework(
 
 
 def meta(data: Dataset, steps: int, sample_rate: float) -> dict:
-    import jax
-    import opacus
-    import optax
     import torch
 
     return {
@@ -264,8 +263,8 @@ def meta(data: Dataset, steps: int, sample_rate: float) -> dict:
         "dataset": data.describe(),
         "steps": steps,
         "sample_rate": sample_rate,
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-                     "jax": jax.__version__, "optax": optax.__version__, "opacus": opacus.__version__},
+        "versions": versions(),
+        "lock": lock_status(),
         "platform": platform.platform(),
         "threads": {"torch": torch.get_num_threads(), "cpu_count": os.cpu_count()},
         "notes": [
