@@ -148,7 +148,7 @@ def test_custom_layers_take_the_intended_routes(case):
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_every_method_equals_the_loop(fw, case):
     spec, nets, weights = case
-    check_methods(fw, weights, nets[fw], batch_size=4)
+    check_methods(fw, weights, nets[fw], batch=make_batch(4, seed=1, dtype="float64", model=spec))
 
 
 def test_torch_equals_jax(case):
@@ -170,4 +170,5 @@ def test_every_dp_strategy(fw, case, conv_rule, monkeypatch):
             pytest.skip("no convolution")
         monkeypatch.setattr(importlib.import_module(f"{fw}_impl.rules.conv"), "NORM_RULE", conv_rule)
         nets = build(spec.name)[1]
-    check_dp(fw, weights, nets[fw], ("materialize", "ghost", "bk"), peer=conv_rule is None)
+    check_dp(fw, weights, nets[fw], ("materialize", "ghost", "bk"), peer=conv_rule is None,
+             batch=make_batch(4, seed=3, dtype="float64", model=spec))
