@@ -20,6 +20,22 @@ from compare.spec import DEFAULT_MODEL, InputError
 from torch_impl.model import Net, loss_fn, resolve
 
 OPACUS_METHODS: tuple[str, ...] = ("opacus_hooks", "opacus_ew", "opacus_functorch")
+# The layer types PyTorch's ExpandedWeights has per-sample rules for (torch.nn.utils._expanded_weights); a
+# parameter used by any other op makes opacus_ew fail, where hooks / functorch fall back to vmap.
+EW_TYPES: tuple[type[torch.nn.Module], ...] = (
+    torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Embedding, torch.nn.GroupNorm,
+    torch.nn.LayerNorm, torch.nn.InstanceNorm1d, torch.nn.InstanceNorm2d, torch.nn.InstanceNorm3d,
+)
+
+
+def not_applicable(method: str, model: str | Net = DEFAULT_MODEL) -> str | None:
+    """Why ``method`` cannot run on this workload, or None (every registered workload runs them all)."""
+    if method != "opacus_ew":
+        return None
+    module = resolve(model).module
+    others = [f"{name} ({type(m).__name__})" for name, m in module.named_modules()
+              if next(m.parameters(recurse=False), None) is not None and not isinstance(m, EW_TYPES)]
+    return f"not applicable: ExpandedWeights has no rule for {', '.join(others)}" if others else None
 
 Params = dict[str, torch.Tensor]
 GradFn = Callable[[Params, torch.Tensor, torch.Tensor], Params]

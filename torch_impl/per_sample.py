@@ -28,6 +28,7 @@ from torch.func import functional_call, grad, vmap
 from compare.spec import (
     DEFAULT_LOSS,
     DEFAULT_MODEL,
+    InputError,
     MethodError,
     check_batch,
     check_chunk_size,
@@ -38,6 +39,7 @@ from compare.spec import (
 )
 from torch_impl.model import Net, loss_fn, resolve
 from torch_impl.opacus_methods import OPACUS_METHODS, opacus_fn
+from torch_impl.opacus_methods import not_applicable as opacus_not_applicable
 from torch_impl.per_layer import per_layer_grads
 from torch_impl.weights import TORCH_DTYPES, resolve_device, to_canonical, to_native
 
@@ -55,10 +57,11 @@ GradFn = Callable[[Params, torch.Tensor, torch.Tensor], Params]
 
 def applicable_methods(model: str | Net = DEFAULT_MODEL) -> dict[str, str | None]:
     """{method: None if it applies to this workload here, else the reason it does not} over METHODS,
-    CUDA_METHODS and MISSING. Every torch method is layer-generic; only the installation and the device limit
-    them (compare.run plans ``CUDA_METHODS`` on cuda only)."""
+    CUDA_METHODS and MISSING. Every torch method applies to every registered workload; the installation, the
+    device (compare.run plans ``CUDA_METHODS`` on cuda only) and, for opacus_ew on a network with a layer
+    ExpandedWeights has no rule for, the model limit them."""
     resolve(model)  # an unknown model name fails here
-    out: dict[str, str | None] = {m: None for m in METHODS}
+    out: dict[str, str | None] = {m: opacus_not_applicable(m, model) for m in METHODS}
     out.update({m: "cuda only (CUDA_METHODS)" for m in CUDA_METHODS})
     out.update(MISSING)
     return out
@@ -125,6 +128,9 @@ def native_fn(
     check_chunk_size(chunk_size)
     resolve(model)
     check_method(method, METHODS + CUDA_METHODS, chunk_size)
+    reason = opacus_not_applicable(method, model)
+    if reason is not None:
+        raise InputError(f"torch method {method!r} on model {resolve(model).spec.name!r}: {reason}")
     if method == "loop":
         return partial(_loop, loss=loss, model=model)
     if method == "vmap":
