@@ -126,11 +126,11 @@ def native_fn(
     """The framework-native per-sample gradient function: ``(params, x, y) -> {name: (B, *shape)}``."""
     check_loss(loss)
     check_chunk_size(chunk_size)
-    resolve(model)
+    model = resolve(model)  # the Net itself from here: no registry lookup inside traced code (torch.compile)
     check_method(method, METHODS + CUDA_METHODS, chunk_size)
     reason = opacus_not_applicable(method, model)
     if reason is not None:
-        raise InputError(f"torch method {method!r} on model {resolve(model).spec.name!r}: {reason}")
+        raise InputError(f"torch method {method!r} on model {model.spec.name!r}: {reason}")
     if method == "loop":
         return partial(_loop, loss=loss, model=model)
     if method == "vmap":
@@ -146,8 +146,7 @@ def native_fn(
 
 def reference_fn(*, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL) -> GradFn:
     """Ordinary training's gradient: one batched forward+backward of the mean loss (no per-sample axis)."""
-    resolve(model)
-    return grad(partial(batch_loss, loss=check_loss(loss), model=model))
+    return grad(partial(batch_loss, loss=check_loss(loss), model=resolve(model)))
 
 
 def native_x(x: np.ndarray, dtype: str, dev: torch.device) -> torch.Tensor:
