@@ -20,3 +20,9 @@ def impl_module(framework: str, name: str) -> ModuleType:
     if framework not in _PACKAGES:
         raise ValueError(f"unknown framework {framework!r}; expected one of {FRAMEWORKS}")
     return importlib.import_module(f"{_PACKAGES[framework]}.{name}")
+
+
+def applicable_methods(framework: str, model: object = "seed_cnn") -> dict[str, str | None]:
+    """{method: None if it applies to the workload ``model`` on ``framework``, else why not} (issue 15: a method
+    that cannot apply is reported with its reason, never silently dropped)."""
+    return per_sample_module(framework).applicable_methods(model)

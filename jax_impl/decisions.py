@@ -13,6 +13,7 @@ from flax import nnx
 
 from compare.agreement.oracle import check_decisions
 from jax_impl.model import GRAPHDEF
+from jax_impl.models.common import flatten_chw
 from jax_impl.per_sample import native_inputs
 
 
@@ -28,7 +29,7 @@ def _sample_forward(params: nnx.State, x: jax.Array) -> dict[str, jax.Array]:
     z2 = model.conv2(nnx.relu(z1))
     pooled, pool_vjp = jax.vjp(_pool, nnx.relu(z2))
     (routed,) = pool_vjp(jnp.ones_like(pooled))  # where max-pool's backward sends each window's cotangent
-    z3 = model.fc1(pooled.reshape(1, -1))
+    z3 = model.fc1(flatten_chw(pooled))  # (C, H, W) order, as jax_impl.models.seed_cnn
     return {"conv1.pre": z1[0], "conv2.pre": z2[0], "fc1.pre": z3[0], "pool.routed": routed[0]}
 
 

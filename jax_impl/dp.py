@@ -27,11 +27,11 @@ import optax
 from flax import nnx
 
 from compare.training.privacy import check_dp_params
-from compare.spec import DEFAULT_LOSS, check_dtype, check_loss
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_batch, check_dtype, check_loss
 from jax_impl import ghost
-from jax_impl.model import PRECISION, apply
-from jax_impl.per_sample import batch_loss, native_fn, sample_loss
-from jax_impl.weights import JAX_DTYPES, resolve_device, to_native
+from jax_impl.model import PRECISION, Net, apply, resolve
+from jax_impl.per_sample import batch_loss, native_fn, native_x, sample_loss
+from jax_impl.weights import resolve_device, to_native
 
 Params = nnx.State
 DPStepFn = Callable[[Params, jax.Array, jax.Array, "Params | None"], tuple[Params, jax.Array]]
@@ -74,17 +74,19 @@ def optax_dpsgd(*, lr: float, clip: float, noise_multiplier: float, key: jax.Arr
     )
 
 
-def _per_example_fn(method: str, loss: str) -> Callable[[Params, jax.Array, jax.Array], tuple[Params, jax.Array]]:
+def _per_example_fn(
+    method: str, loss: str, model: str | Net = DEFAULT_MODEL
+) -> Callable[[Params, jax.Array, jax.Array], tuple[Params, jax.Array]]:
     """``(params, x, y) -> (per-example grads, mean loss)`` with any method of ``per_sample.METHODS``.
 
     'vmap' gets the losses from the same pass (``value_and_grad``); other methods return gradients only, so
     their mean loss costs one extra batched forward (inside the same jit, where XLA may share it).
     """
     if method == "vmap":
-        per_example = jax.vmap(jax.value_and_grad(partial(sample_loss, loss=loss)), in_axes=(None, 0, 0))
+        per_example = jax.vmap(jax.value_and_grad(partial(sample_loss, loss=loss, model=model)), in_axes=(None, 0, 0))
         return lambda params, x, y: (lambda v, g: (g, jnp.mean(v)))(*per_example(params, x, y))
-    grads_fn = native_fn(method, loss=loss)
-    return lambda params, x, y: (grads_fn(params, x, y), batch_loss(params, x, y, loss))
+    grads_fn = native_fn(method, loss=loss, model=model)
+    return lambda params, x, y: (grads_fn(params, x, y), batch_loss(params, x, y, loss, model))
 
 
 CLIPPINGS: tuple[str, ...] = ("materialize", "ghost", "bk")
@@ -98,10 +100,10 @@ def check_clipping(clipping: str) -> str:
 
 def _materialized_sum(
     params: Params, x: jax.Array, y: jax.Array, *, clip: float, loss: str, per_sample_method: str,
-    mask: jax.Array | None,
+    mask: jax.Array | None, model: str | Net,
 ) -> tuple[Params, jax.Array]:
     """Today's path: per-example gradients -> optax's per-example clip -> sum (mask: weights after clipping)."""
-    grads, mean_loss = _per_example_fn(per_sample_method, loss)(params, x, y)
+    grads, mean_loss = _per_example_fn(per_sample_method, loss, model)(params, x, y)
     batch = x.shape[0]
     if mask is None:
         leaves, treedef = jax.tree.flatten(grads)
@@ -113,25 +115,26 @@ def _materialized_sum(
     m = jnp.asarray(mask, x.dtype)
     weights = clip_factors(grads, clip) * m
     summed = jax.tree.map(lambda g: jnp.tensordot(weights, g, axes=1, precision=PRECISION), grads)
-    return summed, (ghost.example_losses(apply(params, x), y, loss) * m).sum()  # one batched forward
+    return summed, (ghost.example_losses(apply(params, x, model), y, loss) * m).sum()  # one batched forward
 
 
-@partial(jax.jit, static_argnames=("loss", "clipping", "per_sample_method"))
+@partial(jax.jit, static_argnames=("loss", "clipping", "per_sample_method", "model"))
 def _clipped_grad_sum(
     params: Params, x: jax.Array, y: jax.Array, clip: float, mask: jax.Array | None, *, loss: str, clipping: str,
-    per_sample_method: str,
+    per_sample_method: str, model: str | Net,
 ) -> tuple[Params, jax.Array]:
     if clipping == "materialize":
         return _materialized_sum(params, x, y, clip=clip, loss=loss, per_sample_method=per_sample_method,
-                                 mask=mask)
+                                 mask=mask, model=model)
     if clipping == "ghost":
-        return ghost.ghost_clipped_sum(params, x, y, clip=clip, loss=loss, mask=mask)
-    return ghost.bk_clipped_sum(params, x, y, clip=clip, loss=loss, mask=mask)
+        return ghost.ghost_clipped_sum(params, x, y, clip=clip, loss=loss, mask=mask, model=model)
+    return ghost.bk_clipped_sum(params, x, y, clip=clip, loss=loss, mask=mask, model=model)
 
 
 def clipped_grad_sum(
     params: Params, x: jax.Array, y: jax.Array, *, clip: float, loss: str = DEFAULT_LOSS,
     clipping: str = "materialize", per_sample_method: str = "vmap", mask: jax.Array | None = None,
+    model: str | Net = DEFAULT_MODEL,
 ) -> tuple[Params, jax.Array]:
     """(sum_b m_b c_b g_b shaped like params, sum_b m_b loss_b), c_b = min(1, clip / ||g_b||) (NaN -> 1).
 
@@ -142,32 +145,36 @@ def clipped_grad_sum(
     """
     check_loss(loss)
     check_clipping(clipping)
+    resolve(model)
     if clipping == "materialize":
-        _per_example_fn(per_sample_method, loss)  # an unknown method fails here, before any work
+        _per_example_fn(per_sample_method, loss, model)  # an unknown method fails here, before any work
     return _clipped_grad_sum(params, x, y, clip, mask, loss=loss, clipping=clipping,
-                             per_sample_method=per_sample_method)
+                             per_sample_method=per_sample_method, model=model)
 
 
-@partial(jax.jit, static_argnames=("loss", "clipping", "per_sample_method"))
+@partial(jax.jit, static_argnames=("loss", "clipping", "per_sample_method", "model"))
 def _per_example_norms(
-    params: Params, x: jax.Array, y: jax.Array, *, loss: str, clipping: str, per_sample_method: str
+    params: Params, x: jax.Array, y: jax.Array, *, loss: str, clipping: str, per_sample_method: str,
+    model: str | Net,
 ) -> jax.Array:
     if clipping == "materialize":
-        grads, _ = _per_example_fn(per_sample_method, loss)(params, x, y)
+        grads, _ = _per_example_fn(per_sample_method, loss, model)(params, x, y)
         return jax.vmap(optax.tree.norm)(grads)
-    return ghost.ghost_norms(params, x, y, loss=loss)
+    return ghost.ghost_norms(params, x, y, loss=loss, model=model)
 
 
 def per_example_norms(
     params: Params, x: jax.Array, y: jax.Array, *, loss: str = DEFAULT_LOSS, clipping: str = "ghost",
-    per_sample_method: str = "vmap",
+    per_sample_method: str = "vmap", model: str | Net = DEFAULT_MODEL,
 ) -> jax.Array:
     """(B,) each example's global gradient L2 norm by that strategy's route ("ghost" and "bk" share theirs)."""
     check_loss(loss)
     check_clipping(clipping)
+    resolve(model)
     if clipping == "materialize":
-        _per_example_fn(per_sample_method, loss)
-    return _per_example_norms(params, x, y, loss=loss, clipping=clipping, per_sample_method=per_sample_method)
+        _per_example_fn(per_sample_method, loss, model)
+    return _per_example_norms(params, x, y, loss=loss, clipping=clipping, per_sample_method=per_sample_method,
+                              model=model)
 
 
 def noisy_update(
@@ -192,7 +199,7 @@ def noisy_update(
 
 def make_step(
     *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, per_sample_method: str = "vmap",
-    clipping: str = "materialize",
+    clipping: str = "materialize", model: str | Net = DEFAULT_MODEL,
 ) -> DPStepFn:
     """One jitted DP-SGD step ``step(params, x, y, noise) -> (new_params, mean loss before the step)``.
 
@@ -203,13 +210,14 @@ def make_step(
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
     check_loss(loss)
     check_clipping(clipping)
+    resolve(model)
     if clipping == "materialize":
-        _per_example_fn(per_sample_method, loss)  # an unknown method fails here, before any work
+        _per_example_fn(per_sample_method, loss, model)  # an unknown method fails here, before any work
 
     @jax.jit
     def step(params: Params, x: jax.Array, y: jax.Array, noise: Params | None = None) -> tuple[Params, jax.Array]:
         summed, loss_sum = clipped_grad_sum(params, x, y, clip=clip, loss=loss, clipping=clipping,
-                                            per_sample_method=per_sample_method)
+                                            per_sample_method=per_sample_method, model=model)
         batch = x.shape[0]
         new = noisy_update(params, summed, lr=lr, clip=clip, noise_multiplier=noise_multiplier,
                            batch_size=batch, noise=noise)
@@ -218,10 +226,11 @@ def make_step(
     return step
 
 
-def make_sgd_step(*, lr: float, loss: str = DEFAULT_LOSS) -> SGDStepFn:
+def make_sgd_step(*, lr: float, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL) -> SGDStepFn:
     """The non-private baseline: ``step(params, x, y) -> (new_params, loss)`` from the batched mean gradient."""
     check_dp_params(lr=lr, clip=math.inf, noise_multiplier=0.0)
-    value_and_grad = jax.value_and_grad(partial(batch_loss, loss=check_loss(loss)))
+    resolve(model)
+    value_and_grad = jax.value_and_grad(partial(batch_loss, loss=check_loss(loss), model=model))
     sgd = optax.sgd(lr)
 
     @jax.jit
@@ -240,27 +249,34 @@ def sample_noise(key: jax.Array, params: Params) -> Params:
     return jax.tree.unflatten(treedef, [jax.random.normal(k, p.shape, p.dtype) for k, p in zip(keys, leaves)])
 
 
-def native_noise(noise: dict[str, np.ndarray], *, dtype: str = "float32", device: str | None = None) -> Params:
+def native_noise(
+    noise: dict[str, np.ndarray], *, dtype: str = "float32", device: str | None = None,
+    model: str | Net = DEFAULT_MODEL,
+) -> Params:
     """A shared canonical draw ``{name: float32 array}`` -> native State (layouts permuted like weights)."""
-    return to_native(noise, check_dtype(dtype), device)
+    return to_native(noise, check_dtype(dtype), device, model=model)
 
 
 def native_batch(
-    x: np.ndarray, y: np.ndarray, *, dtype: str = "float32", device: str | None = None
+    x: np.ndarray, y: np.ndarray, *, dtype: str = "float32", device: str | None = None,
+    model: str | Net | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """A checked numpy batch (see ``compare.spec.check_batch``) -> device arrays."""
+    """A numpy batch -> device arrays (floats in ``dtype``, token ids int32); with ``model``, checked first
+    (see ``compare.spec.check_batch``)."""
+    if model is not None:
+        check_batch(x, y, resolve(model).spec)
     dev = resolve_device(device)
-    return jax.device_put(x.astype(JAX_DTYPES[check_dtype(dtype)]), dev), jax.device_put(y.astype(np.int32), dev)
+    return native_x(x, check_dtype(dtype), dev), jax.device_put(y.astype(np.int32), dev)
 
 
-@jax.jit
-def _labels(params: Params, x: jax.Array) -> jax.Array:
-    return jnp.argmax(apply(params, x), axis=1)
+@partial(jax.jit, static_argnames=("model",))
+def _labels(params: Params, x: jax.Array, model: str | Net) -> jax.Array:
+    return jnp.argmax(apply(params, x, model), axis=1)
 
 
-def predict(params: Params, x: jax.Array) -> np.ndarray:
+def predict(params: Params, x: jax.Array, model: str | Net = DEFAULT_MODEL) -> np.ndarray:
     """Predicted class per example, (B,) int64 numpy."""
-    return np.asarray(_labels(params, x)).astype(np.int64)
+    return np.asarray(_labels(params, x, model)).astype(np.int64)
 
 
 def block_until_ready(tree: object) -> object:

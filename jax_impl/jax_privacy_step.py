@@ -34,9 +34,10 @@ from functools import partial
 
 import jax
 
-from compare.spec import DEFAULT_LOSS, check_loss
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_loss
 from compare.training.privacy import check_dp_params
 from jax_impl.dp import DPStepFn, Params, noisy_update
+from jax_impl.model import Net, resolve
 from jax_impl.per_sample import batch_loss
 
 JAX_PRIVACY_AVAILABLE: bool = importlib.util.find_spec("jax_privacy") is not None
@@ -48,7 +49,7 @@ BEST_SETTINGS: dict[str, object] = {"nan_safe": False, "microbatch_size": None, 
 
 def make_jax_privacy_step(
     *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, nan_safe: bool = False,
-    microbatch_size: int | None = None,
+    microbatch_size: int | None = None, model: str | Net = DEFAULT_MODEL,
 ) -> DPStepFn:
     """One jitted step ``step(params, x, y, noise=None) -> (new_params, mean loss before the step)``.
 
@@ -57,6 +58,7 @@ def make_jax_privacy_step(
     """
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
     check_loss(loss)
+    resolve(model)
     if microbatch_size is not None and (not isinstance(microbatch_size, int) or microbatch_size < 1):
         raise ValueError(f"microbatch_size must be a positive integer or None, got {microbatch_size!r}")
     if not JAX_PRIVACY_AVAILABLE:
@@ -67,7 +69,7 @@ def make_jax_privacy_step(
     def step(params: Params, x: jax.Array, y: jax.Array, noise: Params | None = None) -> tuple[Params, jax.Array]:
         batch = x.shape[0]
         grad_fn = jax_privacy.clipped_grad(
-            partial(batch_loss, loss=loss),  # each example arrives as a batch of one: its own loss
+            partial(batch_loss, loss=loss, model=model),  # each example arrives as a batch of one: its own loss
             l2_clip_norm=clip, normalize_by=batch, batch_argnums=(1, 2), return_values=True,
             nan_safe=nan_safe, microbatch_size=microbatch_size,
         )

@@ -1,38 +1,61 @@
-"""The seed tutorial's CNN in Flax NNX, returning logits; the loss is chosen by name (see ``compare.spec.LOSSES``).
+"""The workloads in Flax NNX (``jax_impl.models``), returning logits; the loss is chosen by name
+(see ``compare.spec.LOSSES``).
 
-Input is NCHW like PyTorch; the convolutions run NHWC (XLA's native layout), so the flatten before fc1 is
-in (H, W, C) order. That difference is absorbed once, in ``jax_impl.weights`` (fc1's permutation).
+A ``Net`` pairs a workload's neutral contract (``compare.spec.Workload``) with its module's structure: the
+GraphDef, the abstract parameter State and an abstract instance (layer kinds and options, no arrays).
+Parameters travel as an ``nnx.State``. Every function of this package takes ``model=`` as a registered name
+(``compare.spec.MODELS``) or a ``Net`` built elsewhere (``Net.build``: a test's own network).
+Input is NCHW like PyTorch; the convolutions run NHWC, and feature maps are flattened in torch's (C, H, W)
+order (``models.common.flatten_chw``), so no layout difference is left for the weights to absorb.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from compare.spec import check_loss
+from compare.spec import DEFAULT_MODEL, Workload, check_loss, check_model
+from jax_impl.models import CLASSES
+from jax_impl.models.common import PRECISION  # noqa: F401 - re-exported: every dot and conv uses it
+from jax_impl.models.seed_cnn import SimpleCNN  # noqa: F401 - the seed's class name, kept importable here
 
-# Full float32 on every backend (no TF32 on GPUs), matching torch_impl which disables TF32.
-PRECISION = jax.lax.Precision.HIGHEST
+
+@dataclass(frozen=True, eq=False)
+class Net:
+    """A workload's contract and its module's structure (hashable by identity: a jit static argument)."""
+
+    spec: Workload
+    graphdef: nnx.GraphDef
+    abstract_state: nnx.State
+    abstract_module: nnx.Module
+
+    @classmethod
+    def build(cls, spec: Workload, make: Callable[[nnx.Rngs], nnx.Module]) -> "Net":
+        """``make(rngs) -> module`` is only traced (``nnx.eval_shape``): no parameter is allocated."""
+        module = nnx.eval_shape(lambda: make(nnx.Rngs(0)))
+        graphdef, state = nnx.split(module, nnx.Param)
+        return cls(spec, graphdef, state, module)
 
 
-class SimpleCNN(nnx.Module):
-    """conv 1->32 k3, relu, conv 32->64 k3, relu, max-pool 2, flatten (H,W,C), fc 9216->128, relu, fc 128->10."""
+def make_model(model: str = DEFAULT_MODEL, rngs: nnx.Rngs | None = None) -> nnx.Module:
+    """A freshly initialised module of a registered workload (Flax's own init; the shared weights come from
+    ``compare.weights``)."""
+    return CLASSES[check_model(model).name](rngs=rngs or nnx.Rngs(0))
 
-    def __init__(self, *, rngs: nnx.Rngs) -> None:
-        self.conv1 = nnx.Conv(1, 32, (3, 3), padding="VALID", precision=PRECISION, rngs=rngs)
-        self.conv2 = nnx.Conv(32, 64, (3, 3), padding="VALID", precision=PRECISION, rngs=rngs)
-        self.fc1 = nnx.Linear(9216, 128, precision=PRECISION, rngs=rngs)
-        self.fc2 = nnx.Linear(128, 10, precision=PRECISION, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x: (B, 1, 28, 28) NCHW -> logits (B, 10)."""
-        x = jnp.transpose(x, (0, 2, 3, 1))  # NCHW -> NHWC
-        x = nnx.relu(self.conv1(x))
-        x = nnx.relu(self.conv2(x))
-        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
-        x = x.reshape(x.shape[0], -1)  # (H, W, C) order; see jax_impl.weights for fc1
-        x = nnx.relu(self.fc1(x))
-        return self.fc2(x)
+@lru_cache(maxsize=None)
+def _registered(name: str) -> Net:
+    cls = CLASSES[name]
+    return Net.build(check_model(name), lambda rngs: cls(rngs=rngs))
+
+
+def resolve(model: "str | Net") -> Net:
+    """A registered name or a ``Net`` -> the ``Net`` (one per registered name)."""
+    return model if isinstance(model, Net) else _registered(check_model(model).name)
 
 
 def log_probs(logits: jax.Array) -> jax.Array:
@@ -46,10 +69,10 @@ def loss_fn(logits: jax.Array, y: jax.Array, loss: str) -> jax.Array:
     return -jnp.mean(jnp.take_along_axis(scores, y[:, None], axis=1))
 
 
-# The module's structure without allocating parameters; parameters travel as an nnx.State.
-GRAPHDEF, ABSTRACT_STATE = nnx.split(nnx.eval_shape(lambda: SimpleCNN(rngs=nnx.Rngs(0))), nnx.Param)
+# The seed model's structure without allocating parameters (kept for the seed-specific modules).
+GRAPHDEF, ABSTRACT_STATE = resolve(DEFAULT_MODEL).graphdef, resolve(DEFAULT_MODEL).abstract_state
 
 
-def apply(params: nnx.State, x: jax.Array) -> jax.Array:
+def apply(params: nnx.State, x: jax.Array, model: str | Net = DEFAULT_MODEL) -> jax.Array:
     """Pure forward: ``params`` (as made by ``jax_impl.weights.to_native``) and x -> logits."""
-    return nnx.merge(GRAPHDEF, params)(x)
+    return nnx.merge(resolve(model).graphdef, params)(x)

@@ -1,113 +1,155 @@
-"""Per-sample gradients from explicit per-layer rules (mirrors ``torch_impl.per_layer``).
+"""Per-sample gradients from per-layer-KIND rules (mirrors ``torch_impl.per_layer``).
 
-One batched forward, one batched backward to the layer OUTPUTS (pre-activations ``z``), then each layer's
-per-sample weight gradient from its input ``a`` and output cotangent ``g`` (Goodfellow 2015, "Efficient
-per-example gradient computations"):
-  linear  dW_b = a_b g_b^T   (a batched outer product; Flax kernels are (in, out)),  db_b = g_b;
-  conv    dW_b[i, j] = a_b[i:i+H', j:j+W']^T G_b  (one batched matmul per kernel tap);  db_b = sum_hw g_b.
-The cotangents come from ``jax.grad`` w.r.t. zero "probes" added to each layer's output (d/dprobe = d/dz).
+One batched forward, one batched backward to the OUTPUTS of every layer that owns parameters, then each
+layer's per-sample gradients from its input ``a`` and output cotangent ``g`` by the rule of its kind
+(``jax_impl.rules``: nnx.Linear, nnx.Conv, nnx.Embed; anything else by the vmap fallback). The layers are found
+from the model itself: the merged module's graph (``nnx.iter_graph``) is instrumented, each parameterised
+module replaced by a ``_Probe`` that records its input and adds a zero "probe" to its output;
+``jax.grad`` w.r.t. the probes is the cotangent of the outputs. Nothing here names a model's layers.
 The backward differentiates the SUM of per-example losses (= B x the mean loss), so each sample's cotangent
-is exactly its own single-example loss gradient (the mean's 1/B undone).
+is exactly its own single-example loss gradient (the mean's 1/B undone). A layer called more than once per
+forward has one site per call ("fc", "fc@1", ...); its per-sample gradient is the sum over its sites.
 """
 from __future__ import annotations
+
+from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jax_impl.model import GRAPHDEF, PRECISION, loss_fn
+from compare.spec import DEFAULT_MODEL
+from jax_impl import rules
+from jax_impl.model import Net, loss_fn, resolve
+from jax_impl.weights import nested, param_modules, path_name
 
 Params = nnx.State
-KERNEL = 3  # both convolutions: 3x3, stride 1, VALID (jax_impl.model.SimpleCNN)
-LAYERS: tuple[str, ...] = ("conv1", "conv2", "fc1", "fc2")
+Arrays = dict[str, jax.Array]
+
+
+def site_layer(site: str) -> str:
+    """The layer path of a site: "fc1" for "fc1" (first call) and for "fc1@1" (second call)."""
+    return site.split("@")[0]
+
+
+class _Tape:
+    """What one instrumented forward records: each site's input and output shape; adds the probes."""
+
+    def __init__(self, probes: Arrays | None) -> None:
+        self.probes, self.inputs, self.shapes = probes, {}, {}
+
+    def record(self, name: str, a: jax.Array, out: jax.Array) -> jax.Array:
+        calls = sum(1 for s in self.inputs if site_layer(s) == name)
+        site = name if calls == 0 else f"{name}@{calls}"
+        self.inputs[site], self.shapes[site] = a, jax.ShapeDtypeStruct(out.shape, out.dtype)
+        return out if self.probes is None else out + self.probes[site]
+
+
+class _Probe(nnx.Module):
+    def __init__(self, inner: nnx.Module, name: str, tape: _Tape) -> None:
+        self.inner, self.name, self.tape = inner, name, tape
+
+    def __call__(self, x: jax.Array, *args: object, **kwargs: object) -> jax.Array:
+        return self.tape.record(self.name, x, self.inner(x, *args, **kwargs))
+
+
+def _instrument(root: nnx.Module, tape: _Tape) -> nnx.Module:
+    """Replace every parameterised module of ``root`` (a freshly merged copy) by a ``_Probe`` around it;
+    deepest first, so a parent's path stays walkable while its children are replaced."""
+    for path, module in sorted(param_modules(root), key=lambda pm: -len(pm[0])):
+        if not path:
+            root = _Probe(root, "", tape)
+            continue
+        parent = root
+        for p in path[:-1]:
+            parent = parent[p] if isinstance(p, int) else getattr(parent, p)
+        if isinstance(path[-1], int):
+            parent[path[-1]] = _Probe(module, path_name(path), tape)
+        else:
+            setattr(parent, path[-1], _Probe(module, path_name(path), tape))
+    return root
+
+
+def layers(params: Params, model: str | Net = DEFAULT_MODEL) -> dict[str, nnx.Module]:
+    """{layer name: module} of every parameterised module, merged with ``params`` (for rules that read them)."""
+    return {path_name(p): m for p, m in param_modules(nnx.merge(resolve(model).graphdef, params))}
 
 
 def forward_to_outputs(
-    params: Params, x: jax.Array, probes: dict[str, jax.Array]
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """SimpleCNN's forward with ``probes[layer]`` added to each layer's output; also returns each layer's input.
-
-    x: (B, 1, 28, 28) NCHW -> (logits (B, 10), inputs {layer: a}); conv inputs are NHWC, as the model runs them.
-    """
-    m = nnx.merge(GRAPHDEF, params)
-    xh = jnp.transpose(x, (0, 2, 3, 1))  # NCHW -> NHWC
-    a1 = nnx.relu(m.conv1(xh) + probes["conv1"])
-    h = nnx.relu(m.conv2(a1) + probes["conv2"])
-    f = nnx.max_pool(h, (2, 2), strides=(2, 2)).reshape(x.shape[0], -1)  # (H, W, C) order, as the model
-    a3 = nnx.relu(m.fc1(f) + probes["fc1"])
-    logits = m.fc2(a3) + probes["fc2"]
-    return logits, {"conv1": xh, "conv2": a1, "fc1": f, "fc2": a3}
+    params: Params, x: jax.Array, probes: Arrays | None, model: str | Net = DEFAULT_MODEL
+) -> tuple[jax.Array, Arrays]:
+    """The model's forward with ``probes[site]`` added to each site's output (None: no probes); also returns
+    each site's input. x: the workload's batch -> (logits (B, classes), inputs {site: a}); conv a are NHWC."""
+    tape = _Tape(probes)
+    logits = _instrument(nnx.merge(resolve(model).graphdef, params), tape)(x)
+    return logits, tape.inputs
 
 
-def output_shapes(batch_size: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of each layer's output (NHWC for convs)."""
-    return {"conv1": (batch_size, 26, 26, 32), "conv2": (batch_size, 24, 24, 64), "fc1": (batch_size, 128),
-            "fc2": (batch_size, 10)}
+@lru_cache(maxsize=None)
+def _shapes(net: Net, x_shape: tuple[int, ...], x_dtype: str) -> dict[str, tuple[int, ...]]:
+    shapes: dict = {}
+
+    def run(params: Params, x: jax.Array) -> None:
+        tape = _Tape(None)
+        _instrument(nnx.merge(net.graphdef, params), tape)(x)
+        shapes.update(tape.shapes)
+
+    jax.eval_shape(run, net.abstract_state, jax.ShapeDtypeStruct(x_shape, x_dtype))
+    return {site: s.shape for site, s in shapes.items()}
+
+
+def output_shapes(batch_size: int, model: str | Net = DEFAULT_MODEL) -> dict[str, tuple[int, ...]]:
+    """Shapes of each site's output (NHWC for convs), for a batch of ``batch_size``."""
+    net = resolve(model)
+    dtype = "int32" if net.spec.tokens else "float32"
+    return _shapes(net, (batch_size, *net.spec.input_shape), dtype)
+
+
+def zero_probes(params: Params, x: jax.Array, model: str | Net = DEFAULT_MODEL) -> Arrays:
+    """Zeros shaped like each site's output, in the parameters' dtype."""
+    dtype = jax.tree.leaves(params)[0].dtype
+    return {k: jnp.zeros(s, dtype) for k, s in output_shapes(x.shape[0], model).items()}
 
 
 def output_cotangents(
-    params: Params, x: jax.Array, y: jax.Array, loss: str
-) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-    """(layer inputs, d(sum of per-example losses)/d(layer outputs)), both keyed by layer name."""
-    probes = {k: jnp.zeros(s, x.dtype) for k, s in output_shapes(x.shape[0]).items()}
-
-    def total(p: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
-        logits, inputs = forward_to_outputs(params, x, p)
+    params: Params, x: jax.Array, y: jax.Array, loss: str, model: str | Net = DEFAULT_MODEL
+) -> tuple[Arrays, Arrays]:
+    """(site inputs, d(sum of per-example losses)/d(site outputs)), both keyed by site."""
+    def total(p: Arrays) -> tuple[jax.Array, Arrays]:
+        logits, inputs = forward_to_outputs(params, x, p, model)
         return loss_fn(logits, y, loss) * x.shape[0], inputs  # mean -> sum: per-example cotangents
 
-    cots, inputs = jax.grad(total, has_aux=True)(probes)
+    cots, inputs = jax.grad(total, has_aux=True)(zero_probes(params, x, model))
     return inputs, cots
 
 
-def _conv_rule(a: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """a: (B, H, W, C_in), g: (B, H', W', C_out) -> kernel (B, k, k, C_in, C_out) HWIO, bias (B, C_out).
-
-    Kernel tap (i, j) is the batched matmul  a[:, i:i+H', j:j+W', :]^T g  over the H'W' positions: k*k
-    dots on shifted slices, no im2col buffer. ``lax.conv_general_dilated_patches`` + einsum was 2-3x slower
-    for conv2 on XLA:CPU (its patches are a grouped convolution, jax#13800): 128 vs 43-56 ms at B=64,
-    380 vs 190-215 ms at B=256 (float32, medians of 7, default malloc); whole per_layer_grads 228 -> 198 ms
-    (B=64) and 910 -> 760 ms (B=256). Stacking the 9 slices into one (B, H'W', 9 C_in) im2col matrix and
-    one dot was in between (72-101 / 280-300 ms); a conv with the samples as feature groups was slowest.
-    """
-    b, h, w, c_out = g.shape
-    gm = g.reshape(b, h * w, c_out)
-    dims = (((1,), (1,)), ((0,), (0,)))  # contract positions, batch over samples
-    taps = [
-        jax.lax.dot_general(a[:, i:i + h, j:j + w, :].reshape(b, h * w, -1), gm, dims, precision=PRECISION)
-        for i in range(KERNEL) for j in range(KERNEL)
-    ]  # each (B, C_in, C_out)
-    kernel = jnp.stack(taps, axis=1).reshape(b, KERNEL, KERNEL, a.shape[-1], c_out)
-    return kernel, g.sum(axis=(1, 2))
+def layer_grads(name: str, layer: nnx.Module, inputs: Arrays, cots: Arrays) -> Arrays:
+    """{native leaf: (B, *shape)} of one layer, summed over its sites."""
+    total: Arrays = {}
+    for site in (s for s in inputs if site_layer(s) == name):
+        for leaf, v in rules.per_example(layer, inputs[site], cots[site]).items():
+            total[leaf] = v if leaf not in total else total[leaf] + v
+    return total
 
 
-def _linear_rule(a: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """a: (B, in), g: (B, out) -> kernel (B, in, out) = outer products, bias (B, out) = g.
-
-    XLA:CPU emits this as one broadcast-multiply loop fusion at ~4 GB/s, 3.5x slower than filling the same
-    buffer (fc1, B=64, non-releasing malloc: 70 vs 20 ms). No rewrite helped (all within noise or slower):
-    broadcast multiply in either operand order, ``dot_general`` with a size-1 contraction, the (B, out, in)
-    product, a zero-padded K=2 or K=8 batched matmul, ``vmap(jnp.outer)``, ``lax.map`` / ``fori_loop`` over
-    samples, or the XLA flags ``xla_cpu_prefer_vector_width`` and ``xla_cpu_enable_fast_math``.
-    """
-    return jnp.einsum("bi,bo->bio", a, g, precision=PRECISION), g
+def fill(params: Params, per_layer: dict[str, Arrays], model: str | Net = DEFAULT_MODEL) -> Params:
+    """A State shaped like ``params`` with {layer: {native leaf: value}} filled in."""
+    paths = {path_name(p): p for p, _ in param_modules(resolve(model).abstract_module)}
+    flat = {(paths[name], leaf): v for name, leaves in per_layer.items() for leaf, v in leaves.items()}
+    out = jax.tree.map(lambda v: v, params)  # a fresh State of the same structure to fill
+    nnx.replace_by_pure_dict(out, nested(flat))
+    return out
 
 
-RULES = {"conv1": _conv_rule, "conv2": _conv_rule, "fc1": _linear_rule, "fc2": _linear_rule}
-
-
-def _batch_grads(params: Params, x: jax.Array, y: jax.Array, loss: str) -> Params:
-    inputs, cots = output_cotangents(params, x, y, loss)
-    pure = {}
-    for layer, rule in RULES.items():
-        kernel, bias = rule(inputs[layer], cots[layer])
-        pure[layer] = {"kernel": kernel, "bias": bias}
-    grads = jax.tree.map(lambda v: v, params)  # a fresh State of the same structure to fill
-    nnx.replace_by_pure_dict(grads, pure)
-    return grads
+def _batch_grads(params: Params, x: jax.Array, y: jax.Array, loss: str, model: str | Net) -> Params:
+    inputs, cots = output_cotangents(params, x, y, loss, model)
+    return fill(params, {name: layer_grads(name, layer, inputs, cots)
+                         for name, layer in layers(params, model).items()}, model)
 
 
 def per_layer_grads(
-    params: Params, x: jax.Array, y: jax.Array, *, loss: str, chunk_size: int | None = None
+    params: Params, x: jax.Array, y: jax.Array, *, loss: str, chunk_size: int | None = None,
+    model: str | Net = DEFAULT_MODEL,
 ) -> Params:
     """Per-sample gradients: an ``nnx.State`` like ``params`` with a leading (B,) axis on every leaf.
 
@@ -115,9 +157,18 @@ def per_layer_grads(
     (it vmaps the one-example rules, which batches their convolutions and products back into one chunk pass).
     """
     if chunk_size is None:
-        return _batch_grads(params, x, y, loss)
+        return _batch_grads(params, x, y, loss, model)
 
     def one(xy: tuple[jax.Array, jax.Array]) -> Params:
-        return jax.tree.map(lambda v: v[0], _batch_grads(params, xy[0][None], xy[1][None], loss))
+        return jax.tree.map(lambda v: v[0], _batch_grads(params, xy[0][None], xy[1][None], loss, model))
 
     return jax.lax.map(one, (x, y), batch_size=chunk_size)
+
+
+def _seed_rules() -> dict[str, object]:
+    """{layer: rule(a, g)} of the default model, for ``compare.profile``'s per-layer stages."""
+    found = {path_name(p): m for p, m in param_modules(resolve(DEFAULT_MODEL).abstract_module)}
+    return {name: (lambda a, g, layer=layer: rules.per_example(layer, a, g)) for name, layer in found.items()}
+
+
+RULES = _seed_rules()

@@ -5,7 +5,9 @@ Methods (``METHODS``):
   vmap        ``jit(vmap(grad(loss)))``, the idiomatic JAX method;
   vmap_nojit  ``vmap(grad(loss))`` run op by op, to show what ``jit`` buys;
   per_layer   explicit per-layer rules from one batched forward/backward (``jax_impl.per_layer``), jitted;
-  vmap_patches  ``jit(vmap(grad))`` of the model with convolutions as patches + dot (``jax_impl.model_patches``).
+  vmap_patches  ``jit(vmap(grad))`` of the model with convolutions as patches + dot (``jax_impl.model_patches``);
+              only where the workload has convolutions (``applicable_methods``).
+Every function takes ``model=`` (a ``compare.spec.MODELS`` name, default "seed_cnn", or a ``model.Net``).
 ``native_fn`` returns the framework-native callable ``(params, x, y) -> State with (B, *shape) leaves`` that
 the benchmarks time; ``per_sample_grads`` is the canonical numpy-in/numpy-out API shared with ``torch_impl``.
 """
@@ -21,6 +23,8 @@ from flax import nnx
 
 from compare.spec import (
     DEFAULT_LOSS,
+    DEFAULT_MODEL,
+    InputError,
     check_batch,
     check_chunk_size,
     check_dtype,
@@ -29,7 +33,7 @@ from compare.spec import (
     check_output_fits,
 )
 from jax_impl import model_patches
-from jax_impl.model import apply, loss_fn
+from jax_impl.model import Net, apply, loss_fn, resolve
 from jax_impl.per_layer import per_layer_grads
 from jax_impl.weights import JAX_DTYPES, resolve_device, to_canonical, to_native
 
@@ -42,13 +46,28 @@ Params = nnx.State
 GradFn = Callable[[Params, jax.Array, jax.Array], Params]
 
 
-def batch_loss(params: Params, x: jax.Array, y: jax.Array, loss: str) -> jax.Array:
-    return loss_fn(apply(params, x), y, loss)
+def applicable_methods(model: str | Net = DEFAULT_MODEL) -> dict[str, str | None]:
+    """{method: None if it applies to this workload, else the reason it does not}, over METHODS."""
+    spec = resolve(model).spec
+    out: dict[str, str | None] = {m: None for m in METHODS}
+    if not spec.has_conv:
+        out["vmap_patches"] = "not applicable: no convolution"
+    return out
 
 
-def sample_loss(params: Params, x: jax.Array, y: jax.Array, loss: str) -> jax.Array:
-    """Loss of ONE example (x: (1, 28, 28), y: ()) as a batch of one, exactly as the seed does."""
-    return batch_loss(params, x[None], y[None], loss)
+def _check_applicable(method: str, model: str | Net) -> None:
+    reason = applicable_methods(model).get(method)
+    if reason is not None:
+        raise InputError(f"jax method {method!r} on model {resolve(model).spec.name!r}: {reason}")
+
+
+def batch_loss(params: Params, x: jax.Array, y: jax.Array, loss: str, model: str | Net = DEFAULT_MODEL) -> jax.Array:
+    return loss_fn(apply(params, x, model), y, loss)
+
+
+def sample_loss(params: Params, x: jax.Array, y: jax.Array, loss: str, model: str | Net = DEFAULT_MODEL) -> jax.Array:
+    """Loss of ONE example (x: one example's input, y: ()) as a batch of one, exactly as the seed does."""
+    return batch_loss(params, x[None], y[None], loss, model)
 
 
 def _loop(params: Params, x: jax.Array, y: jax.Array, step: GradFn) -> Params:
@@ -56,7 +75,7 @@ def _loop(params: Params, x: jax.Array, y: jax.Array, step: GradFn) -> Params:
     return jax.tree.map(lambda *g: jnp.stack(g), *grads)
 
 
-def _vmap(loss: str, chunk_size: int | None, forward: Callable[[Params, jax.Array], jax.Array] = apply) -> GradFn:
+def _vmap(loss: str, chunk_size: int | None, forward: Callable[[Params, jax.Array], jax.Array]) -> GradFn:
     """vmap of one example's gradient; ``forward`` is the model's apply (standard or patches convolutions)."""
     sample_grad = jax.grad(lambda p, x, y: loss_fn(forward(p, x[None]), y[None], loss))
     if chunk_size is None:
@@ -65,37 +84,51 @@ def _vmap(loss: str, chunk_size: int | None, forward: Callable[[Params, jax.Arra
     return lambda params, x, y: jax.lax.map(lambda xy: sample_grad(params, *xy), (x, y), batch_size=chunk_size)
 
 
-@lru_cache(maxsize=None)  # one jit/compile per (method, loss, chunk): no recompiling per call
-def native_fn(method: str = "vmap", *, loss: str = DEFAULT_LOSS, chunk_size: int | None = None) -> GradFn:
+@lru_cache(maxsize=None)  # one jit/compile per (method, loss, chunk, model): no recompiling per call
+def native_fn(
+    method: str = "vmap", *, loss: str = DEFAULT_LOSS, chunk_size: int | None = None,
+    model: str | Net = DEFAULT_MODEL,
+) -> GradFn:
     """The framework-native per-sample gradient function: ``(params, x, y) -> State of (B, *shape)``."""
     check_loss(loss)
     check_chunk_size(chunk_size)
     check_method(method, METHODS, chunk_size)
+    _check_applicable(method, model)
+    forward = partial(apply, model=model)
     if method == "loop":
-        return partial(_loop, step=jax.jit(jax.grad(partial(sample_loss, loss=loss))))
+        return partial(_loop, step=jax.jit(jax.grad(partial(sample_loss, loss=loss, model=model))))
     if method == "vmap":
-        return jax.jit(_vmap(loss, chunk_size))
+        return jax.jit(_vmap(loss, chunk_size, forward))
     if method == "per_layer":
-        return jax.jit(partial(per_layer_grads, loss=loss, chunk_size=chunk_size))
+        return jax.jit(partial(per_layer_grads, loss=loss, chunk_size=chunk_size, model=model))
     if method == "vmap_patches":
-        return jax.jit(_vmap(loss, chunk_size, model_patches.apply))
-    return _vmap(loss, chunk_size)
+        return jax.jit(_vmap(loss, chunk_size, partial(model_patches.apply, model=model)))
+    return _vmap(loss, chunk_size, forward)
 
 
-def reference_fn(*, loss: str = DEFAULT_LOSS) -> GradFn:
+def reference_fn(*, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL) -> GradFn:
     """Ordinary training's gradient: one batched forward+backward of the mean loss (no per-sample axis)."""
-    return jax.jit(jax.grad(partial(batch_loss, loss=check_loss(loss))))
+    resolve(model)
+    return jax.jit(jax.grad(partial(batch_loss, loss=check_loss(loss), model=model)))
+
+
+def native_x(x: np.ndarray, dtype: str, dev: jax.Device) -> jax.Array:
+    """A checked numpy input batch -> a device array: floats in ``dtype``, token ids as int32."""
+    if np.issubdtype(x.dtype, np.integer):
+        return jax.device_put(x.astype(np.int32), dev)
+    return jax.device_put(x.astype(JAX_DTYPES[dtype]), dev)
 
 
 def native_inputs(
-    weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, dtype: str = "float32", device: str | None = None
+    weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, dtype: str = "float32", device: str | None = None,
+    model: str | Net = DEFAULT_MODEL,
 ) -> tuple[Params, jax.Array, jax.Array]:
     """Validate, then move canonical weights and a numpy batch onto ``device`` in ``dtype``."""
     check_dtype(dtype)
-    check_batch(x, y)
+    check_batch(x, y, resolve(model).spec)
     dev = resolve_device(device)
-    params = to_native(weights, dtype, device)
-    xj = jax.device_put(x.astype(JAX_DTYPES[dtype]), dev)
+    params = to_native(weights, dtype, device, model=model)
+    xj = native_x(x, dtype, dev)
     yj = jax.device_put(y.astype(np.int32), dev)
     return params, xj, yj
 
@@ -110,11 +143,12 @@ def per_sample_grads(
     dtype: str = "float32",
     chunk_size: int | None = None,
     device: str | None = None,
+    model: str | Net = DEFAULT_MODEL,
 ) -> dict[str, np.ndarray]:
     """Per-sample gradients in canonical names/layouts with a leading batch axis: ``{name: (B, *shape)}``."""
-    fn = native_fn(method, loss=loss, chunk_size=chunk_size)
-    params, xj, yj = native_inputs(weights, x, y, dtype=dtype, device=device)
-    check_output_fits(x.shape[0], dtype)
+    fn = native_fn(method, loss=loss, chunk_size=chunk_size, model=model)
+    params, xj, yj = native_inputs(weights, x, y, dtype=dtype, device=device, model=model)
+    check_output_fits(x.shape[0], dtype, resolve(model).spec)
     try:
         grads = jax.block_until_ready(fn(params, xj, yj))
     except jax.errors.JaxRuntimeError as err:
@@ -123,4 +157,4 @@ def per_sample_grads(
                 f"jax method {method!r} ran out of device memory at B={x.shape[0]}; pass chunk_size to bound it"
             ) from err
         raise
-    return to_canonical(grads, batch_axis=True)
+    return to_canonical(grads, batch_axis=True, model=model)

@@ -1,40 +1,74 @@
 """Canonical (state_dict names/layouts, numpy) <-> native Flax NNX ``nnx.State``.
 
-Every layout change between the frameworks is listed once, in ``LAYOUT``:
-  conv  OIHW -> HWIO                    permutation (2, 3, 1, 0)
-  fc1   (128, 9216) with inputs in (C, H, W) order -> (9216, 128) with inputs in (H, W, C) order:
-        viewed as (O, C, 12, 12) it is a 12x12 "conv" kernel, so it takes the conv permutation too.
-        This is the one place where the NCHW-vs-NHWC flatten order is handled.
-  fc2   (out, in) -> (in, out)          permutation (1, 0)
-  bias  unchanged.
+Every layout change between the frameworks is a rule per layer KIND, ``KIND_LAYOUTS`` (native leaf ->
+(canonical leaf, permutation applied to the canonical array)), listed once:
+  nnx.Linear  kernel (in, out)  <- weight (out, in)       permutation (1, 0)
+  nnx.Conv    kernel HWIO       <- weight OIHW            permutation (2, 3, 1, 0)
+  nnx.Embed   embedding (V, d)  <- weight (V, d)          unchanged
+  bias        unchanged; a layer of any other kind keeps its leaf names and layouts.
+The table per workload (``layout(model)``) is derived from the module itself: canonical name = the module's
+path joined by "." + the canonical leaf, exactly torch's ``state_dict`` key since both sides use the same
+attribute names. The flatten order before a linear layer is handled in the model (``models.common``), not here.
 """
 from __future__ import annotations
+
+from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from compare.spec import PARAM_SHAPES, DeviceError, InputError
+from compare.spec import DEFAULT_MODEL, DeviceError, InputError
 from compare.weights import validate_weights
-from jax_impl.model import ABSTRACT_STATE
+from jax_impl.model import Net, resolve
 
 OIHW_TO_HWIO = (2, 3, 1, 0)
-FC1_AS_CONV = (128, 64, 12, 12)  # fc1.weight viewed as (O, C, H, W)
-
-# canonical name -> (native module, native leaf, permutation or None, reshape-before-permute or None)
-LAYOUT: dict[str, tuple[str, str, tuple[int, ...] | None, tuple[int, ...] | None]] = {
-    "conv1.weight": ("conv1", "kernel", OIHW_TO_HWIO, None),
-    "conv1.bias": ("conv1", "bias", None, None),
-    "conv2.weight": ("conv2", "kernel", OIHW_TO_HWIO, None),
-    "conv2.bias": ("conv2", "bias", None, None),
-    "fc1.weight": ("fc1", "kernel", OIHW_TO_HWIO, FC1_AS_CONV),
-    "fc1.bias": ("fc1", "bias", None, None),
-    "fc2.weight": ("fc2", "kernel", (1, 0), None),
-    "fc2.bias": ("fc2", "bias", None, None),
+KIND_LAYOUTS: dict[type, dict[str, tuple[str, tuple[int, ...] | None]]] = {
+    nnx.Linear: {"kernel": ("weight", (1, 0)), "bias": ("bias", None)},
+    nnx.Conv: {"kernel": ("weight", OIHW_TO_HWIO), "bias": ("bias", None)},
+    nnx.Embed: {"embedding": ("weight", None)},
 }
 
+Path = tuple  # a module's path in the graph: attribute names and list indices
+Entry = tuple[Path, str, "tuple[int, ...] | None"]  # (module path, native leaf, permutation or None)
+
 JAX_DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+
+
+def own_params(module: nnx.Module) -> list[str]:
+    """The module's direct parameter leaves (not its children's), in attribute order."""
+    return [k for k, v in vars(module).items() if isinstance(v, nnx.Param)]
+
+
+def param_modules(root: nnx.Module) -> list[tuple[Path, nnx.Module]]:
+    """(path, module) of every module in the graph that owns parameters directly."""
+    return [(p, m) for p, m in nnx.iter_graph(root) if isinstance(m, nnx.Module) and own_params(m)]
+
+
+def path_name(path: Path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+@lru_cache(maxsize=None)
+def _layout(net: Net) -> dict[str, Entry]:
+    table: dict[str, Entry] = {}
+    for path, module in param_modules(net.abstract_module):
+        rules = KIND_LAYOUTS.get(type(module), {})
+        for leaf in own_params(module):
+            canonical_leaf, perm = rules.get(leaf, (leaf, None))
+            table[f"{path_name(path)}.{canonical_leaf}" if path else canonical_leaf] = (path, leaf, perm)
+    expected = net.spec.param_shapes
+    assert set(table) == set(expected), f"{net.spec.name}: native params {sorted(table)} != canonical {list(expected)}"
+    return {name: table[name] for name in expected}
+
+
+def layout(model: str | Net = DEFAULT_MODEL) -> dict[str, Entry]:
+    """{canonical name: (module path, native leaf, permutation)} in canonical (state_dict) order."""
+    return _layout(resolve(model))
+
+
+LAYOUT = layout(DEFAULT_MODEL)  # the seed's table
 
 
 def resolve_device(device: str | None) -> jax.Device:
@@ -54,56 +88,63 @@ def resolve_device(device: str | None) -> jax.Device:
     raise InputError(f"unknown device {device!r}; expected 'cpu', 'cuda'/'gpu' or None")
 
 
-def _native_shape(name: str) -> tuple[int, ...]:
-    _, _, perm, view = LAYOUT[name]
-    shape = view or PARAM_SHAPES[name]
-    if perm is None:
-        return shape
-    permuted = tuple(shape[p] for p in perm)
-    return permuted if view is None else (int(np.prod(permuted[:-1])), permuted[-1])
+def canonical_to_native_array(name: str, a: np.ndarray, model: str | Net = DEFAULT_MODEL) -> np.ndarray:
+    _, _, perm = layout(model)[name]
+    out = a if perm is None else np.transpose(a, perm)
+    expected = tuple(resolve(model).spec.param_shapes[name][p] for p in perm) if perm else a.shape
+    assert out.shape == expected, f"{name}: native shape {out.shape} != {expected}"
+    return np.ascontiguousarray(out)
 
 
-def canonical_to_native_array(name: str, a: np.ndarray) -> np.ndarray:
-    _, _, perm, view = LAYOUT[name]
-    if view is not None:
-        a = a.reshape(view)
-    if perm is not None:
-        a = np.transpose(a, perm)
-    if view is not None:
-        a = a.reshape(-1, a.shape[-1])
-    assert a.shape == _native_shape(name), f"{name}: native shape {a.shape} != {_native_shape(name)}"
-    return np.ascontiguousarray(a)
-
-
-def native_to_canonical_array(name: str, a: np.ndarray, batch_axis: bool = False) -> np.ndarray:
+def native_to_canonical_array(
+    name: str, a: np.ndarray, batch_axis: bool = False, model: str | Net = DEFAULT_MODEL
+) -> np.ndarray:
     """Inverse of ``canonical_to_native_array``; with ``batch_axis`` the leading axis is carried along."""
-    _, _, perm, view = LAYOUT[name]
-    lead = a.shape[:1] if batch_axis else ()
-    assert a.shape[len(lead):] == _native_shape(name), f"{name}: native shape {a.shape[len(lead):]}"
-    if view is not None:
-        a = a.reshape(*lead, *(view[p] for p in perm))
+    _, _, perm = layout(model)[name]
+    lead = 1 if batch_axis else 0
     if perm is not None:
-        inverse = tuple(int(i) + len(lead) for i in np.argsort(perm))
-        a = np.transpose(a, (*range(len(lead)), *inverse))
-    a = a.reshape(*lead, *PARAM_SHAPES[name])
+        inverse = tuple(int(i) + lead for i in np.argsort(perm))
+        a = np.transpose(a, (*range(lead), *inverse))
+    shape = resolve(model).spec.param_shapes[name]
+    assert a.shape[lead:] == shape, f"{name}: canonical shape {a.shape[lead:]} != {shape}"
     return np.ascontiguousarray(a)
 
 
-def to_native(weights: dict[str, np.ndarray], dtype: str = "float32", device: str | None = None) -> nnx.State:
-    validate_weights(weights)
+def _get(tree: dict, path: Path, leaf: str) -> object:
+    for p in path:
+        tree = tree[p]
+    return tree[leaf]
+
+
+def nested(flat: dict[tuple[Path, str], object]) -> dict:
+    """{(path, leaf): value} -> the nested pure dict ``nnx.replace_by_pure_dict`` takes."""
+    pure: dict = {}
+    for (path, leaf), value in flat.items():
+        node = pure
+        for p in path:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return pure
+
+
+def to_native(
+    weights: dict[str, np.ndarray], dtype: str = "float32", device: str | None = None,
+    model: str | Net = DEFAULT_MODEL,
+) -> nnx.State:
+    net = resolve(model)
+    validate_weights(weights, model=net.spec)
     dev = resolve_device(device)
-    pure: dict[str, dict[str, jax.Array]] = {}
-    for name, (module, leaf, _, _) in LAYOUT.items():
-        arr = canonical_to_native_array(name, weights[name]).astype(JAX_DTYPES[dtype])
-        pure.setdefault(module, {})[leaf] = jax.device_put(arr, dev)
-    state = jax.tree.map(lambda v: v, ABSTRACT_STATE)  # a fresh State to fill, not the shared template
-    nnx.replace_by_pure_dict(state, pure)
+    flat = {(path, leaf): jax.device_put(canonical_to_native_array(name, weights[name], net)
+                                         .astype(JAX_DTYPES[dtype]), dev)
+            for name, (path, leaf, _) in layout(net).items()}
+    state = jax.tree.map(lambda v: v, net.abstract_state)  # a fresh State to fill, not the shared template
+    nnx.replace_by_pure_dict(state, nested(flat))
     return state
 
 
-def to_canonical(params: nnx.State, batch_axis: bool = False) -> dict[str, np.ndarray]:
+def to_canonical(params: nnx.State, batch_axis: bool = False, model: str | Net = DEFAULT_MODEL) -> dict[str, np.ndarray]:
     pure = nnx.to_pure_dict(params)
     return {
-        name: native_to_canonical_array(name, np.asarray(pure[module][leaf]), batch_axis)
-        for name, (module, leaf, _, _) in LAYOUT.items()
+        name: native_to_canonical_array(name, np.asarray(_get(pure, path, leaf)), batch_axis, model)
+        for name, (path, leaf, _) in layout(model).items()
     }

@@ -231,13 +231,13 @@ def test_peer_step_equals_materialize(fw, loss, clip_kind):
 def test_conv_norm_rules_agree(fw, monkeypatch):
     """Both measured conv rules ("materialize", "gram") give the same per-layer squared norms (float64)."""
     ghost, per_layer = impl_module(fw, "ghost"), impl_module(fw, "per_layer")
+    conv = importlib.import_module(f"{fw}_impl.rules.conv")
     params, x, y = inputs(fw, "float64")
     a, g = per_layer.output_cotangents(params, x, y, "seed")
     by_rule = {}
     for rule in ("materialize", "gram"):
-        for layer in ("conv1", "conv2"):
-            monkeypatch.setitem(ghost.CONV_NORM_RULES, layer, rule)
-        by_rule[rule] = {k: np.asarray(v) for k, v in ghost.layer_norms_sq(a, g).items()}
+        monkeypatch.setattr(conv, "NORM_RULE", rule)
+        by_rule[rule] = {k: np.asarray(v) for k, v in ghost.layer_norms_sq(a, g, params=params).items()}
     for layer in ("conv1", "conv2", "fc1", "fc2"):
         np.testing.assert_allclose(by_rule["gram"][layer], by_rule["materialize"][layer], rtol=F64)
     total = np.sqrt(sum(by_rule["gram"].values()))
@@ -246,14 +246,14 @@ def test_conv_norm_rules_agree(fw, monkeypatch):
 
 @pytest.mark.parametrize("rule", ["materialize", "gram"])
 def test_torch_bk_in_chunks_with_either_conv_rule(rule, monkeypatch):
-    """torch's bk walks the conv layers CONV_CHUNK examples at a time (memory); chunks of 4 over B=6 (one full,
-    one partial) and both conv rules (per-example grads summed, or one weight-gradient per chunk) still give
-    the materialized update, mask included."""
+    """torch's bk walks the materialised layers CHUNK examples at a time (memory); chunks of 4 over B=6 (one
+    full, one partial) and both conv rules (per-example grads summed per chunk, or one weight-gradient of the
+    whole batch) still give the materialized update, mask included."""
     from torch_impl import ghost
+    from torch_impl.rules import conv
 
-    monkeypatch.setattr(ghost, "CONV_CHUNK", 4)
-    for layer in ("conv1", "conv2"):
-        monkeypatch.setitem(ghost.CONV_NORM_RULES, layer, rule)
+    monkeypatch.setattr(ghost, "CHUNK", 4)
+    monkeypatch.setattr(conv, "NORM_RULE", rule)
     dp, wmod, loss = impl_module("torch", "dp"), impl_module("torch", "weights"), "nll_log_softmax"
     params, x, y = inputs("torch", "float64")
     clip, mask = median_clip("torch", loss), np.array([1, 1, 0, 1, 1, 1.0])

@@ -111,7 +111,7 @@ def test_unknown_loss(framework: str, logits_and_labels):
         loss_on(framework, logits, y, "cross_entropy")
 
 
-# --- the flatten order before fc1 (torch: C,H,W; JAX runs NHWC and flattens H,W,C) --------------------------
+# --- the flatten order before fc1 (torch: C,H,W; JAX runs NHWC and flattens C,H,W too) --------------------------
 
 PROBE = (5, 3, 7)  # the (c, h, w) feature that fc1's first unit reads
 BIAS = 100.0  # keeps fc1's ReLU open, so logit 0 = feature + BIAS exactly
@@ -146,13 +146,14 @@ def test_fc1_reads_the_same_feature_on_both_sides(weights):
         np.testing.assert_array_equal(logits[:, 1:], 0.0)
 
 
-def test_fc1_without_the_permutation_would_be_caught(weights):
-    """A plain transpose of fc1 (no (C,H,W) -> (H,W,C) permutation) reads the wrong feature in JAX."""
+def test_an_nhwc_flatten_would_be_caught(weights, monkeypatch):
+    """JAX flattens in torch's (C, H, W) order (``models.common.flatten_chw``), so fc1's kernel is the plain
+    transpose of the canonical weight (one layout rule per layer kind). Flattening the NHWC map as it lies
+    would read another feature: the probe above catches it."""
+    import jax_impl.models.seed_cnn as seed
+
     x, _ = make_batch(4, seed=5)
     w = probe_weights(weights)
-    params = jw.to_native(w, "float64", "cpu")
-    pure = nnx.to_pure_dict(params)
-    pure["fc1"]["kernel"] = jnp.asarray(w["fc1.weight"].T, jnp.float64)
-    nnx.replace_by_pure_dict(params, pure)
     feature = torch_features(w, x)[(slice(None), *PROBE)]
-    assert np.abs(jax_logits(w, x, params)[:, 0] - BIAS - feature).min() > 1e-3
+    monkeypatch.setattr(seed, "flatten_chw", lambda h: h.reshape(h.shape[0], -1))
+    assert np.abs(jax_logits(w, x)[:, 0] - BIAS - feature).min() > 1e-3

@@ -235,8 +235,8 @@ def test_jax_layout_lists_every_parameter_and_matches_the_flax_shapes():
 
     assert set(LAYOUT) == set(PARAM_SHAPES)
     flax_shapes = {m: {leaf: v.shape for leaf, v in d.items()} for m, d in nnx.to_pure_dict(ABSTRACT_STATE).items()}
-    for name, (module, leaf, _, _) in LAYOUT.items():
-        assert canonical_to_native_array(name, random_weights(0)[name]).shape == flax_shapes[module][leaf], name
+    for name, (path, leaf, _) in LAYOUT.items():
+        assert canonical_to_native_array(name, random_weights(0)[name]).shape == flax_shapes[path[0]][leaf], name
 
 
 def test_jax_conv_kernel_is_hwio():

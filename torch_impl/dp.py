@@ -29,17 +29,16 @@ import torch
 from torch.func import functional_call, grad_and_value, vmap
 
 from compare.training.privacy import check_dp_params
-from compare.spec import DEFAULT_LOSS, check_dtype, check_loss
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_batch, check_dtype, check_loss
 from torch_impl import ghost
-from torch_impl.model import SimpleCNN
-from torch_impl.per_sample import batch_loss, native_fn, sample_loss
-from torch_impl.weights import TORCH_DTYPES, resolve_device, to_native
+from torch_impl.model import Net, resolve
+from torch_impl.per_sample import batch_loss, native_fn, native_x, sample_loss
+from torch_impl.weights import resolve_device, to_native
 
 Params = dict[str, torch.Tensor]
 DPStepFn = Callable[[Params, torch.Tensor, torch.Tensor, "Params | None"], tuple[Params, torch.Tensor]]
 SGDStepFn = Callable[[Params, torch.Tensor, torch.Tensor], tuple[Params, torch.Tensor]]
 
-_TEMPLATE = SimpleCNN().to("meta")  # structure only; parameters travel in the dicts given to functional_call
 CLIPPINGS: tuple[str, ...] = ("materialize", "ghost", "bk")
 
 
@@ -75,19 +74,22 @@ def private_mean(
     return out
 
 
-def _per_example_fn(method: str, loss: str) -> Callable[[Params, torch.Tensor, torch.Tensor], tuple[Params, torch.Tensor]]:
+def _per_example_fn(
+    method: str, loss: str, model: str | Net = DEFAULT_MODEL
+) -> Callable[[Params, torch.Tensor, torch.Tensor], tuple[Params, torch.Tensor]]:
     """``(params, x, y) -> (per-example grads, per-example losses (B,))`` with any ``per_sample.METHODS`` method.
 
     'vmap' gets the losses from the same pass (``grad_and_value``); other methods return gradients only, so
     their losses cost one extra batched forward.
     """
     if method == "vmap":
-        return vmap(grad_and_value(partial(sample_loss, loss=loss)), in_dims=(None, 0, 0))
-    grads_fn = native_fn(method, loss=loss)
+        return vmap(grad_and_value(partial(sample_loss, loss=loss, model=model)), in_dims=(None, 0, 0))
+    grads_fn = native_fn(method, loss=loss, model=model)
+    template = resolve(model).module  # structure only; parameters travel in the dicts given to functional_call
 
     def with_losses(params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[Params, torch.Tensor]:
         with torch.no_grad():
-            losses = ghost.example_losses(functional_call(_TEMPLATE, params, (x,)), y, loss)
+            losses = ghost.example_losses(functional_call(template, params, (x,)), y, loss)
         return grads_fn(params, x, y), losses
 
     return with_losses
@@ -99,14 +101,14 @@ def check_clipping(clipping: str) -> str:
     return clipping
 
 
-def _check_mask(mask: object, x: torch.Tensor) -> torch.Tensor | None:
-    """None, or the mask as a (B,) tensor in x's dtype (bool and 0/1 floats accepted)."""
+def _check_mask(mask: object, x: torch.Tensor, params: Params) -> torch.Tensor | None:
+    """None, or the mask as a (B,) tensor in the parameters' dtype (bool and 0/1 floats accepted)."""
     if mask is None:
         return None
     m = torch.as_tensor(mask, device=x.device)
     if m.shape != (x.shape[0],):
         raise ValueError(f"mask must have shape ({x.shape[0]},) like the batch; got {tuple(m.shape)}")
-    return m.to(x.dtype)
+    return m.to(next(iter(params.values())).dtype)
 
 
 def clipped_grad_sum(
@@ -119,21 +121,23 @@ def clipped_grad_sum(
     clipping: str = "materialize",
     per_sample_method: str = "vmap",
     mask: torch.Tensor | None = None,
+    model: str | Net = DEFAULT_MODEL,
 ) -> tuple[Params, torch.Tensor]:
     """(sum_b m_b f_b g_b {name: shape}, sum_b m_b loss_b scalar): SUMS, for a data-parallel all-reduce.
 
     f_b = min(1, clip / ||g_b||) (NaN -> 1; clip = inf -> 1); mask (B,) bool/0-1 float, 0 = padding example
     (contributes nothing; None = all ones). ``per_sample_method`` is used by "materialize" only.
-    x: (B, 1, 28, 28) NCHW, y: (B,) int64.
+    x: the workload's batch (seed_cnn: (B, 1, 28, 28) NCHW), y: (B,) int64.
     """
     check_clipping(clipping)
     check_loss(loss)
-    m = _check_mask(mask, x)
+    resolve(model)
+    m = _check_mask(mask, x, params)
     if clipping == "ghost":
-        return ghost.ghost_clipped_sum(params, x, y, clip=clip, loss=loss, mask=m)
+        return ghost.ghost_clipped_sum(params, x, y, clip=clip, loss=loss, mask=m, model=model)
     if clipping == "bk":
-        return ghost.bk_clipped_sum(params, x, y, clip=clip, loss=loss, mask=m)
-    grads, losses = _per_example_fn(per_sample_method, loss)(params, x, y)
+        return ghost.bk_clipped_sum(params, x, y, clip=clip, loss=loss, mask=m, model=model)
+    grads, losses = _per_example_fn(per_sample_method, loss, model)(params, x, y)
     weights = clip_factors(grads, clip)
     if m is not None:
         weights, losses = weights * m, losses * m
@@ -148,13 +152,14 @@ def per_example_norms(
     loss: str = DEFAULT_LOSS,
     clipping: str = "ghost",
     per_sample_method: str = "vmap",
+    model: str | Net = DEFAULT_MODEL,
 ) -> torch.Tensor:
     """(B,) each example's global gradient L2 norm by ``clipping``'s route ("ghost" and "bk" share theirs)."""
     check_clipping(clipping)
     check_loss(loss)
     if clipping == "materialize":
-        return _materialized_norms(_per_example_fn(per_sample_method, loss)(params, x, y)[0])
-    return ghost.ghost_norms(params, x, y, loss=loss)
+        return _materialized_norms(_per_example_fn(per_sample_method, loss, model)(params, x, y)[0])
+    return ghost.ghost_norms(params, x, y, loss=loss, model=model)
 
 
 def noisy_update(
@@ -187,6 +192,7 @@ def make_step(
     loss: str = DEFAULT_LOSS,
     per_sample_method: str = "vmap",
     clipping: str = "materialize",
+    model: str | Net = DEFAULT_MODEL,
 ) -> DPStepFn:
     """One DP-SGD step ``step(params, x, y, noise) -> (new_params, mean loss before the step)``:
     ``clipped_grad_sum`` then ``noisy_update`` with batch_size = B.
@@ -198,12 +204,13 @@ def make_step(
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
     check_clipping(clipping)
     check_loss(loss)
+    resolve(model)
 
     def step(params: Params, x: torch.Tensor, y: torch.Tensor, noise: Params | None = None) -> tuple[Params, torch.Tensor]:
         if noise is None and noise_multiplier != 0:  # before the gradient work, not after it
             raise ValueError(f"noise_multiplier={noise_multiplier} needs a noise draw; got noise=None")
         sums, loss_sum = clipped_grad_sum(
-            params, x, y, clip=clip, loss=loss, clipping=clipping, per_sample_method=per_sample_method
+            params, x, y, clip=clip, loss=loss, clipping=clipping, per_sample_method=per_sample_method, model=model
         )
         batch = x.shape[0]
         new = noisy_update(
@@ -214,10 +221,11 @@ def make_step(
     return step
 
 
-def make_sgd_step(*, lr: float, loss: str = DEFAULT_LOSS) -> SGDStepFn:
+def make_sgd_step(*, lr: float, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL) -> SGDStepFn:
     """The non-private baseline: ``step(params, x, y) -> (new_params, loss)`` from the batched mean gradient."""
     check_dp_params(lr=lr, clip=math.inf, noise_multiplier=0.0)
-    value_and_grad = grad_and_value(partial(batch_loss, loss=check_loss(loss)))
+    resolve(model)
+    value_and_grad = grad_and_value(partial(batch_loss, loss=check_loss(loss), model=model))
 
     def step(params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[Params, torch.Tensor]:
         grads, value = value_and_grad(params, x, y)
@@ -233,25 +241,30 @@ def sample_noise(generator: torch.Generator, params: Params) -> Params:
     }
 
 
-def native_noise(noise: dict[str, np.ndarray], *, dtype: str = "float32", device: str | None = None) -> Params:
+def native_noise(
+    noise: dict[str, np.ndarray], *, dtype: str = "float32", device: str | None = None,
+    model: str | Net = DEFAULT_MODEL,
+) -> Params:
     """A shared canonical draw ``{name: float32 array}`` -> native tensors (same values on both sides)."""
-    return to_native(noise, check_dtype(dtype), device)
+    return to_native(noise, check_dtype(dtype), device, model=model)
 
 
 def native_batch(
-    x: np.ndarray, y: np.ndarray, *, dtype: str = "float32", device: str | None = None
+    x: np.ndarray, y: np.ndarray, *, dtype: str = "float32", device: str | None = None,
+    model: str | Net | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A checked numpy batch (see ``compare.spec.check_batch``) -> device tensors."""
+    """A numpy batch -> device tensors (floats in ``dtype``, token ids int64); with ``model``, checked first
+    (see ``compare.spec.check_batch``)."""
+    if model is not None:
+        check_batch(x, y, resolve(model).spec)
     dev = resolve_device(device)
-    return torch.as_tensor(x, dtype=TORCH_DTYPES[check_dtype(dtype)], device=dev), torch.as_tensor(
-        y, dtype=torch.int64, device=dev
-    )
+    return native_x(x, check_dtype(dtype), dev), torch.as_tensor(y, dtype=torch.int64, device=dev)
 
 
-def predict(params: Params, x: torch.Tensor) -> np.ndarray:
+def predict(params: Params, x: torch.Tensor, model: str | Net = DEFAULT_MODEL) -> np.ndarray:
     """Predicted class per example, (B,) int64 numpy."""
     with torch.no_grad():
-        return functional_call(_TEMPLATE, params, (x,)).argmax(1).cpu().numpy()
+        return functional_call(resolve(model).module, params, (x,)).argmax(1).cpu().numpy()
 
 
 def block_until_ready(tree: object) -> object:

@@ -1,31 +1,53 @@
-"""The seed tutorial's CNN in PyTorch, returning logits; the loss is chosen by name (see ``compare.spec.LOSSES``)."""
+"""The workloads in PyTorch (``torch_impl.models``), returning logits; the loss is chosen by name
+(see ``compare.spec.LOSSES``).
+
+A ``Net`` pairs a workload's neutral contract (``compare.spec.Workload``) with its module as a meta-device
+template: structure only, parameters travel in the dicts given to ``functional_call``. Every function of this
+package takes ``model=`` as a registered name (``compare.spec.MODELS``) or a ``Net`` built elsewhere (a test's
+own network, in no registry).
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compare.spec import check_loss
+from compare.spec import DEFAULT_MODEL, Workload, check_loss, check_model
+from torch_impl.models import CLASSES
+from torch_impl.models.seed_cnn import SimpleCNN  # noqa: F401 - the seed's class name, kept importable here
 
 
-class SimpleCNN(nn.Module):
-    """conv 1->32 k3, relu, conv 32->64 k3, relu, max-pool 2, flatten (C,H,W), fc 9216->128, relu, fc 128->10."""
+@dataclass(frozen=True, eq=False)
+class Net:
+    """A workload's contract and its module (moved to the meta device: no parameter memory)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, 1)
-        self.conv2 = nn.Conv2d(32, 64, 3, 1)
-        self.fc1 = nn.Linear(9216, 128)
-        self.fc2 = nn.Linear(128, 10)
+    spec: Workload
+    module: nn.Module
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, 1, 28, 28) NCHW -> logits (B, 10)."""
-        x = F.relu(self.conv1(x))
-        x = F.relu(self.conv2(x))
-        x = F.max_pool2d(x, 2)
-        x = torch.flatten(x, 1)  # (C, H, W) order: the canonical fc1 input order
-        x = F.relu(self.fc1(x))
-        return self.fc2(x)
+    def __post_init__(self) -> None:
+        shapes = {k: tuple(v.shape) for k, v in self.module.state_dict().items()}
+        if shapes != self.spec.param_shapes:
+            raise ValueError(f"model {self.spec.name!r}: module parameters {shapes} != the spec's "
+                             f"{self.spec.param_shapes}")
+        self.module.to("meta")
+
+
+def make_model(model: str = DEFAULT_MODEL) -> nn.Module:
+    """A freshly initialised module of a registered workload (PyTorch's default init, from torch's global RNG)."""
+    return CLASSES[check_model(model).name]()
+
+
+@lru_cache(maxsize=None)
+def _registered(name: str) -> Net:
+    return Net(check_model(name), make_model(name))
+
+
+def resolve(model: "str | Net") -> Net:
+    """A registered name or a ``Net`` -> the ``Net`` (one cached template per registered name)."""
+    return model if isinstance(model, Net) else _registered(check_model(model).name)
 
 
 def log_probs(logits: torch.Tensor) -> torch.Tensor:

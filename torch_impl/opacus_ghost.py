@@ -26,9 +26,10 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from compare.spec import DEFAULT_LOSS, check_loss
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_loss
 from compare.training.privacy import check_dp_params
-from torch_impl.model import SimpleCNN
+from torch_impl.model import Net
+from torch_impl.opacus_methods import live_module
 
 OPACUS_GHOST_AVAILABLE = importlib.util.find_spec("opacus") is not None
 
@@ -43,11 +44,11 @@ def _criterion(loss: str) -> nn.Module:
 
 
 def make_opacus_ghost_step(
-    *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS
+    *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL
 ) -> DPStepFn:
     """``step(params, x, y, noise=None) -> (new_params, mean loss before the step)`` by Opacus ghost clipping.
 
-    params: {state_dict name: tensor}; x: (B, 1, 28, 28) NCHW; y: (B,) int64; noise: standard normal draws
+    params: {state_dict name: tensor}; x: the workload's batch; y: (B,) int64; noise: standard normal draws
     shaped like params (None only when noise_multiplier == 0). Raises ModuleNotFoundError without opacus.
     """
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
@@ -58,7 +59,7 @@ def make_opacus_ghost_step(
     from opacus.optimizers import DPOptimizerFastGradientClipping
     from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 
-    model = SimpleCNN()
+    model = live_module(model)  # parameters are copied in on each call
     gsm = GradSampleModuleFastGradientClipping(
         model, batch_first=True, loss_reduction="mean", max_grad_norm=clip, use_ghost_clipping=True
     )

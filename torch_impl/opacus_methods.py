@@ -10,36 +10,60 @@ that is what is timed too.
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Callable
 
 import torch
 
-from compare.spec import PARAM_SHAPES, InputError
-from torch_impl.model import SimpleCNN, loss_fn
+from compare.spec import DEFAULT_MODEL, InputError
+from torch_impl.model import Net, loss_fn, resolve
 
 OPACUS_METHODS: tuple[str, ...] = ("opacus_hooks", "opacus_ew", "opacus_functorch")
+# The layer types PyTorch's ExpandedWeights has per-sample rules for (torch.nn.utils._expanded_weights); a
+# parameter used by any other op makes opacus_ew fail, where hooks / functorch fall back to vmap.
+EW_TYPES: tuple[type[torch.nn.Module], ...] = (
+    torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Embedding, torch.nn.GroupNorm,
+    torch.nn.LayerNorm, torch.nn.InstanceNorm1d, torch.nn.InstanceNorm2d, torch.nn.InstanceNorm3d,
+)
+
+
+def not_applicable(method: str, model: str | Net = DEFAULT_MODEL) -> str | None:
+    """Why ``method`` cannot run on this workload, or None (every registered workload runs them all)."""
+    if method != "opacus_ew":
+        return None
+    module = resolve(model).module
+    others = [f"{name} ({type(m).__name__})" for name, m in module.named_modules()
+              if next(m.parameters(recurse=False), None) is not None and not isinstance(m, EW_TYPES)]
+    return f"not applicable: ExpandedWeights has no rule for {', '.join(others)}" if others else None
 
 Params = dict[str, torch.Tensor]
 GradFn = Callable[[Params, torch.Tensor, torch.Tensor], Params]
 
 
-def _wrap(method: str) -> tuple[SimpleCNN, torch.nn.Module]:
+def live_module(model: str | Net) -> torch.nn.Module:
+    """A real (CPU, uninitialised) copy of the workload's module; callers set every parameter's ``.data``."""
+    return copy.deepcopy(resolve(model).module).to_empty(device="cpu")
+
+
+def _wrap(method: str, net: str | Net) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(the plain model, its GradSampleModule wrapper) for ``method``; built once per method instance."""
     from opacus.grad_sample import GradSampleModule, GradSampleModuleExpandedWeights
 
-    model = SimpleCNN()
+    model = live_module(net)
     if method == "opacus_ew":
         return model, GradSampleModuleExpandedWeights(model, batch_first=True, loss_reduction="mean")
     force = method == "opacus_functorch"
     return model, GradSampleModule(model, batch_first=True, loss_reduction="mean", strict=True, force_functorch=force)
 
 
-def opacus_fn(method: str, *, loss: str, chunk_size: int | None = None) -> GradFn:
+def opacus_fn(
+    method: str, *, loss: str, chunk_size: int | None = None, model: str | Net = DEFAULT_MODEL
+) -> GradFn:
     """``(params, x, y) -> {name: (B, *shape)}`` through Opacus; with ``chunk_size``, that many samples a pass."""
     if method not in OPACUS_METHODS:
         raise InputError(f"unknown Opacus method {method!r}; expected one of {OPACUS_METHODS}")
-    model, gsm = _wrap(method)
+    model, gsm = _wrap(method, model)
     named = dict(model.named_parameters())
 
     def one_pass(x: torch.Tensor, y: torch.Tensor) -> Params:
@@ -55,7 +79,7 @@ def opacus_fn(method: str, *, loss: str, chunk_size: int | None = None) -> GradF
             p.data = params[n]  # no copy: the module computes with the caller's tensors (dtype, device)
         if chunk_size is None or chunk_size >= x.shape[0]:
             return one_pass(x, y)
-        out = {n: torch.empty((x.shape[0], *s), dtype=x.dtype, device=x.device) for n, s in PARAM_SHAPES.items()}
+        out = {n: torch.empty((x.shape[0], *p.shape), dtype=p.dtype, device=p.device) for n, p in params.items()}
         for lo in range(0, x.shape[0], chunk_size):
             for n, g in one_pass(x[lo : lo + chunk_size], y[lo : lo + chunk_size]).items():
                 out[n][lo : lo + chunk_size].copy_(g)

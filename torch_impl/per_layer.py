@@ -1,98 +1,142 @@
-"""Per-sample gradients from explicit per-layer rules (mirrors ``jax_impl.per_layer``).
+"""Per-sample gradients from per-layer-KIND rules (mirrors ``jax_impl.per_layer``).
 
-One batched forward, one batched backward to the layer OUTPUTS (pre-activations ``z``), then each layer's
-per-sample weight gradient from its input ``a`` and output cotangent ``g`` (Goodfellow 2015, "Efficient
-per-example gradient computations"; Opacus' hooks mode uses the same rules):
-  linear  dW_b = g_b a_b^T   (a batched outer product),  db_b = g_b;
-  conv    dW_b = sum_hw g_b[hw] im2col(a_b)[hw]^T, computed as one grouped conv weight-gradient;  db_b = sum_hw g_b.
+One batched forward, one batched backward to the OUTPUTS of every layer that owns parameters, then each
+layer's per-sample gradients from its input ``a`` and output cotangent ``g`` by the rule of its kind
+(``torch_impl.rules``: linear, conv, embedding; anything else by the vmap fallback). The layers are found
+from the model itself: forward hooks on every submodule with parameters of its own (``named_modules``)
+record (a, z) per call; nothing here names a model's layers.
 The backward differentiates the SUM of per-example losses (= B x the mean loss), so each sample's cotangent
 is exactly its own single-example loss gradient (the mean's 1/B undone).
-Measured alternatives (float32, 1 thread, B=256): fc1 outer products via bmm / einsum / broadcast mul are
-within 10% of each other; ``out=`` into fresh buffers gains nothing (the page faults move, not vanish).
+A layer called more than once per forward (weight tying) has one "site" per call; its per-sample gradient
+is the sum over its sites.
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from contextlib import contextmanager
+from typing import Iterator
 
-from compare.spec import PARAM_SHAPES
-from torch_impl.model import loss_fn
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+
+from compare.spec import DEFAULT_MODEL
+from torch_impl import rules
+from torch_impl.model import Net, loss_fn, resolve
 
 Params = dict[str, torch.Tensor]
-KERNEL = 3  # both convolutions: 3x3, stride 1, no padding (torch_impl.model.SimpleCNN)
+
+
+def param_layers(module: nn.Module) -> dict[str, nn.Module]:
+    """{module path: submodule} for every submodule that owns parameters directly, in ``named_modules`` order."""
+    return {name: m for name, m in module.named_modules() if next(m.parameters(recurse=False), None) is not None}
+
+
+def site_layer(site: str) -> str:
+    """The layer path of a site: "fc1" for "fc1" (first call) and for "fc1@1" (second call)."""
+    return site.split("@")[0]
+
+
+@contextmanager
+def _recording(layers: dict[str, nn.Module], inputs: dict[str, torch.Tensor],
+               outputs: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Forward hooks that record each call's input and make its output a differentiable graph node."""
+    def hook_for(name: str):
+        def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            calls = sum(1 for s in outputs if site_layer(s) == name)
+            site = name if calls == 0 else f"{name}@{calls}"
+            if not out.requires_grad:  # nothing upstream needs grad: the output is a leaf, where backward stops
+                out.requires_grad_(True)
+            inputs[site], outputs[site] = args[0].detach(), out
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(name)) for name, m in layers.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def forward_to_outputs(
-    params: Params, x: torch.Tensor
+    params: Params, x: torch.Tensor, model: str | Net = DEFAULT_MODEL
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """SimpleCNN's forward, keeping each layer's input and output.
+    """The model's forward, keeping each parameterised layer's input and output per call ("site").
 
-    x: (B, 1, 28, 28) NCHW -> (logits (B, 10), inputs {layer: a}, outputs {layer: z}); z of conv layers is NCHW.
-    conv1's output is made a graph leaf, so the backward stops there and computes no parameter gradients.
+    x: the workload's batch -> (logits (B, classes), inputs {site: a}, outputs {site: z}); conv z are NCHW.
     """
-    z1 = F.conv2d(x, params["conv1.weight"], params["conv1.bias"]).requires_grad_(True)
-    a1 = F.relu(z1)
-    z2 = F.conv2d(a1, params["conv2.weight"], params["conv2.bias"])
-    f = torch.flatten(F.max_pool2d(F.relu(z2), 2), 1)  # (C, H, W) order, as the model flattens
-    z3 = F.linear(f, params["fc1.weight"], params["fc1.bias"])
-    a3 = F.relu(z3)
-    z4 = F.linear(a3, params["fc2.weight"], params["fc2.bias"])
-    inputs = {"conv1": x, "conv2": a1, "fc1": f, "fc2": a3}
-    return z4, inputs, {"conv1": z1, "conv2": z2, "fc1": z3, "fc2": z4}
+    net = resolve(model)
+    inputs: dict[str, torch.Tensor] = {}
+    outputs: dict[str, torch.Tensor] = {}
+    with _recording(param_layers(net.module), inputs, outputs):
+        logits = functional_call(net.module, params, (x,))
+    return logits, inputs, outputs
+
+
+def site_cotangents(
+    total: torch.Tensor, outputs: dict[str, torch.Tensor], keep_graph: bool = False
+) -> dict[str, torch.Tensor]:
+    """d total / d each site's output (zeros for an output the loss does not reach)."""
+    cots = torch.autograd.grad(total, list(outputs.values()), retain_graph=keep_graph, allow_unused=True)
+    return {s: torch.zeros_like(z) if c is None else c for (s, z), c in zip(outputs.items(), cots)}
 
 
 def output_cotangents(
-    params: Params, x: torch.Tensor, y: torch.Tensor, loss: str
+    params: Params, x: torch.Tensor, y: torch.Tensor, loss: str, model: str | Net = DEFAULT_MODEL
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(layer inputs, d(sum of per-example losses)/d(layer outputs)), both keyed by layer name."""
+    """(site inputs, d(sum of per-example losses)/d(site outputs)), both keyed by site."""
     with torch.enable_grad():
-        logits, inputs, outputs = forward_to_outputs(params, x)
-        total = loss_fn(logits, y, loss) * x.shape[0]  # mean -> sum: per-example cotangents
-        cots = torch.autograd.grad(total, list(outputs.values()))
-    return {k: v.detach() for k, v in inputs.items()}, dict(zip(outputs, cots))
+        logits, inputs, outputs = forward_to_outputs(params, x, model)
+        cots = site_cotangents(loss_fn(logits, y, loss) * x.shape[0], outputs)  # mean -> sum: per-example
+    return inputs, cots
 
 
-def _conv_rule(a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """a: (b, C_in, H, W), g: (b, C_out, H', W') -> weight (b, C_out, C_in, k, k), bias (b, C_out).
-
-    The B per-sample weight gradients are ONE grouped convolution weight-gradient (groups=b): the samples
-    stacked as channels, sample i's inputs paired only with its own output cotangents. oneDNN runs it ~2.4x
-    faster than ``F.unfold`` + ``bmm`` (im2col) here: 53 vs 127 ms for conv2 at B=256, 1 thread.
-    """
-    b, c_in, h, w = a.shape
-    c_out = g.shape[1]
-    weight = torch.nn.grad.conv2d_weight(
-        a.reshape(1, b * c_in, h, w), (b * c_out, c_in, KERNEL, KERNEL), g.reshape(1, b * c_out, *g.shape[2:]), groups=b
-    )
-    return weight.view(b, c_out, c_in, KERNEL, KERNEL), g.sum(dim=(2, 3))
+def layer_params(params: Params, name: str, layer: nn.Module) -> Params:
+    """{leaf: tensor} of one layer (with its children's, for the fallback's functional_call)."""
+    prefix = f"{name}." if name else ""
+    return {k: params[f"{prefix}{k}"] for k, _ in layer.named_parameters()}
 
 
-def _linear_rule(a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """a: (b, in), g: (b, out) -> weight (b, out, in) = outer products, bias (b, out) = g."""
-    return torch.bmm(g.unsqueeze(2), a.unsqueeze(1)), g
+def layer_grads(
+    name: str, layer: nn.Module, params: Params, inputs: dict[str, torch.Tensor], cots: dict[str, torch.Tensor]
+) -> Params:
+    """{canonical name: (B, *shape)} of one layer, summed over its sites."""
+    total: Params = {}
+    for site in (s for s in inputs if site_layer(s) == name):
+        for leaf, v in rules.per_example(layer, layer_params(params, name, layer), inputs[site], cots[site]).items():
+            key = f"{name}.{leaf}" if name else leaf
+            total[key] = v if key not in total else total[key] + v
+    return total
 
 
-RULES = {"conv1": _conv_rule, "conv2": _conv_rule, "fc1": _linear_rule, "fc2": _linear_rule}
-
-
-def _batch_grads(params: Params, x: torch.Tensor, y: torch.Tensor, loss: str) -> Params:
-    inputs, cots = output_cotangents(params, x, y, loss)
-    out = {}
-    for layer, rule in RULES.items():
-        out[f"{layer}.weight"], out[f"{layer}.bias"] = rule(inputs[layer], cots[layer])
-    return out
+def _batch_grads(params: Params, x: torch.Tensor, y: torch.Tensor, loss: str, net: Net) -> Params:
+    inputs, cots = output_cotangents(params, x, y, loss, net)
+    out: Params = {}
+    for name, layer in param_layers(net.module).items():
+        out.update(layer_grads(name, layer, params, inputs, cots))
+    return {n: out[n] for n in params}
 
 
 def per_layer_grads(
-    params: Params, x: torch.Tensor, y: torch.Tensor, *, loss: str, chunk_size: int | None = None
+    params: Params, x: torch.Tensor, y: torch.Tensor, *, loss: str, chunk_size: int | None = None,
+    model: str | Net = DEFAULT_MODEL,
 ) -> Params:
     """{name: (B, *shape)} per-sample gradients; with ``chunk_size``, at most that many samples per pass,
     each chunk's results copied into one preallocated (B, *shape) output."""
+    net = resolve(model)
     if chunk_size is None or chunk_size >= x.shape[0]:
-        return _batch_grads(params, x, y, loss)
-    out = {n: torch.empty((x.shape[0], *s), dtype=x.dtype, device=x.device) for n, s in PARAM_SHAPES.items()}
+        return _batch_grads(params, x, y, loss, net)
+    out = {n: torch.empty((x.shape[0], *p.shape), dtype=p.dtype, device=p.device) for n, p in params.items()}
     for lo in range(0, x.shape[0], chunk_size):
         sl = slice(lo, lo + chunk_size)
-        for n, g in _batch_grads(params, x[sl], y[sl], loss).items():
+        for n, g in _batch_grads(params, x[sl], y[sl], loss, net).items():
             out[n][sl].copy_(g)
     return out
+
+
+def _seed_rules() -> dict[str, object]:
+    """{layer: rule(a, g)} of the default model, for ``compare.profile``'s per-layer stages."""
+    layers = param_layers(resolve(DEFAULT_MODEL).module)
+    return {name: (lambda a, g, layer=layer: rules.per_example(layer, {}, a, g)) for name, layer in layers.items()}
+
+
+RULES = _seed_rules()

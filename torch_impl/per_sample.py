@@ -12,6 +12,8 @@ Methods (``METHODS``):
            (``torch_impl.opacus_methods``).
 ``native_fn`` returns the framework-native callable ``(params, x, y) -> {name: (B, *shape)}`` that the
 benchmarks time; ``per_sample_grads`` is the canonical numpy-in/numpy-out API shared with ``jax_impl``.
+Every function takes ``model=`` (a ``compare.spec.MODELS`` name, default "seed_cnn", or a ``model.Net``);
+``applicable_methods(model)`` says which methods apply to a workload and why not.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from torch.func import functional_call, grad, vmap
 
 from compare.spec import (
     DEFAULT_LOSS,
+    DEFAULT_MODEL,
+    InputError,
     MethodError,
     check_batch,
     check_chunk_size,
@@ -33,8 +37,9 @@ from compare.spec import (
     check_method,
     check_output_fits,
 )
-from torch_impl.model import SimpleCNN, loss_fn
+from torch_impl.model import Net, loss_fn, resolve
 from torch_impl.opacus_methods import OPACUS_METHODS, opacus_fn
+from torch_impl.opacus_methods import not_applicable as opacus_not_applicable
 from torch_impl.per_layer import per_layer_grads
 from torch_impl.weights import TORCH_DTYPES, resolve_device, to_canonical, to_native
 
@@ -49,32 +54,46 @@ MISSING: dict[str, str] = {} if HAS_OPACUS else {m: "opacus is not installed" fo
 Params = dict[str, torch.Tensor]
 GradFn = Callable[[Params, torch.Tensor, torch.Tensor], Params]
 
-# Parameters live in the dicts passed to functional_call; the template module holds none of its own.
-_TEMPLATE = SimpleCNN().to("meta")
+
+def applicable_methods(model: str | Net = DEFAULT_MODEL) -> dict[str, str | None]:
+    """{method: None if it applies to this workload here, else the reason it does not} over METHODS,
+    CUDA_METHODS and MISSING. Every torch method applies to every registered workload; the installation, the
+    device (compare.run plans ``CUDA_METHODS`` on cuda only) and, for opacus_ew on a network with a layer
+    ExpandedWeights has no rule for, the model limit them."""
+    resolve(model)  # an unknown model name fails here
+    out: dict[str, str | None] = {m: opacus_not_applicable(m, model) for m in METHODS}
+    out.update({m: "cuda only (CUDA_METHODS)" for m in CUDA_METHODS})
+    out.update(MISSING)
+    return out
 
 
-def batch_loss(params: Params, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    return loss_fn(functional_call(_TEMPLATE, params, (x,)), y, loss)
+def batch_loss(
+    params: Params, x: torch.Tensor, y: torch.Tensor, loss: str, model: str | Net = DEFAULT_MODEL
+) -> torch.Tensor:
+    # Parameters live in the dicts passed to functional_call; the template module holds none of its own.
+    return loss_fn(functional_call(resolve(model).module, params, (x,)), y, loss)
 
 
-def sample_loss(params: Params, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """Loss of ONE example (x: (1, 28, 28), y: ()) as a batch of one, exactly as the seed does."""
-    return batch_loss(params, x.unsqueeze(0), y.unsqueeze(0), loss)
+def sample_loss(
+    params: Params, x: torch.Tensor, y: torch.Tensor, loss: str, model: str | Net = DEFAULT_MODEL
+) -> torch.Tensor:
+    """Loss of ONE example (x: one example's input, y: ()) as a batch of one, exactly as the seed does."""
+    return batch_loss(params, x.unsqueeze(0), y.unsqueeze(0), loss, model)
 
 
-def _loop(params: Params, x: torch.Tensor, y: torch.Tensor, loss: str) -> Params:
+def _loop(params: Params, x: torch.Tensor, y: torch.Tensor, loss: str, model: str | Net = DEFAULT_MODEL) -> Params:
     names = list(params)
     leaves = [params[n].detach().requires_grad_(True) for n in names]
     live = dict(zip(names, leaves))
-    grads = [torch.autograd.grad(sample_loss(live, x[i], y[i], loss), leaves) for i in range(x.shape[0])]
+    grads = [torch.autograd.grad(sample_loss(live, x[i], y[i], loss, model), leaves) for i in range(x.shape[0])]
     return {n: torch.stack([g[j] for g in grads]) for j, n in enumerate(names)}
 
 
-def _vmap(loss: str, chunk_size: int | None) -> GradFn:
-    return vmap(grad(partial(sample_loss, loss=loss)), in_dims=(None, 0, 0), chunk_size=chunk_size)
+def _vmap(loss: str, chunk_size: int | None, model: str | Net = DEFAULT_MODEL) -> GradFn:
+    return vmap(grad(partial(sample_loss, loss=loss, model=model)), in_dims=(None, 0, 0), chunk_size=chunk_size)
 
 
-def _compiled(loss: str, chunk_size: int | None, mode: str | None = None) -> GradFn:
+def _compiled(loss: str, chunk_size: int | None, mode: str | None = None, model: str | Net = DEFAULT_MODEL) -> GradFn:
     """``torch.compile(vmap(grad))``; ``mode="reduce-overhead"`` adds CUDA graphs (``compile_cudagraphs``).
 
     With CUDA graphs the outputs live in the graph's static memory pool: a call's result is valid until the
@@ -83,7 +102,7 @@ def _compiled(loss: str, chunk_size: int | None, mode: str | None = None) -> Gra
     it, ``per_sample_grads`` copies it to the host, the DP step reduces it), so no clone is paid; a clone
     would add one more write of B x 1,199,882 values to every call.
     """
-    compiled = torch.compile(_vmap(loss, chunk_size), mode=mode)
+    compiled = torch.compile(_vmap(loss, chunk_size, model), mode=mode)
     name = "compile" if mode is None else "compile_cudagraphs"
 
     def call(params: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
@@ -99,39 +118,54 @@ def _compiled(loss: str, chunk_size: int | None, mode: str | None = None) -> Gra
     return call
 
 
-@lru_cache(maxsize=None)  # one jit/compile per (method, loss, chunk): no recompiling per call
-def native_fn(method: str = "vmap", *, loss: str = DEFAULT_LOSS, chunk_size: int | None = None) -> GradFn:
+@lru_cache(maxsize=None)  # one jit/compile per (method, loss, chunk, model): no recompiling per call
+def native_fn(
+    method: str = "vmap", *, loss: str = DEFAULT_LOSS, chunk_size: int | None = None,
+    model: str | Net = DEFAULT_MODEL,
+) -> GradFn:
     """The framework-native per-sample gradient function: ``(params, x, y) -> {name: (B, *shape)}``."""
     check_loss(loss)
     check_chunk_size(chunk_size)
+    model = resolve(model)  # the Net itself from here: no registry lookup inside traced code (torch.compile)
     check_method(method, METHODS + CUDA_METHODS, chunk_size)
+    reason = opacus_not_applicable(method, model)
+    if reason is not None:
+        raise InputError(f"torch method {method!r} on model {model.spec.name!r}: {reason}")
     if method == "loop":
-        return partial(_loop, loss=loss)
+        return partial(_loop, loss=loss, model=model)
     if method == "vmap":
-        return _vmap(loss, chunk_size)
+        return _vmap(loss, chunk_size, model)
     if method == "per_layer":
-        return partial(per_layer_grads, loss=loss, chunk_size=chunk_size)
+        return partial(per_layer_grads, loss=loss, chunk_size=chunk_size, model=model)
     if method in OPACUS_METHODS:
-        return opacus_fn(method, loss=loss, chunk_size=chunk_size)
+        return opacus_fn(method, loss=loss, chunk_size=chunk_size, model=model)
     if method == "compile_cudagraphs":
-        return _compiled(loss, chunk_size, mode="reduce-overhead")
-    return _compiled(loss, chunk_size)
+        return _compiled(loss, chunk_size, mode="reduce-overhead", model=model)
+    return _compiled(loss, chunk_size, model=model)
 
 
-def reference_fn(*, loss: str = DEFAULT_LOSS) -> GradFn:
+def reference_fn(*, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL) -> GradFn:
     """Ordinary training's gradient: one batched forward+backward of the mean loss (no per-sample axis)."""
-    return grad(partial(batch_loss, loss=check_loss(loss)))
+    return grad(partial(batch_loss, loss=check_loss(loss), model=resolve(model)))
+
+
+def native_x(x: np.ndarray, dtype: str, dev: torch.device) -> torch.Tensor:
+    """A checked numpy input batch -> a device tensor: floats in ``dtype``, token ids as int64."""
+    if np.issubdtype(x.dtype, np.integer):
+        return torch.as_tensor(x, dtype=torch.int64, device=dev)
+    return torch.as_tensor(x, dtype=TORCH_DTYPES[dtype], device=dev)
 
 
 def native_inputs(
-    weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, dtype: str = "float32", device: str | None = None
+    weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, dtype: str = "float32", device: str | None = None,
+    model: str | Net = DEFAULT_MODEL,
 ) -> tuple[Params, torch.Tensor, torch.Tensor]:
     """Validate, then move canonical weights and a numpy batch onto ``device`` in ``dtype``."""
     check_dtype(dtype)
-    check_batch(x, y)
+    check_batch(x, y, resolve(model).spec)
     dev = resolve_device(device)  # on cuda: TF32 off (torch_impl.weights.full_float32)
-    params = to_native(weights, dtype, str(dev.type))
-    xt = torch.as_tensor(x, dtype=TORCH_DTYPES[dtype], device=dev)
+    params = to_native(weights, dtype, str(dev.type), model=model)
+    xt = native_x(x, dtype, dev)
     yt = torch.as_tensor(y, dtype=torch.int64, device=dev)
     return params, xt, yt
 
@@ -146,15 +180,16 @@ def per_sample_grads(
     dtype: str = "float32",
     chunk_size: int | None = None,
     device: str | None = None,
+    model: str | Net = DEFAULT_MODEL,
 ) -> dict[str, np.ndarray]:
     """Per-sample gradients in canonical names/layouts with a leading batch axis: ``{name: (B, *shape)}``."""
-    fn = native_fn(method, loss=loss, chunk_size=chunk_size)
-    params, xt, yt = native_inputs(weights, x, y, dtype=dtype, device=device)
-    check_output_fits(x.shape[0], dtype)
+    fn = native_fn(method, loss=loss, chunk_size=chunk_size, model=model)
+    params, xt, yt = native_inputs(weights, x, y, dtype=dtype, device=device, model=model)
+    check_output_fits(x.shape[0], dtype, resolve(model).spec)
     try:
         grads = fn(params, xt, yt)
     except torch.OutOfMemoryError as err:
         raise MemoryError(
             f"torch method {method!r} ran out of device memory at B={x.shape[0]}; pass chunk_size to bound it"
         ) from err
-    return to_canonical(grads, batch_axis=True)
+    return to_canonical(grads, batch_axis=True, model=model)

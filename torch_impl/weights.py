@@ -1,14 +1,16 @@
 """Canonical (state_dict names/layouts, numpy) <-> native torch tensors.
 
 PyTorch *is* the canonical layout, so the list of transposes is empty; the shapes are still checked.
+The JAX side's conversion is one rule per layer kind (``jax_impl.weights``); here every kind is the identity.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from compare.spec import PARAM_SHAPES, DeviceError, InputError
+from compare.spec import DEFAULT_MODEL, DeviceError, InputError
 from compare.weights import validate_weights
+from torch_impl.model import Net, resolve
 
 # canonical name -> (native name, permutation applied to the canonical array); identity here.
 TRANSPOSES: dict[str, tuple[int, ...]] = {}
@@ -57,19 +59,23 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def to_native(
-    weights: dict[str, np.ndarray], dtype: str = "float32", device: str | None = None
+    weights: dict[str, np.ndarray], dtype: str = "float32", device: str | None = None,
+    model: str | Net = DEFAULT_MODEL,
 ) -> dict[str, torch.Tensor]:
     """Always copies (``torch.tensor``): ``as_tensor`` would alias a float32 array on CPU, so an in-place update
     of a native parameter would silently edit the caller's canonical weights (and warn on read-only arrays)."""
-    validate_weights(weights)
+    spec = resolve(model).spec
+    validate_weights(weights, model=spec)
     dev = resolve_device(device)
-    return {k: torch.tensor(weights[k], dtype=TORCH_DTYPES[dtype], device=dev) for k in PARAM_SHAPES}
+    return {k: torch.tensor(weights[k], dtype=TORCH_DTYPES[dtype], device=dev) for k in spec.param_shapes}
 
 
-def to_canonical(params: dict[str, torch.Tensor], batch_axis: bool = False) -> dict[str, np.ndarray]:
+def to_canonical(
+    params: dict[str, torch.Tensor], batch_axis: bool = False, model: str | Net = DEFAULT_MODEL
+) -> dict[str, np.ndarray]:
     """Native tensors (optionally with a leading per-sample axis) -> canonical numpy arrays."""
     out = {}
-    for k, shape in PARAM_SHAPES.items():
+    for k, shape in resolve(model).spec.param_shapes.items():
         arr = params[k].detach().cpu().numpy()
         got = arr.shape[1:] if batch_axis else arr.shape
         assert got == shape, f"{k}: native shape {got} != canonical {shape}"

@@ -1,0 +1,100 @@
+"""Per-layer-KIND rules for per-example gradients, their norms and clipped sums (mirrors ``torch_impl.rules``).
+
+Keyed by Flax NNX module type, registered by decorator, one small file per kind:
+  grad sampler   (layer, a, g) -> {native leaf: (B, *leaf shape)}, or None: the instance has options the
+                 rule does not cover (then the fallback)
+  norm sampler   (layer, a, g) -> (B,) squared norms, or None = "materialise me" (the kind's cost model, or an
+                 instance the rule does not cover)
+  clipped sum    (layer, a, g, w) -> {native leaf: leaf shape} = sum_b w_b grad_b, no per-example gradients
+with a = the layer's input, g = d(sum of per-example losses)/d(layer output) (conv: NHWC; kernels (in, out)
+and HWIO). A layer of no registered kind, or called more than once per forward, is materialised by
+``fallback_per_example``: vmap over examples of the vjp of that layer ALONE. Every dot uses ``PRECISION``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Leaves = dict[str, jax.Array]
+GradSampler = Callable[[nnx.Module, jax.Array, jax.Array], "Leaves | None"]
+NormSampler = Callable[[nnx.Module, jax.Array, jax.Array], "jax.Array | None"]
+SumSampler = Callable[[nnx.Module, jax.Array, jax.Array, jax.Array], Leaves]
+
+GRAD_SAMPLERS: dict[type, GradSampler] = {}
+NORM_SAMPLERS: dict[type, NormSampler] = {}
+SUM_SAMPLERS: dict[type, SumSampler] = {}
+KINDS: dict[type, str] = {}
+
+
+def _register(table: dict, kind: str, *types: type) -> Callable:
+    def deco(fn: Callable) -> Callable:
+        for t in types:
+            table[t] = fn
+            KINDS[t] = kind
+        return fn
+
+    return deco
+
+
+def register_grad_sampler(kind: str, *types: type) -> Callable[[GradSampler], GradSampler]:
+    return _register(GRAD_SAMPLERS, kind, *types)
+
+
+def register_norm_sampler(kind: str, *types: type) -> Callable[[NormSampler], NormSampler]:
+    return _register(NORM_SAMPLERS, kind, *types)
+
+
+def register_clipped_sum(kind: str, *types: type) -> Callable[[SumSampler], SumSampler]:
+    return _register(SUM_SAMPLERS, kind, *types)
+
+
+def kind_of(layer: nnx.Module) -> str:
+    """"linear" / "conv" / "embedding", or "other" (materialised by the fallback)."""
+    return KINDS.get(type(layer), "other")
+
+
+def gram_is_cheaper(positions: int, d_in: int, d_out: int) -> bool:
+    """Bu, Mao & Xu (NeurIPS 2022) mixed ghost norm: the Gram form costs ~P^2 (d_in + d_out) per example,
+    materialising ~P d_in d_out (P = 1: the rank-one linear norm, always cheaper). Same model as torch's."""
+    return positions * (d_in + d_out) < d_in * d_out
+
+
+def sq(v: jax.Array) -> jax.Array:
+    """(B,) squared L2 norm of each row of v (any trailing shape)."""
+    return jnp.square(v).reshape(v.shape[0], -1).sum(axis=1)
+
+
+def fallback_per_example(layer: nnx.Module, a: jax.Array, g: jax.Array) -> Leaves:
+    """Per-example gradients of ``layer``'s own parameters: vmap over examples of the layer's vjp alone."""
+    graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+
+    def one(a1: jax.Array, g1: jax.Array) -> nnx.State:
+        _, pullback = jax.vjp(lambda p: nnx.merge(graphdef, p, rest)(a1[None]), params)
+        return pullback(g1[None])[0]
+
+    pure = nnx.to_pure_dict(jax.vmap(one)(a, g))
+    return {leaf: v for leaf, v in pure.items() if not isinstance(v, dict)}  # its children have their own sites
+
+
+def per_example(layer: nnx.Module, a: jax.Array, g: jax.Array) -> Leaves:
+    """The layer kind's grad sampler, or the fallback (no kind, or an instance the kind's rule does not cover)."""
+    sampler = GRAD_SAMPLERS.get(type(layer))
+    out = None if sampler is None else sampler(layer, a, g)
+    return out if out is not None else fallback_per_example(layer, a, g)
+
+
+def norm_sq(layer: nnx.Module, a: jax.Array, g: jax.Array) -> jax.Array | None:
+    """(B,) squared per-example norm without per-example gradients, or None: materialise this layer."""
+    sampler = NORM_SAMPLERS.get(type(layer))
+    return None if sampler is None else sampler(layer, a, g)
+
+
+def clipped_sum(layer: nnx.Module, a: jax.Array, g: jax.Array, w: jax.Array) -> Leaves:
+    """sum_b w_b grad_b of a layer whose ``norm_sq`` was not None (its kind has a clipped-sum rule)."""
+    return SUM_SAMPLERS[type(layer)](layer, a, g, w)
+
+
+from jax_impl.rules import conv, embedding, linear  # noqa: E402,F401 - registers the kinds

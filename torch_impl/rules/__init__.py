@@ -1,0 +1,113 @@
+"""Per-layer-KIND rules for per-example gradients, their norms and clipped sums (mirrors ``jax_impl.rules``).
+
+Opacus' shape (``opacus/grad_sample/``): one small file per layer kind, each registering, by decorator, for
+its module type(s):
+  grad sampler   (layer, a, g) -> {leaf: (B, *leaf shape)}   per-example gradients of the layer's own parameters,
+                 or None: this instance has options the rule does not cover (fallback)
+  norm sampler   (layer, a, g) -> (B,) squared norms, or None = "materialise me" (the kind's cost model said
+                 so, or the instance has options the rule does not cover)
+  clipped sum    (layer, a, g, w) -> {leaf: leaf shape} = sum_b w_b grad_b, without per-example gradients
+with a = the layer's input, g = d(sum of per-example losses)/d(layer output). A layer of no registered kind
+(or one called more than once per forward) falls back to materialising: ``fallback_per_example`` is
+``vmap`` over examples of the vjp of that layer ALONE (as Opacus' functorch fallback), so an unknown layer
+is slower, never wrong. The engine (``per_layer``, ``ghost``) never names a model's layers.
+Kinds here: ``linear`` (nn.Linear, inputs (B, d) or (B, T..., d)), ``conv`` (nn.Conv2d), ``embedding``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call, vjp, vmap
+
+Tensor = torch.Tensor
+Leaves = dict[str, Tensor]
+GradSampler = Callable[[nn.Module, Tensor, Tensor], "Leaves | None"]
+NormSampler = Callable[[nn.Module, Tensor, Tensor], "Tensor | None"]
+SumSampler = Callable[[nn.Module, Tensor, Tensor, Tensor], Leaves]
+
+GRAD_SAMPLERS: dict[type[nn.Module], GradSampler] = {}
+NORM_SAMPLERS: dict[type[nn.Module], NormSampler] = {}
+SUM_SAMPLERS: dict[type[nn.Module], SumSampler] = {}
+KINDS: dict[type[nn.Module], str] = {}
+
+
+def _register(table: dict, kind: str, *types: type[nn.Module]) -> Callable:
+    def deco(fn: Callable) -> Callable:
+        for t in types:
+            table[t] = fn
+            KINDS[t] = kind
+        return fn
+
+    return deco
+
+
+def register_grad_sampler(kind: str, *types: type[nn.Module]) -> Callable[[GradSampler], GradSampler]:
+    return _register(GRAD_SAMPLERS, kind, *types)
+
+
+def register_norm_sampler(kind: str, *types: type[nn.Module]) -> Callable[[NormSampler], NormSampler]:
+    return _register(NORM_SAMPLERS, kind, *types)
+
+
+def register_clipped_sum(kind: str, *types: type[nn.Module]) -> Callable[[SumSampler], SumSampler]:
+    return _register(SUM_SAMPLERS, kind, *types)
+
+
+def kind_of(layer: nn.Module) -> str:
+    """"linear" / "conv" / "embedding", or "other" (materialised by the fallback)."""
+    return KINDS.get(type(layer), "other")
+
+
+def gram_is_cheaper(positions: int, d_in: int, d_out: int) -> bool:
+    """Bu, Mao & Xu (NeurIPS 2022) mixed ghost norm: the Gram form sum_{p,q} <a_p,a_q><g_p,g_q> costs
+    ~P^2 (d_in + d_out) multiply-adds per example, materialising the (d_out x d_in) gradient ~P d_in d_out.
+    (P = 1, a linear layer on one position: the Gram form is the rank-one ||a|| ||g||, always cheaper.)"""
+    return positions * (d_in + d_out) < d_in * d_out
+
+
+def sq(v: Tensor) -> Tensor:
+    """(B,) squared L2 norm of each row of v (any trailing shape), without writing v.square()."""
+    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1).square()
+
+
+def leaf_params(layer: nn.Module, params: Leaves) -> Leaves:
+    """The layer's own parameters (recurse=False), from the model's flat dict restricted to this layer."""
+    return {leaf: params[leaf] for leaf, _ in layer.named_parameters(recurse=False)}
+
+
+def fallback_per_example(layer: nn.Module, params: Leaves, a: Tensor, g: Tensor) -> Leaves:
+    """Per-example gradients of ``layer``'s own parameters by vmap over examples of the layer's vjp alone.
+
+    params: {leaf: tensor} of the layer (recurse=True; only its direct ones are differentiated); a, g: the
+    layer's input and output cotangent of ONE call, batched on dim 0."""
+    own = leaf_params(layer, params)
+    rest = {k: v for k, v in params.items() if k not in own}
+
+    def one(a1: Tensor, g1: Tensor) -> Leaves:
+        _, pullback = vjp(lambda p: functional_call(layer, {**rest, **p}, (a1.unsqueeze(0),)), own)
+        return pullback(g1.unsqueeze(0))[0]
+
+    return vmap(one)(a, g)
+
+
+def per_example(layer: nn.Module, params: Leaves, a: Tensor, g: Tensor) -> Leaves:
+    """The layer kind's grad sampler, or the fallback (no kind, or an instance the kind's rule does not cover)."""
+    sampler = GRAD_SAMPLERS.get(type(layer))
+    out = None if sampler is None else sampler(layer, a, g)
+    return out if out is not None else fallback_per_example(layer, params, a, g)
+
+
+def norm_sq(layer: nn.Module, a: Tensor, g: Tensor) -> Tensor | None:
+    """(B,) squared per-example norm without per-example gradients, or None: materialise this layer."""
+    sampler = NORM_SAMPLERS.get(type(layer))
+    return None if sampler is None else sampler(layer, a, g)
+
+
+def clipped_sum(layer: nn.Module, a: Tensor, g: Tensor, w: Tensor) -> Leaves:
+    """sum_b w_b grad_b of a layer whose ``norm_sq`` was not None (its kind has a clipped-sum rule)."""
+    return SUM_SAMPLERS[type(layer)](layer, a, g, w)
+
+
+from torch_impl.rules import conv, embedding, linear  # noqa: E402,F401 - registers the kinds
