@@ -30,14 +30,18 @@ def _rows(layer: nn.Embedding, ids: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
     return ids, g
 
 
+def _example_keys(ids: Tensor, vocab: int) -> Tensor:
+    """(B*N,) one key per (example, token id) pair: b * vocab + id, so equal keys are one row of one example."""
+    return (torch.arange(ids.shape[0], device=ids.device).unsqueeze(1) * vocab + ids).reshape(-1)
+
+
 @register_grad_sampler("embedding", nn.Embedding)
 def embedding_grad_sample(layer: nn.Embedding, a: Tensor, g: Tensor) -> Leaves | None:
     if not _plain(layer):
         return None
     ids, g = _rows(layer, a, g)
     b, v, d = ids.shape[0], layer.num_embeddings, g.shape[-1]
-    flat = (torch.arange(b, device=ids.device).unsqueeze(1) * v + ids).reshape(-1)
-    out = torch.zeros(b * v, d, dtype=g.dtype, device=g.device).index_add_(0, flat, g.reshape(-1, d))
+    out = torch.zeros(b * v, d, dtype=g.dtype, device=g.device).index_add_(0, _example_keys(ids, v), g.reshape(-1, d))
     return {"weight": out.view(b, v, d)}
 
 
@@ -47,8 +51,7 @@ def embedding_norm_sq(layer: nn.Embedding, a: Tensor, g: Tensor) -> Tensor | Non
         return None
     ids, g = _rows(layer, a, g)
     b, v, d = ids.shape[0], layer.num_embeddings, g.shape[-1]
-    keys = (torch.arange(b, device=ids.device).unsqueeze(1) * v + ids).reshape(-1)
-    pairs, inverse = torch.unique(keys, return_inverse=True)
+    pairs, inverse = torch.unique(_example_keys(ids, v), return_inverse=True)
     rows = torch.zeros(pairs.shape[0], d, dtype=g.dtype, device=g.device).index_add_(0, inverse, g.reshape(-1, d))
     per_pair = torch.linalg.vector_norm(rows, dim=1).square()
     return torch.zeros(b, dtype=g.dtype, device=g.device).index_add_(0, pairs // v, per_pair)
