@@ -70,7 +70,7 @@ def test_registry_lists_each_sides_methods_and_the_batched_reference(framework):
     assert TARGETS["per_sample"].methods(framework) == tuple(per_sample_module(framework).METHODS)
     assert TARGETS["reference"].methods(framework) == ("batched",)
     assert DP_METHODS == ("sgd", "dp_sgd", "dp_ghost", "dp_bk")
-    peer = {"torch": ("opacus_ghost",), "jax": ("jax_privacy",)}[framework]  # each side's maintained DP library
+    peer = {"torch": ("opacus_sgd", "opacus_ghost"), "jax": ("jax_privacy",)}[framework]  # each side's maintained DP library
     assert TARGETS["dp"].methods(framework) == DP_METHODS + peer
 
 

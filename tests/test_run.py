@@ -139,7 +139,7 @@ def weights_file(tmp_path, weights) -> Path:
     return save_weights(tmp_path / "w.safetensors", weights)
 
 
-TYPES = {"framework": str, "method": str, "kind": str, "batch_size": int, "dtype": str, "device": str,
+TYPES = {"model": str, "framework": str, "method": str, "kind": str, "batch_size": int, "dtype": str, "device": str,
          "median_ms": float, "iqr_ms": float, "min_ms": float, "repeats": int, "compile_ms": float,
          "first_call_ms": float, "peak_mem_bytes": int, "status": str, "reason": str}
 

@@ -21,6 +21,12 @@ examples:
   python -m compare.run --devices 2 --methods dist_per_sample,dist_dp_bk --batch-sizes 16   # data-parallel, B=16/device
   python -m compare.run --device cuda --full            # GPU: B=16..8192, one process per (framework, method)
   python -m compare.run --device cuda --agreement-only --dtype float64   # agreement check alone -> DIR/agreement.json
+  python -m compare.run --model mnist_cnn,embed          # other workloads (compare.spec.MODELS; 'all' for every one)
+  python -m compare.run --suite fast-dpsgd --out paper/cpu-suite   # the peer study's six workloads, B=16..256
+
+Workloads (``--model``, default seed_cnn): each gets its own weights file (DIR/weights_seed0.safetensors for the
+seed CNN, DIR/weights_<model>_seed0.safetensors for the others), its own agreement check and its points; every
+record carries ``model``. A method that cannot apply to a workload is recorded as ``not_applicable`` with why.
 
 On a GPU (``--device cuda``) both frameworks must see it (``python -m compare.env --device cuda`` says why not;
 this exits 2 with that one line), TF32 is off on both sides, ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` is set for
@@ -40,11 +46,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from compare.paths import output_dir
-from compare.spec import DEFAULT_LOSS, DTYPES, LOSSES, DeviceError, make_batch
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, DTYPES, LOSSES, DeviceError, InputError, make_batch, parse_models
 from compare.weights import WeightsError, init_weights, load_weights, save_weights
 
 from compare.benchmark.config import (
-    FULL_BATCH_SIZES, FULL_GPU_BATCH_SIZES, GROUPINGS, MALLOC_ENV, QUICK_BATCH_SIZES, Config, batch_sizes_for,
+    FULL_BATCH_SIZES, FULL_GPU_BATCH_SIZES, GROUPINGS, MALLOC_ENV, QUICK_BATCH_SIZES, SUITES, Config,
+    batch_sizes_for,
 )
 
 log = logging.getLogger("compare.run")
@@ -61,6 +68,13 @@ def _csv(kind: type, choices: tuple[str, ...] | None = None):
             raise argparse.ArgumentTypeError(f"batch sizes must be positive, got {items}")
         return items
     return parse
+
+
+def _models(text: str) -> tuple[str, ...]:
+    try:
+        return parse_models(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _env_pair(text: str) -> tuple[str, str]:
@@ -84,6 +98,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    "methods of each framework's METHODS, and the DP steps sgd, dp_sgd, dp_ghost, dp_bk, opacus_ghost "
                    "(torch), jax_privacy (jax) (naming a private step also runs sgd, the denominator of its "
                    "overhead); the batched reference always runs")
+    p.add_argument("--model", type=_models, help="workload(s): NAME[,NAME...] or 'all' (default seed_cnn; names: "
+                   f"{', '.join(SUITES['fast-dpsgd']['models'])})")
+    p.add_argument("--suite", choices=tuple(SUITES), help="a named study: presets for --model, --batch-sizes and "
+                   "--methods (explicit options win); fast-dpsgd = every workload, B=16..256, sgd, every private "
+                   "step, the peers, the fast per-sample methods")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when torch sees a GPU, else cpu")
     p.add_argument("--repeats", type=int, help="minimum timed calls per point (quick 3, full 5)")
@@ -126,31 +145,45 @@ def parse_args(argv: list[str] | None = None) -> Config:
     for name in ("timeout", "min_seconds"):
         if getattr(a, name) is not None and getattr(a, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
+    suite = SUITES.get(a.suite, {})
+    models = a.model or suite.get("models") or (DEFAULT_MODEL,)
+    if a.weights is not None and len(models) > 1:
+        p.error(f"--weights names one workload's file; --model asks for {len(models)} ({','.join(models)}): "
+                "leave --weights out (each workload's file is created in --out) or time one model")
     full = a.full  # presets below; explicit options win
     return Config(
         weights=a.weights, out=a.out,
-        batch_sizes=a.batch_sizes or batch_sizes_for(full, a.device or "cpu"), batch_sizes_given=bool(a.batch_sizes),
-        frameworks=a.frameworks, methods=a.methods, dtype=a.dtype, device=a.device,
+        batch_sizes=a.batch_sizes or suite.get("batch_sizes") or batch_sizes_for(full, a.device or "cpu"),
+        batch_sizes_given=bool(a.batch_sizes or suite),
+        frameworks=a.frameworks, methods=a.methods or suite.get("methods"), dtype=a.dtype, device=a.device,
         repeats=a.repeats or (5 if full else 3),
         min_seconds=a.min_seconds if a.min_seconds is not None else (1.0 if full else 0.2),
         timeout=a.timeout or (900.0 if full else 120.0),
         resume=a.resume, full=full, loss=a.loss, seed=a.seed, agreement_batch_size=a.agreement_batch_size,
         agreement=not a.no_agreement, figures=not a.no_figures, malloc=a.malloc, env=tuple(a.env),
         group_points=a.group_points, budget=a.budget, agreement_only=a.agreement_only, agreement_file=a.agreement_file,
-        devices=a.devices,
+        devices=a.devices, models=models, suite=a.suite,
     )
 
 
-def resolve_weights(cfg: Config) -> tuple[Path, dict]:
+def weights_file(out: Path, model: str = DEFAULT_MODEL) -> Path:
+    """Where a run keeps a workload's seed-0 weights (the seed CNN's name predates the other workloads)."""
+    return out / ("weights_seed0.safetensors" if model == DEFAULT_MODEL else f"weights_{model}_seed0.safetensors")
+
+
+def resolve_weights(cfg: Config, model: str | None = None) -> tuple[Path, dict]:
+    """The weights file of ``model`` (default: the run's first) and its validated contents; ``--weights`` must be
+    that workload's (``WeightsError`` names the workload it is of)."""
+    model = model or cfg.models[0]
     if cfg.weights is not None:
-        return cfg.weights, load_weights(cfg.weights)
-    path = cfg.out / "weights_seed0.safetensors"
+        return cfg.weights, load_weights(cfg.weights, model=model)
+    path = weights_file(cfg.out, model)
     if not path.exists():
-        save_weights(path, init_weights(0))
-        log.info("created the seed-0 weights file at %s", path)
+        save_weights(path, init_weights(0, model=model), model=model)
+        log.info("created the seed-0 weights file of %s at %s", model, path)
     else:
         log.info("using existing weights file %s", path)
-    return path, load_weights(path)
+    return path, load_weights(path, model=model)
 
 
 def resolve_device(device: str | None) -> str:
@@ -184,7 +217,11 @@ def prepare_device(cfg: Config) -> tuple[Config, str]:
     return cfg, device
 
 
-def run_agreement_check(cfg: Config, weights: dict, device: str) -> tuple[dict | None, bool]:
+def run_agreement_check(cfg: Config, weights: dict[str, dict], device: str) -> tuple[dict | None, bool]:
+    """The agreement report of every workload of the run (``weights``: {model: its weights}).
+
+    One workload: its report as is (``results.json`` keeps the shape it had before ``--model``); several:
+    ``{"ok": all ok, "by_model": {model: report}}``."""
     if cfg.agreement_file is not None:
         report = json.loads(Path(cfg.agreement_file).read_text())
         log.info("agreement report from %s (ok=%s)", cfg.agreement_file, report.get("ok"))
@@ -194,15 +231,22 @@ def run_agreement_check(cfg: Config, weights: dict, device: str) -> tuple[dict |
         return None, True
     from compare.agreement import run_agreement
 
-    x, y = make_batch(cfg.agreement_batch_size, cfg.seed)
-    report = run_agreement(weights, x, y, loss=cfg.loss, device=device)
-    print(report.format_table())
-    if not report.ok:
-        log.error("per-sample gradients DISAGREE beyond tolerance (see the table above)")
-    return report.to_json(), report.ok
+    reports = {}
+    for model, w in weights.items():
+        x, y = make_batch(cfg.agreement_batch_size, cfg.seed, model=model)
+        kwargs = {} if model == DEFAULT_MODEL else {"model": model}  # the seed call stays today's call
+        report = run_agreement(w, x, y, loss=cfg.loss, device=device, **kwargs)
+        print(report.format_table())
+        if not report.ok:
+            log.error("%s: per-sample gradients DISAGREE beyond tolerance (see the table above)", model)
+        reports[model] = {**report.to_json(), "model": model}
+    ok = all(r["ok"] for r in reports.values())
+    if len(reports) == 1:
+        return next(iter(reports.values())), ok
+    return {"ok": ok, "by_model": reports}, ok
 
 
-def _agreement_only(cfg: Config, weights: dict, device: str) -> int:
+def _agreement_only(cfg: Config, weights: dict[str, dict], device: str) -> int:
     agreement, ok = run_agreement_check(dataclasses.replace(cfg, agreement=True), weights, device)
     cfg.out.mkdir(parents=True, exist_ok=True)
     path = cfg.out / "agreement.json"
@@ -228,10 +272,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[DEVICES_ENV] = str(cfg.devices)  # read by the distributed kind here and in every point
 
     try:
-        weights_path, weights = resolve_weights(cfg)
+        resolved = {m: resolve_weights(cfg, m) for m in cfg.models}
     except WeightsError as err:
         log.error("%s", err)
         return 2
+    weights_paths = {m: path for m, (path, _) in resolved.items()}
+    weights = {m: w for m, (_, w) in resolved.items()}
     try:
         cfg, device = prepare_device(cfg)
         if cfg.devices is not None:
@@ -241,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                 check_devices(cfg.devices, fw, device)
         if cfg.agreement_only:
             return _agreement_only(cfg, weights, device)
-        plan = plan_points(cfg, weights_path, device)
+        plan = plan_points(cfg, weights_paths, device)
         agreement, ok = run_agreement_check(cfg, weights, device)
     except (DeviceError, ValueError, OSError) as err:  # bad input or no GPU: one line, no traceback
         log.error("%s", err)

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from compare.spec import MODELS
+
 QUICK_BATCH_SIZES = (32,)  # one batch, every method of both frameworks (~18 points of ~2-5 s each when idle)
 FULL_BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024)
 # --full on a GPU: up to 4096 and one beyond (8192: 39 GiB of float32 per-sample gradients), so the largest batch
@@ -20,6 +22,22 @@ GROUPINGS = ("auto", "none", "method")
 MALLOC_ENV = {
     "nonreleasing": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)},
     "system": {},
+}
+
+
+# ``--suite NAME``: a named study, i.e. presets for --model, --batch-sizes and --methods (explicit options win).
+# "fast-dpsgd": the six workloads of the peer study (Subramani, Vadivelu & Kamath, NeurIPS 2021) at B = 16..256;
+# per framework the non-private step, every private step (the best of which is reported), the peers (Opacus'
+# hooks-materialise and ghost steps; jax-privacy) and the fast per-sample methods (against the floor). loop,
+# vmap_nojit, compile and Opacus' per-sample modes are left out: on the seed CNN (paper/cpu, --full) none of them
+# is ever the fastest, and torch.compile alone would cost ~1 min of compilation per point on 2 cores.
+SUITES: dict[str, dict[str, tuple]] = {
+    "fast-dpsgd": {
+        "models": tuple(MODELS),  # every registered workload
+        "batch_sizes": (16, 32, 64, 128, 256),
+        "methods": ("per_layer", "vmap", "vmap_patches", "sgd", "dp_sgd", "dp_ghost", "dp_bk", "opacus_sgd",
+                    "opacus_ghost", "jax_privacy"),
+    },
 }
 
 
@@ -50,6 +68,8 @@ class Config:
     agreement_only: bool = False  # run the agreement check, write DIR/agreement.json, no sweep
     agreement_file: Path | None = None  # an agreement.json (from --agreement-only) used instead of a new check
     devices: int | None = None  # --devices N: also time the data-parallel kind on N devices (batch sizes per device)
+    models: tuple[str, ...] = ("seed_cnn",)  # --model: compare.spec.MODELS names, timed one after the other
+    suite: str | None = None  # --suite: the SUITES preset this run used (recorded in meta)
 
 
 def batch_sizes_for(full: bool, device: str) -> tuple[int, ...]:

@@ -1,6 +1,7 @@
 """The floor of per-sample gradients: the batched reference plus writing the per-sample output once.
 
-floor(framework, B) = that framework's batched reference median at B + B x 1,199,882 x itemsize / bandwidth,
+floor(framework, model, B) = that framework's batched reference median at B + B x P x itemsize / bandwidth
+(P = the workload's parameter count, 1,199,882 for the seed CNN),
 with bandwidth the best write bandwidth this machine reaches, measured in the same run (Performance issue, item 1).
 CPU: the best of numpy ``fill`` (one thread) and torch ``fill_`` / ``zero_`` (intra-op threads) on a ~1 GB buffer
 that is touched first, so page faults are not counted. GPU: the device-to-device bandwidth, the best of torch
@@ -23,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from compare.spec import NUM_PARAMS
+from compare.spec import NUM_PARAMS, check_model
 
 log = logging.getLogger("compare.benchmark.floor")
 
@@ -81,21 +82,24 @@ def measure_write_bandwidth(device: str = "cpu", nbytes: int = DEFAULT_NBYTES, r
             "repeats": repeats, "device": device, "torch_threads": torch.get_num_threads()}
 
 
-def floor_ms(reference_ms: float, batch_size: int, itemsize: int, bytes_per_s: float) -> float:
-    """The reference plus writing B x NUM_PARAMS values once, in milliseconds."""
-    return reference_ms + batch_size * NUM_PARAMS * itemsize / bytes_per_s * 1e3
+def floor_ms(reference_ms: float, batch_size: int, itemsize: int, bytes_per_s: float,
+             num_params: int = NUM_PARAMS) -> float:
+    """The reference plus writing B x ``num_params`` values once (default: the seed CNN's), in milliseconds."""
+    return reference_ms + batch_size * num_params * itemsize / bytes_per_s * 1e3
 
 
 def add_floors(timings: list[dict], bytes_per_s: float | None) -> list[dict]:
     """Set ``floor_ms`` and ``ratio_to_floor`` on every ok per-sample record that has an ok reference."""
-    refs = {(r["framework"], r["batch_size"], r["dtype"], r["device"]): r["median_ms"]
-            for r in timings if r["kind"] == "reference" and r["status"] == "ok"}
+    def key(r: dict) -> tuple:
+        return r.get("model") or "seed_cnn", r["framework"], r["batch_size"], r["dtype"], r["device"]
+
+    refs = {key(r): r["median_ms"] for r in timings if r["kind"] == "reference" and r["status"] == "ok"}
     for r in timings:
         if r["kind"] != "per_sample":
             continue
-        ref = refs.get((r["framework"], r["batch_size"], r["dtype"], r["device"]))
-        fl = None if ref is None or not bytes_per_s else floor_ms(ref, r["batch_size"], np.dtype(r["dtype"]).itemsize,
-                                                                    bytes_per_s)
+        ref = refs.get(key(r))
+        fl = None if ref is None or not bytes_per_s else floor_ms(
+            ref, r["batch_size"], np.dtype(r["dtype"]).itemsize, bytes_per_s, check_model(key(r)[0]).num_params)
         r["floor_ms"] = fl
         r["ratio_to_floor"] = r["median_ms"] / fl if fl and r["status"] == "ok" else None
     return timings

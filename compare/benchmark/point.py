@@ -51,6 +51,7 @@ class PointSpec:
     weights: str  # path of the shared safetensors file
     chunk_size: int | None = None
     seed: int = 0
+    model: str = "seed_cnn"  # a compare.spec.MODELS name; the weights file is that workload's
     min_repeats: int = 5
     min_seconds: float = 1.0
     warmup: int = 1
@@ -59,7 +60,8 @@ class PointSpec:
         return point_key(asdict(self))
 
     def label(self) -> str:
-        return f"{self.framework}/{self.method} B={self.batch_size} {self.dtype}"
+        model = "" if self.model == "seed_cnn" else f"{self.model} "
+        return f"{model}{self.framework}/{self.method} B={self.batch_size} {self.dtype}"
 
 
 def _proc_status_bytes(field: str) -> int:
@@ -167,10 +169,11 @@ def measure_point(spec: PointSpec, startup: dict | None = None, index_in_process
         record.update(status=_classify(err), reason=f"{type(err).__name__}: {err}"[:2000],
                       wall_s=time.perf_counter() - t0)
         return record
-    weights = load_weights(spec.weights)
+    weights = load_weights(spec.weights, model=spec.model)
     try:
         fn, args = prepare(spec.framework, spec.kind, spec.method, weights, spec.batch_size, dtype=spec.dtype,
-                           device=spec.device, loss=spec.loss, chunk_size=spec.chunk_size, seed=spec.seed)
+                           device=spec.device, loss=spec.loss, chunk_size=spec.chunk_size, seed=spec.seed,
+                           model=spec.model)
         sync = sync_fn(spec.framework, spec.device)
         on_gpu = spec.device.startswith("cuda")
         gpu_base = GPU_MEMORY[spec.framework](reset=True)[0] if on_gpu else 0

@@ -18,23 +18,33 @@ from pathlib import Path
 
 from compare.env import memory_settings
 from compare.lock import below_oldest, lock_status, versions
+from compare.spec import DEFAULT_MODEL
 
 log = logging.getLogger("compare.benchmark.results")
 
 TIMING_FIELDS: tuple[str, ...] = (
-    "framework", "method", "kind", "batch_size", "dtype", "device", "median_ms", "iqr_ms", "min_ms", "repeats",
+    "model", "framework", "method", "kind", "batch_size", "dtype", "device", "median_ms", "iqr_ms", "min_ms", "repeats",
     "compile_ms", "first_call_ms", "peak_mem_bytes", "status", "reason",
 )
 # What identifies a point: a resumed run skips a planned point whose key is already recorded.
-KEY_FIELDS: tuple[str, ...] = ("framework", "kind", "method", "batch_size", "dtype", "device", "loss", "chunk_size")
-STATUSES: tuple[str, ...] = ("ok", "oom", "error", "timeout", "skipped")
+# ``model`` (issue 15): records written before it existed are the default workload's (``point_key`` fills it in).
+KEY_FIELDS: tuple[str, ...] = ("model", "framework", "kind", "method", "batch_size", "dtype", "device", "loss",
+                               "chunk_size")
+# "not_applicable": the method cannot run on the point's workload (the reason says why, e.g. no convolution for
+# JAX's vmap_patches); "skipped": it could, but was not run here (a missing library, memory, the budget).
+STATUSES: tuple[str, ...] = ("ok", "oom", "error", "timeout", "skipped", "not_applicable")
 # Environment variables that change what a point measures; recorded in meta and identical for every point.
 ENV_PREFIXES: tuple[str, ...] = ("OMP_", "MKL_", "OPENBLAS_", "MALLOC_", "XLA_", "JAX_", "TF_", "CUDA_",
                                  "PYTORCH_", "TORCH_", "LD_PRELOAD", "NPROC")
 
 
 def point_key(record: dict) -> tuple:
-    return tuple(record.get(f) for f in KEY_FIELDS)
+    return tuple(record.get(f) or DEFAULT_MODEL if f == "model" else record.get(f) for f in KEY_FIELDS)
+
+
+def record_model(record: dict) -> str:
+    """The record's workload (the default for records written before ``model`` was recorded)."""
+    return record.get("model") or DEFAULT_MODEL
 
 
 def failure_record(spec: dict, status: str, reason: str, **extra: object) -> dict:

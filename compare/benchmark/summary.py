@@ -1,4 +1,4 @@
-"""The summary table printed at the end of ``compare.run``: one block per batch size.
+"""The summary table printed at the end of ``compare.run``: one block per (workload, batch size).
 
 Columns: median ms and IQR; x over the same framework's batched reference; speed-up over that framework's
 ``loop``; torch/JAX ratio of the same method (and of the best per-sample method of each, on the block's last
@@ -28,14 +28,17 @@ def _ok(r: dict) -> bool:
 def format_summary(timings: list[dict], bytes_per_s: float | None = None) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in timings:
-        groups[(r["dtype"], r["device"], r["batch_size"])].append(r)
+        groups[(r.get("model") or "seed_cnn", r["dtype"], r["device"], r["batch_size"])].append(r)
+    many = len({k[0] for k in groups}) > 1
     head = (f"{'framework':<9} {'method':<17} {'median ms':>10} {'IQR ms':>8} {'x ref':>6} {'vs loop':>7} "
             f"{'torch/jax':>9} {'x floor':>7} {'peak MB':>8}  status")
     bw = "" if not bytes_per_s else f"; floor bandwidth {bytes_per_s / 1e9:.1f} GB/s"
     lines = []
-    for (dtype, device, bsz), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+    order = list(dict.fromkeys(k[0] for k in groups))  # workloads in run order
+    for (model, dtype, device, bsz), rows in sorted(groups.items(),
+                                                    key=lambda kv: (order.index(kv[0][0]), *kv[0][1:])):
         med = {(r["framework"], r["method"]): r["median_ms"] for r in rows if _ok(r)}
-        lines += ["", f"B={bsz} {dtype} {device}{bw}", head, "-" * len(head)]
+        lines += ["", f"{model + ' ' if many else ''}B={bsz} {dtype} {device}{bw}", head, "-" * len(head)]
         rows = sorted(rows, key=lambda r: (r["framework"], KIND_ORDER.get(r["kind"], len(KIND_ORDER)), r["method"]))
         for r in rows:
             fw, m = r["framework"], r["method"]

@@ -6,7 +6,9 @@ runs batch size by batch size, one fresh process per point; grouped (``--group-p
 runs method by method, one process per (framework, kind, method) with its batch sizes ascending (see
 ``compare.benchmark.point``). Methods this installation lacks (``MISSING`` of each per_sample module, e.g.
 Opacus' on a machine without opacus) are planned and recorded as skipped with the reason, never dropped
-silently; ``CUDA_METHODS`` (torch's ``compile_cudagraphs``) are planned on cuda only. With ``--budget`` the
+silently; ``CUDA_METHODS`` (torch's ``compile_cudagraphs``) are planned on cuda only. Several workloads
+(``--model``) are planned one after the other, each with its own weights file; a method that cannot apply to a
+workload (``compare.benchmark.targets.not_applicable``) is recorded as ``not_applicable`` with the reason. With ``--budget`` the
 points not started within it are recorded as skipped. A point whose per-sample gradients alone
 (a per-sample method, or the DP-SGD step) do not fit in available host memory is skipped up front. Each record
 gets its kind's ``details`` (for ``dp``: the per-sample method inside the step and the DP settings). With
@@ -26,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from compare.benchmark.targets import TARGETS
+from compare.benchmark.targets import TARGETS, not_applicable
 from compare.benchmark.floor import add_floors, run_floor
 from compare.benchmark.config import grouping_for
 from compare.benchmark.point import GIVE_UP, PointSpec, run_group, run_point
@@ -34,7 +36,7 @@ from compare.benchmark.results import (
     append_point, failure_record, load_points, make_meta, point_key, relevant_env, write_results,
 )
 from compare.frameworks import per_sample_module
-from compare.spec import NUM_PARAMS, available_memory_bytes
+from compare.spec import DEFAULT_MODEL, available_memory_bytes, check_model
 from compare.benchmark.summary import format_summary
 
 if TYPE_CHECKING:
@@ -74,12 +76,21 @@ def _selected(cfg: Config, kind: str, methods: tuple[str, ...]) -> tuple[str, ..
     return named
 
 
-def plan_points(cfg: Config, weights_path: Path, device: str) -> list[PointSpec]:
-    """Every point of the run, in order.
+def plan_points(cfg: Config, weights_path: Path | dict[str, Path], device: str) -> list[PointSpec]:
+    """Every point of the run, in order: workload by workload (``cfg.models``), each as below.
 
+    ``weights_path``: the weights file, or {model: its weights file} for several workloads.
     With ``--methods``, the reference always runs, per-sample methods run when named, and a dp method runs when
     named, with ``sgd`` (the denominator of every DP overhead) whenever any dp method is.
     """
+    paths = weights_path if isinstance(weights_path, dict) else {m: weights_path for m in cfg.models}
+    plan: list[PointSpec] = []
+    for model in cfg.models:
+        plan += _plan_model(cfg, paths[model], device, model)
+    return plan
+
+
+def _plan_model(cfg: Config, weights_path: Path, device: str, model: str) -> list[PointSpec]:
     per_fw = {fw: {kind: _methods(fw, kind, device) for kind in TARGETS} for fw in cfg.frameworks}
     known = {m for kinds in per_fw.values() for ms in kinds.values() for m in ms}
     if cfg.methods is not None:
@@ -93,7 +104,7 @@ def plan_points(cfg: Config, weights_path: Path, device: str) -> list[PointSpec]
                 for m in _selected(cfg, kind, methods):
                     plan.append(PointSpec(framework=fw, kind=kind, method=m, batch_size=bsz, dtype=cfg.dtype,
                                           device=device, loss=cfg.loss, weights=str(weights_path), seed=cfg.seed,
-                                          min_repeats=cfg.repeats, min_seconds=cfg.min_seconds))
+                                          min_repeats=cfg.repeats, min_seconds=cfg.min_seconds, model=model))
     if grouping_for(cfg.group_points, device) == "method":  # one process per (framework, kind, method)
         # kinds in TARGETS order, each method beside the other framework's method of the same rank, so that a
         # --budget cut leaves both frameworks alike; the one-launch-per-example methods (SLOW_LAST) go last in
@@ -114,7 +125,7 @@ def _groups(specs: list[PointSpec], grouped: bool) -> list[list[PointSpec]]:
         return [[s] for s in specs]
     out: list[list[PointSpec]] = []
     for s in specs:
-        if out and out[-1][0].key()[:3] == s.key()[:3]:
+        if out and _method_key(out[-1][0]) == _method_key(s):
             out[-1].append(s)
         else:
             out.append([s])
@@ -132,14 +143,20 @@ def startup_summary(timings: list[dict]) -> dict:
     return out
 
 
+def _method_key(spec_or_record: PointSpec | dict) -> tuple[str, str, str, str]:
+    """(model, framework, kind, method): what gives up together after an oom / timeout."""
+    d = spec_or_record if isinstance(spec_or_record, dict) else asdict(spec_or_record)
+    return d.get("model") or DEFAULT_MODEL, d["framework"], d["kind"], d["method"]
+
+
 def _skip_reason(spec: PointSpec, gave_up: dict[tuple, tuple[int, str]]) -> str | None:
     missing = missing_reason(spec.framework, spec.kind, spec.method)
     if missing is not None:
         return missing
-    prev = gave_up.get((spec.framework, spec.kind, spec.method))
+    prev = gave_up.get(_method_key(spec))
     if prev is not None:
         return f"not tried: B={prev[0]} already ended in {prev[1]}"
-    need = spec.batch_size * NUM_PARAMS * np.dtype(spec.dtype).itemsize
+    need = spec.batch_size * check_model(spec.model).num_params * np.dtype(spec.dtype).itemsize
     avail = available_memory_bytes()
     holds = TARGETS[spec.kind].holds_per_sample(spec.method)
     if holds and spec.device == "cpu" and avail is not None and need > avail:
@@ -179,8 +196,7 @@ def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device
     out = Path(cfg.out)
     records = _open_points(out, env, cfg.resume)
     done = {point_key(r) for r in records}
-    gave_up = {(r["framework"], r["kind"], r["method"]): (r["batch_size"], r["status"])
-               for r in records if r["status"] in GIVE_UP}
+    gave_up = {_method_key(r): (r["batch_size"], r["status"]) for r in records if r["status"] in GIVE_UP}
     floor = run_floor(env=env, device=device)
     if floor is not None:
         log.info("best write bandwidth %.1f GB/s (%s)", floor["bytes_per_s"] / 1e9, floor["best_kernel"])
@@ -198,14 +214,18 @@ def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device
             append_point(out / "points.jsonl", record)
             records.append(record)
             if record["status"] in GIVE_UP:
-                gave_up[(spec.framework, spec.kind, spec.method)] = (spec.batch_size, record["status"])
-            if record["status"] != "ok":
+                gave_up[_method_key(spec)] = (spec.batch_size, record["status"])
+            if record["status"] not in ("ok", "not_applicable"):
                 log.warning("%s: %s (%s)", spec.label(), record["status"], record["reason"])
             bar.update(1)
 
         for group in _groups(todo, grouped):
             runnable = []
             for spec in group:
+                na = not_applicable(spec.framework, spec.kind, spec.method, spec.model)
+                if na is not None:
+                    keep(spec, failure_record(asdict(spec), "not_applicable", na))
+                    continue
                 reason = (f"not started: the run's budget of {cfg.budget:g} s was spent" if over_budget()
                           else _skip_reason(spec, gave_up))
                 if reason is not None:

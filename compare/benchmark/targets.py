@@ -24,7 +24,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from compare.frameworks import impl_module, per_sample_module
-from compare.spec import make_batch
+from compare.spec import DEFAULT_MODEL, make_batch
 
 NativeFn = Callable[..., Any]
 
@@ -68,20 +68,23 @@ def _per_sample_methods(framework: str) -> tuple[str, ...]:
 
 
 def _build_per_sample(framework: str, method: str, weights: dict, x: np.ndarray, y: np.ndarray, *,
-                      dtype: str, device: str | None, loss: str, chunk_size: int | None) -> tuple[NativeFn, tuple]:
+                      dtype: str, device: str | None, loss: str, chunk_size: int | None, model: str = DEFAULT_MODEL,
+                      ) -> tuple[NativeFn, tuple]:
     mod = per_sample_module(framework)
-    fn = mod.native_fn(method, loss=loss, chunk_size=chunk_size)
-    return fn, mod.native_inputs(weights, x, y, dtype=dtype, device=device)
+    fn = mod.native_fn(method, loss=loss, chunk_size=chunk_size, model=model)
+    return fn, mod.native_inputs(weights, x, y, dtype=dtype, device=device, model=model)
 
 
 def _build_reference(framework: str, method: str, weights: dict, x: np.ndarray, y: np.ndarray, *,
-                     dtype: str, device: str | None, loss: str, chunk_size: int | None) -> tuple[NativeFn, tuple]:
+                     dtype: str, device: str | None, loss: str, chunk_size: int | None, model: str = DEFAULT_MODEL,
+                      ) -> tuple[NativeFn, tuple]:
     if method != "batched":
         raise ValueError(f"the reference kind has one method, 'batched', not {method!r}")
     if chunk_size is not None:
         raise ValueError("chunk_size does not apply to the batched reference")
     mod = per_sample_module(framework)
-    return mod.reference_fn(loss=loss), mod.native_inputs(weights, x, y, dtype=dtype, device=device)
+    return (mod.reference_fn(loss=loss, model=model),
+            mod.native_inputs(weights, x, y, dtype=dtype, device=device, model=model))
 
 
 # The DP step's settings, the same on both sides (compare.train's defaults are of the same order); the step time
@@ -96,7 +99,8 @@ DP_PER_SAMPLE_METHOD = "per_layer"
 DP_CLIPPING: dict[str, str] = {"dp_sgd": "materialize", "dp_ghost": "ghost", "dp_bk": "bk"}
 # One-sided peers: the library each framework's users would reach for, timed as the same step.
 DP_PEERS: dict[str, dict[str, tuple[str, str]]] = {  # framework -> method -> (impl module, step factory)
-    "torch": {"opacus_ghost": ("opacus_ghost", "make_opacus_ghost_step")},
+    "torch": {"opacus_sgd": ("opacus_ghost", "make_opacus_hooks_step"),  # hooks: per-sample grads materialised
+              "opacus_ghost": ("opacus_ghost", "make_opacus_ghost_step")},
     "jax": {"jax_privacy": ("jax_privacy_step", "make_jax_privacy_step")},
 }
 # The settings each peer's step factory runs with (its defaults; named in every record of that peer).
@@ -104,6 +108,8 @@ PEER_SETTINGS: dict[str, dict[str, object]] = {
     "jax_privacy": {"nan_safe": False, "microbatch_size": None, "keep_batch_dim": True},  # = BEST_SETTINGS
     "opacus_ghost": {"module": "GradSampleModuleFastGradientClipping", "use_ghost_clipping": True,
                      "loss_reduction": "mean"},
+    "opacus_sgd": {"module": "GradSampleModule", "grad_sample_mode": "hooks", "optimizer": "DPOptimizer",
+                   "loss_reduction": "mean"},
 }
 DP_METHODS: tuple[str, ...] = ("sgd", *DP_CLIPPING)
 NOISE_SEED = 0
@@ -148,15 +154,17 @@ def dp_step_factory(framework: str, method: str) -> Callable[..., NativeFn]:
 
 
 def _build_dp(framework: str, method: str, weights: dict, x: np.ndarray, y: np.ndarray, *,
-              dtype: str, device: str | None, loss: str, chunk_size: int | None) -> tuple[NativeFn, tuple]:
+              dtype: str, device: str | None, loss: str, chunk_size: int | None, model: str = DEFAULT_MODEL,
+                      ) -> tuple[NativeFn, tuple]:
     """One training step on native inputs; private steps get their noise drawn here, outside the timed call."""
     if chunk_size is not None:
         raise ValueError("chunk_size does not apply to the dp kind (dp.make_step takes none)")
     dp = impl_module(framework, "dp")
-    params, xn, yn = per_sample_module(framework).native_inputs(weights, x, y, dtype=dtype, device=device)
+    params, xn, yn = per_sample_module(framework).native_inputs(weights, x, y, dtype=dtype, device=device,
+                                                                model=model)
     if method == "sgd":
-        return dp.make_sgd_step(lr=DP_HPARAMS["lr"], loss=loss), (params, xn, yn)
-    step = dp_step_factory(framework, method)(**DP_HPARAMS, loss=loss)
+        return dp.make_sgd_step(lr=DP_HPARAMS["lr"], loss=loss, model=model), (params, xn, yn)
+    step = dp_step_factory(framework, method)(**DP_HPARAMS, loss=loss, model=model)
     return step, (params, xn, yn, NOISE[framework](dp, params, NOISE_SEED))
 
 
@@ -176,15 +184,21 @@ DIST_METHODS: dict[str, str] = {"dist_per_sample": "per_sample", "dist_dp_bk": "
 DIST_CLIPPING = "bk"
 
 
+_DIST_MODEL_REASON = f"not applicable: <fw>_impl.distributed runs the default workload {DEFAULT_MODEL!r} only"
+
+
 def run_devices() -> int | None:
     text = os.environ.get(DEVICES_ENV)
     return int(text) if text else None
 
 
 def _build_distributed(framework: str, method: str, weights: dict, x: np.ndarray, y: np.ndarray, *,
-                       dtype: str, device: str | None, loss: str, chunk_size: int | None) -> tuple[NativeFn, tuple]:
+                       dtype: str, device: str | None, loss: str, chunk_size: int | None, model: str = DEFAULT_MODEL,
+                      ) -> tuple[NativeFn, tuple]:
     if chunk_size is not None:
         raise ValueError("chunk_size does not apply to the distributed kind")
+    if model != DEFAULT_MODEL:
+        raise ValueError(_DIST_MODEL_REASON)
     n = run_devices() or 1
     xg, yg = make_batch(x.shape[0] * n, 0)
     return impl_module(framework, "distributed").benchmark_call(
@@ -203,7 +217,8 @@ TARGETS: dict[str, Target] = {
     "per_sample": Target("per_sample", _per_sample_methods, _build_per_sample, "each",
                          holds_per_sample=lambda method: True),
     "dp": Target("dp", _dp_methods, _build_dp, "each", baseline="sgd",
-                 holds_per_sample=lambda method: method in ("dp_sgd", "jax_privacy"), details=_dp_details),
+                 holds_per_sample=lambda method: method in ("dp_sgd", "opacus_sgd", "jax_privacy"),
+                 details=_dp_details),
     "distributed": Target("distributed", lambda fw: tuple(DIST_METHODS) if run_devices() else (), _build_distributed,
                           "each", holds_per_sample=lambda method: method == "dist_per_sample", details=_dist_details),
 }
@@ -216,13 +231,30 @@ def target(kind: str) -> Target:
 
 
 def prepare(framework: str, kind: str, method: str, weights: dict, batch_size: int, *, dtype: str,
-            device: str | None, loss: str, chunk_size: int | None = None, seed: int = 0) -> tuple[NativeFn, tuple]:
-    """The native callable and its on-device inputs for one point (seeded synthetic batch)."""
+            device: str | None, loss: str, chunk_size: int | None = None, seed: int = 0,
+            model: str = DEFAULT_MODEL) -> tuple[NativeFn, tuple]:
+    """The native callable and its on-device inputs for one point (seeded synthetic batch of ``model``)."""
     tgt = target(kind)
     if method not in tgt.methods(framework):
         raise ValueError(f"unknown {kind} method {method!r} for {framework}; expected one of {tgt.methods(framework)}")
-    x, y = make_batch(batch_size, seed)
-    return tgt.build(framework, method, weights, x, y, dtype=dtype, device=device, loss=loss, chunk_size=chunk_size)
+    x, y = make_batch(batch_size, seed, model=model)
+    return tgt.build(framework, method, weights, x, y, dtype=dtype, device=device, loss=loss, chunk_size=chunk_size,
+                     model=model)
+
+
+def not_applicable(framework: str, kind: str, method: str, model: str) -> str | None:
+    """Why ``method`` of ``kind`` cannot run on workload ``model`` (planned and recorded as ``not_applicable``
+    with this reason, never dropped), else None. Per-sample methods ask the framework
+    (``applicable_methods(model)``: e.g. JAX's ``vmap_patches`` needs a convolution); every DP step applies to
+    every registered workload (tests/test_workloads.py); the data-parallel kind runs the default workload only."""
+    if kind == "per_sample":
+        mod = per_sample_module(framework)
+        if method in mod.MISSING or method in mod.CUDA_METHODS:  # the installation / device: the sweep's business
+            return None
+        return mod.applicable_methods(model).get(method)
+    if kind == "distributed" and model != DEFAULT_MODEL:
+        return _DIST_MODEL_REASON
+    return None
 
 
 def _torch_sync(device: str) -> Callable[[Any], Any]:
