@@ -23,6 +23,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-rounds", type=int, default=5, help="timed rounds per benchmark (default 5)")
     group.addoption("--bench-device", choices=("cpu", "cuda"), default=None,
                     help="default: cuda when torch sees a GPU, else cpu")
+    group.addoption("--model", default="seed_cnn", help="workload(s) of the benchmark suite: NAME[,NAME...] or "
+                    "'all' (compare.spec.MODELS; default seed_cnn)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A bad ``--model`` is one usage error before anything is collected."""
+    from compare.spec import InputError, parse_models
+
+    try:
+        parse_models(config.getoption("model"))
+    except InputError as err:
+        raise pytest.UsageError(f"--model: {err}") from None
 
 
 def benchmarks_enabled(config: pytest.Config) -> bool:

@@ -11,6 +11,11 @@ PNG into DIR/figures/ (the file's directory for a file), sized for one paper col
                        DP overhead (bottom). Figures 1-3 are about gradients and leave the DP steps out.
 Colours are per framework, markers per method, identical in every figure; baselines (the batched reference,
 the non-private step) are dashed.
+
+Several workloads in one file (``compare.run --model a,b`` or ``--suite``): figures 1-5 per workload in
+figures/<model>/, and across workloads (``compare.benchmark.suite``): 6. suite_steps, small multiples of ms per
+step (sgd, best private, best peer) per workload; suite_table.tex (booktabs, for ``\\input``) and
+suite_tables.md (the README's tables).
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import numpy as np
 
 from compare.paths import output_dir
 from compare.benchmark.floor import floor_ms
-from compare.spec import NUM_PARAMS, PARAM_NAMES
+from compare.spec import DEFAULT_MODEL, check_model
 
 log = logging.getLogger("compare.benchmark.figures")
 
@@ -73,10 +78,10 @@ def _markers(methods: set[str]) -> dict[str, str]:
     return {m: MARKERS.get(m) or next(spare, "o") for m in sorted(methods)}
 
 
-def _caption(fig, ax, meta: dict, dtype: str) -> None:
-    """Device and versions in one small line under everything the axes draw (labels included)."""
+def _caption(fig, ax, meta: dict, dtype: str, model: str = DEFAULT_MODEL) -> None:
+    """Workload, device and versions in one small line under everything the axes draw (labels included)."""
     v = meta.get("versions", {})
-    parts = [meta.get("device", "?"), dtype] + [f"{k} {v[k]}" for k in ("torch", "jax", "flax") if v.get(k)]
+    parts = [model, meta.get("device", "?"), dtype] + [f"{k} {v[k]}" for k in ("torch", "jax", "flax") if v.get(k)]
     box = ax.get_tightbbox(fig.canvas.get_renderer()).transformed(fig.transFigure.inverted())
     fig.text(box.x0, box.y0 - 0.01, "; ".join(parts), fontsize=4.5, color="0.35", ha="left", va="top")
 
@@ -140,6 +145,10 @@ def _log2_batch_axis(ax, timings) -> None:
     ax.set_xlabel("batch size B")
 
 
+def _num_params(timings: list[dict]) -> int:
+    return check_model(timings[0].get("model") or DEFAULT_MODEL).num_params if timings else 0
+
+
 def fig_time(ax, timings, floor, markers, framework_legend: bool = True) -> list:
     from matplotlib.lines import Line2D
 
@@ -149,7 +158,7 @@ def fig_time(ax, timings, floor, markers, framework_legend: bool = True) -> list
         refs = _series([r for r in timings if r["kind"] == "reference"], lambda r: r["median_ms"])
         for (fw, _), (b, v) in refs.items():
             item = np.dtype(timings[0]["dtype"]).itemsize
-            ax.plot(b, [floor_ms(t, int(n), item, floor["bytes_per_s"]) for n, t in zip(b, v)],
+            ax.plot(b, [floor_ms(t, int(n), item, floor["bytes_per_s"], _num_params(timings)) for n, t in zip(b, v)],
                     color=COLORS.get(fw, "k"), linestyle=":", linewidth=1.4)
         extra.append(Line2D([], [], color="0.3", linestyle=":", linewidth=1.4,
                             label=f"floor ({floor['bytes_per_s'] / 1e9:.0f} GB/s)"))
@@ -193,7 +202,7 @@ def fig_memory(ax, timings, markers) -> None:
                       markers)
     sizes = np.array(sorted({r["batch_size"] for r in timings}))
     item = np.dtype(timings[0]["dtype"]).itemsize
-    ax.plot(sizes, sizes * NUM_PARAMS * item / 2**20, color="0.2", linestyle="-.", linewidth=0.8)
+    ax.plot(sizes, sizes * _num_params(timings) * item / 2**20, color="0.2", linestyle="-.", linewidth=0.8)
     ax.set_yscale("log")
     ax.set_ylabel("peak memory above baseline (MiB)")
     _legend(ax, fws, markers, [Line2D([], [], color="0.2", linestyle="-.", linewidth=0.8, label="output size")])
@@ -203,16 +212,17 @@ def fig_agreement(ax, agreement: dict) -> None:
     results, tol = agreement["results"], agreement["tolerance"].get("float32")
     keys = [k for k in results if k.endswith("/float32")]
     width = 0.8 / max(len(keys), 1)
-    x = np.arange(len(PARAM_NAMES))
+    names = list(dict.fromkeys(row["param"] for k in keys for row in results[k]))  # the workload's, in order
+    x = np.arange(len(names))
     for i, key in enumerate(keys):
         fw = key.split("/")[0]
         err = {row["param"]: row["max_rel_err"] for row in results[key]}
-        vals = [max(err.get(p, np.nan), 1e-18) for p in PARAM_NAMES]
+        vals = [max(err.get(p, np.nan), 1e-18) for p in names]
         ax.bar(x + (i - (len(keys) - 1) / 2) * width, vals, width, color=COLORS.get(fw, "0.5"), label=fw)
     if tol:
         ax.axhline(tol, color="0.2", linestyle="--", linewidth=0.8, label=f"tolerance {tol:g}")
     ax.set_yscale("log")
-    ax.set_xticks(x, [p.replace(".weight", ".w").replace(".bias", ".b") for p in PARAM_NAMES], rotation=45,
+    ax.set_xticks(x, [p.replace(".weight", ".w").replace(".bias", ".b") for p in names], rotation=45,
                   ha="right")
     ax.set_ylabel("max relative error vs float64")
     ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
@@ -243,18 +253,63 @@ def fig_dp(axes, timings, markers) -> None:
     bottom.set_ylabel("private / SGD step (x)")
 
 
+def _agreement_of(agreement: dict | None, model: str, several: bool) -> dict | None:
+    """A workload's agreement report from results.json's ``agreement`` (one report, or ``by_model``)."""
+    if not agreement:
+        return None
+    if "by_model" in agreement:
+        return agreement["by_model"].get(model)
+    return agreement if not several or agreement.get("model", DEFAULT_MODEL) == model else None
+
+
 def make_figures(path: Path, out_dir: Path | None = None) -> list[Path]:
-    """Draw every figure the file has data for; returns the written paths (PDF and PNG of each)."""
+    """Draw every figure the file has data for; returns the written paths (PDF and PNG of each, and the suite's
+    tables when the file holds several workloads)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from compare.benchmark.suite import fig_suite, models_of, write_tables
 
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
     data = load_results(path)
     out_dir = Path(out_dir) if out_dir else path.parent / "figures"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings, meta = data["timings"], data.get("meta", {})
+    models = models_of(timings) or [DEFAULT_MODEL]
+    if len(models) == 1:
+        return _figure_set(path, {**data, "agreement": _agreement_of(data.get("agreement"), models[0], False)},
+                           out_dir)
+    written = []
+    for model in models:
+        mine = [r for r in timings if (r.get("model") or DEFAULT_MODEL) == model]
+        written += _figure_set(path, {**data, "timings": mine,
+                                      "agreement": _agreement_of(data.get("agreement"), model, True)},
+                               out_dir / model)
+    if any(r["kind"] == "dp" and r["status"] == "ok" for r in timings):
+        with plt.rc_context(RC):
+            fig = plt.figure(figsize=(COLUMN_WIDTH_IN * 2, 3.2))  # two columns: six panels stay legible
+            fig_suite(fig, timings, COLORS)
+            for ax in fig.axes:
+                if ax.get_visible():
+                    _plain_log_y(ax)
+            fig.tight_layout(h_pad=0.6, w_pad=0.4)
+            for ext in ("pdf", "png"):
+                target = out_dir / f"suite_steps.{ext}"
+                fig.savefig(target, dpi=300)
+                written.append(target)
+            plt.close(fig)
+        written += write_tables(timings, meta, out_dir)
+    return written
+
+
+def _figure_set(path: Path, data: dict, out_dir: Path) -> list[Path]:
+    """Figures 1-5 of one workload's records into ``out_dir``."""
+    import matplotlib.pyplot as plt
+
     out_dir.mkdir(parents=True, exist_ok=True)
     timings, meta = data["timings"], data.get("meta", {})
     grads = [r for r in timings if r["kind"] != "dp"]
@@ -287,7 +342,7 @@ def make_figures(path: Path, out_dir: Path | None = None) -> list[Path]:
                 _log2_batch_axis(ax, batch_records)
                 _plain_log_y(ax)
                 ax.label_outer()  # stacked panels: batch sizes and their label under the bottom one only
-            _caption(fig, axes[-1], meta, dtype)
+            _caption(fig, axes[-1], meta, dtype, (timings[0].get("model") if timings else None) or DEFAULT_MODEL)
             for ext in ("pdf", "png"):
                 target = out_dir / f"{name}.{ext}"
                 fig.savefig(target, dpi=300)

@@ -3,16 +3,21 @@
 Each benchmark times exactly what ``compare.run`` times (``compare.benchmark.targets.prepare`` builds the native callable
 and its on-device inputs; ``sync_fn`` makes the clock wait for the result), with ``benchmark.pedantic``: one
 warm-up round (compilation happens there), then ``--bench-rounds`` timed rounds of one call. Unlike
-``compare.run``, all points share this one process; use ``compare.run`` for the paper numbers.
+``compare.run``, all points share this one process; use ``compare.run`` for the paper numbers. ``--model``
+picks the workload(s) (default seed_cnn); groups are ``<model> B=<B>``; a method that cannot apply to a workload
+is skipped with the reason (``compare.benchmark.targets.not_applicable``).
 """
 from __future__ import annotations
 
 import pytest
 
-from compare.benchmark.targets import TARGETS, prepare, sync_fn
+from functools import lru_cache
+
+from compare.benchmark.targets import TARGETS, not_applicable, prepare, sync_fn
 from compare.frameworks import FRAMEWORKS
 from compare.benchmark.results import versions
-from compare.spec import DEFAULT_LOSS
+from compare.spec import DEFAULT_LOSS, parse_models
+from compare.weights import init_weights
 
 DTYPE = "float32"
 
@@ -21,9 +26,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "point" not in metafunc.fixturenames:
         return
     sizes = [int(s) for s in metafunc.config.getoption("bench_batch_sizes").split(",") if s.strip()]
-    points = [(fw, kind, m, b) for b in sizes for fw in FRAMEWORKS for kind, tgt in TARGETS.items()
-              for m in tgt.methods(fw)]
-    metafunc.parametrize("point", points, ids=[f"{fw}-{m}-B{b}" for fw, _, m, b in points])
+    models = parse_models(metafunc.config.getoption("model"))
+    points = [(model, fw, kind, m, b) for model in models for b in sizes for fw in FRAMEWORKS
+              for kind, tgt in TARGETS.items() for m in tgt.methods(fw)]
+    metafunc.parametrize("point", points, ids=[f"{model}-{fw}-{m}-B{b}" for model, fw, _, m, b in points])
+
+
+@lru_cache(maxsize=None)
+def model_weights(model: str) -> dict:
+    """Each workload's seed-0 weights, made once per session."""
+    return init_weights(0, model=model)
 
 
 @pytest.fixture(scope="session")
@@ -33,14 +45,17 @@ def device(request: pytest.FixtureRequest) -> str:
     return resolve_device(request.config.getoption("bench_device"))
 
 
-def test_point(benchmark, point: tuple[str, str, str, int], weights: dict, device: str,
-               request: pytest.FixtureRequest) -> None:
-    framework, kind, method, batch_size = point
-    fn, args = prepare(framework, kind, method, weights, batch_size, dtype=DTYPE, device=device, loss=DEFAULT_LOSS)
+def test_point(benchmark, point: tuple[str, str, str, str, int], device: str, request: pytest.FixtureRequest) -> None:
+    model, framework, kind, method, batch_size = point
+    reason = not_applicable(framework, kind, method, model)
+    if reason is not None:
+        pytest.skip(f"{model}: {reason}")
+    fn, args = prepare(framework, kind, method, model_weights(model), batch_size, dtype=DTYPE, device=device,
+                       loss=DEFAULT_LOSS, model=model)
     sync = sync_fn(framework, device)
-    benchmark.group = f"B={batch_size}"
-    benchmark.extra_info.update(framework=framework, kind=kind, method=method, batch_size=batch_size, dtype=DTYPE,
-                                device=device, versions=versions())
+    benchmark.group = f"{model} B={batch_size}"
+    benchmark.extra_info.update(model=model, framework=framework, kind=kind, method=method, batch_size=batch_size,
+                                dtype=DTYPE, device=device, versions=versions())
     out = benchmark.pedantic(lambda: sync(fn(*args)), rounds=request.config.getoption("bench_rounds"),
                              iterations=1, warmup_rounds=1)
     assert out is not None  # the timed call produced a result (a failing method raises before this)

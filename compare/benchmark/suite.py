@@ -1,0 +1,196 @@
+"""The study across workloads (``compare.run --suite fast-dpsgd``): one row per (workload, batch size), its
+tables (LaTeX booktabs for a paper, markdown for the README) and its small-multiples figure.
+
+A row holds, per framework, the non-private step (``sgd``), the best private step of our own strategies
+(``dp_sgd`` / ``dp_ghost`` / ``dp_bk``, whichever is fastest at that point: named in the row), the peers (Opacus'
+``opacus_sgd`` = hooks + DPOptimizer, materialising; ``opacus_ghost``; jax-privacy's ``jax_privacy``), and the
+best per-sample method with its ratio to the floor. Ratios: ``x sgd`` = a private step over the same
+framework's sgd at the same point (the DP overhead of Subramani et al. 2021); ``peer / ours`` = the best peer
+step over our best private step of the same framework. Every number is a median of one run; nothing is
+interpolated: a point that did not run is a dash.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from compare.spec import DEFAULT_MODEL
+
+OWN_PRIVATE: tuple[str, ...] = ("dp_sgd", "dp_ghost", "dp_bk")
+PEERS: dict[str, tuple[str, ...]] = {"torch": ("opacus_sgd", "opacus_ghost"), "jax": ("jax_privacy",)}
+FRAMEWORK_NAMES = {"torch": "PyTorch", "jax": "JAX"}
+PEER_NAMES = {"opacus_sgd": "Opacus", "opacus_ghost": "Opacus ghost", "jax_privacy": "jax-privacy"}
+
+
+def _model(r: dict) -> str:
+    return r.get("model") or DEFAULT_MODEL
+
+
+def _ok(r: dict) -> bool:
+    return r.get("status") == "ok" and r.get("median_ms") is not None
+
+
+def models_of(timings: list[dict]) -> list[str]:
+    """The workloads of a run, in run order."""
+    return list(dict.fromkeys(_model(r) for r in timings))
+
+
+def _best(records: list[dict]) -> dict | None:
+    ok = [r for r in records if _ok(r)]
+    return min(ok, key=lambda r: r["median_ms"]) if ok else None
+
+
+def suite_rows(timings: list[dict]) -> list[dict]:
+    """One dict per (model, batch size) with per-framework ``sgd_ms``, ``private`` (best own: method, ms,
+    x_sgd), ``peers`` {method: ms}, ``peer_best`` (method, ms, x_sgd, over_ours) and ``per_sample`` (best
+    method, ms, ratio_to_floor); keys absent where the run has no such point."""
+    by: dict[tuple[str, int, str], list[dict]] = defaultdict(list)
+    for r in timings:
+        by[(_model(r), r["batch_size"], r["framework"])].append(r)
+    order = models_of(timings)
+    rows = []
+    for model, bsz in sorted({(m, b) for m, b, _ in by}, key=lambda k: (order.index(k[0]), k[1])):
+        row: dict = {"model": model, "batch_size": bsz}
+        for fw in ("torch", "jax"):
+            recs = by.get((model, bsz, fw), [])
+            dp = {r["method"]: r for r in recs if r["kind"] == "dp" and _ok(r)}
+            sgd = dp.get("sgd")
+            entry: dict = {"sgd_ms": sgd["median_ms"] if sgd else None}
+            own = _best([dp[m] for m in OWN_PRIVATE if m in dp])
+            if own:
+                entry["private"] = {"method": own["method"], "ms": own["median_ms"],
+                                    "x_sgd": own["median_ms"] / sgd["median_ms"] if sgd else None}
+            entry["peers"] = {m: dp[m]["median_ms"] for m in PEERS[fw] if m in dp}
+            peer = _best([dp[m] for m in PEERS[fw] if m in dp])
+            if peer:
+                entry["peer_best"] = {"method": peer["method"], "ms": peer["median_ms"],
+                                      "x_sgd": peer["median_ms"] / sgd["median_ms"] if sgd else None,
+                                      "over_ours": peer["median_ms"] / own["median_ms"] if own else None}
+            ps = _best([r for r in recs if r["kind"] == "per_sample"])
+            if ps:
+                entry["per_sample"] = {"method": ps["method"], "ms": ps["median_ms"],
+                                       "ratio_to_floor": ps.get("ratio_to_floor")}
+            row[fw] = entry
+        rows.append(row)
+    return rows
+
+
+def _num(v: float | None, spec: str = ".1f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _ms(v: float | None) -> str:
+    """Milliseconds with 3 significant digits (0.123, 12.3, 1234)."""
+    if v is None:
+        return "-"
+    return f"{v:.3g}" if v < 100 else f"{v:.0f}"
+
+
+def _cells(entry: dict) -> list[str]:
+    priv, peer, ps = entry.get("private"), entry.get("peer_best"), entry.get("per_sample")
+    return [_ms(entry.get("sgd_ms")),
+            "-" if not priv else f"{_ms(priv['ms'])} ({_num(priv['x_sgd'], '.2f')}x, {priv['method']})",
+            "-" if not peer else f"{_ms(peer['ms'])} ({_num(peer['x_sgd'], '.2f')}x)",
+            "-" if not ps else f"{ps['method']} {_num(ps['ratio_to_floor'], '.2f')}x"]
+
+
+def markdown_tables(rows: list[dict]) -> str:
+    """One markdown table per workload: ms per step and x own sgd, for both frameworks and their peers."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        out += [f"**{model}**", "",
+                "| B | torch sgd ms | torch best private (x sgd) | Opacus best (x sgd) | torch best per-sample / floor "
+                "| JAX sgd ms | JAX best private (x sgd) | jax-privacy (x sgd) | JAX best per-sample / floor |",
+                "|---:|---:|---|---|---|---:|---|---|---|"]
+        for r in (r for r in rows if r["model"] == model):
+            out.append("| " + " | ".join([str(r["batch_size"]), *_cells(r["torch"]), *_cells(r["jax"])]) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _tex(text: str) -> str:
+    return text.replace("_", r"\_")
+
+
+def latex_table(rows: list[dict], meta: dict) -> str:
+    """A booktabs table (``\\input`` it inside a ``table*``): per workload and B, each framework's sgd step (ms),
+    its best private step and its peer's best, as multiples of that framework's sgd."""
+    v = meta.get("versions", {})
+    lines = [
+        "% Written by python -m compare.figures from " + meta.get("command", "compare.run") + ".",
+        f"% {meta.get('device', '?')}; torch {v.get('torch', '?')}, jax {v.get('jax', '?')}, "
+        f"flax {v.get('flax', '?')}; commit {meta.get('git_commit', '?')}; {meta.get('date', '')}",
+        "% Needs \\usepackage{booktabs}. ms = median per step; (x) = over the same framework's non-private step.",
+        r"\begin{tabular}{llrrlrrrlr}",
+        r"\toprule",
+        r" & & \multicolumn{4}{c}{PyTorch} & \multicolumn{4}{c}{JAX} \\",
+        r"\cmidrule(lr){3-6}\cmidrule(lr){7-10}",
+        r"workload & $B$ & SGD ms & private (x) & best & Opacus (x) & SGD ms & private (x) & best & jax-privacy (x) \\",
+        r"\midrule",
+    ]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    for i, model in enumerate(models):
+        mine = [r for r in rows if r["model"] == model]
+        for j, r in enumerate(mine):
+            cells = [_tex(model) if j == 0 else "", str(r["batch_size"])]
+            for fw in ("torch", "jax"):
+                e = r[fw]
+                priv, peer = e.get("private"), e.get("peer_best")
+                cells += [_ms(e.get("sgd_ms")), _num(priv and priv["x_sgd"], ".2f"),
+                          _tex(priv["method"].replace("dp_", "")) if priv else "-", _num(peer and peer["x_sgd"], ".2f")]
+            lines.append(" & ".join(cells) + r" \\")
+        if i < len(models) - 1:
+            lines.append(r"\midrule")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def fig_suite(fig, timings: list[dict], colors: dict[str, str]) -> None:
+    """Small multiples: one panel per workload, ms per step vs B (log-log): each framework's sgd (dashed), best
+    own private step (solid) and best peer step (dotted)."""
+    rows = suite_rows(timings)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    ncols = 3 if len(models) > 4 else 2
+    nrows = -(-len(models) // ncols)
+    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
+    styles = {"sgd": ("--", "SGD"), "private": ("-", "best private (ours)"), "peer": (":", "best peer")}
+    for ax, model in zip(axes.flat, models):
+        mine = [r for r in rows if r["model"] == model]
+        b = [r["batch_size"] for r in mine]
+        for fw in ("torch", "jax"):
+            series = {"sgd": [r[fw].get("sgd_ms") for r in mine],
+                      "private": [(r[fw].get("private") or {}).get("ms") for r in mine],
+                      "peer": [(r[fw].get("peer_best") or {}).get("ms") for r in mine]}
+            for key, ys in series.items():
+                pts = [(x, y) for x, y in zip(b, ys) if y is not None]
+                if pts:
+                    ax.plot(*zip(*pts), color=colors.get(fw, "k"), linestyle=styles[key][0], marker="o",
+                            markersize=2, fillstyle="none" if fw == "jax" else "full")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(model, fontsize=6.5, pad=2)
+        ax.set_xticks(b, [str(x) for x in b])
+        ax.minorticks_off()
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ms per step")
+    for ax in axes[-1, :]:
+        ax.set_xlabel("batch size B")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colors.get(fw, "k"), marker="o", markersize=2, label=FRAMEWORK_NAMES[fw],
+                      fillstyle="none" if fw == "jax" else "full") for fw in ("torch", "jax")]
+    handles += [Line2D([], [], color="0.3", linestyle=ls, label=label) for ls, label in styles.values()]
+    fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, bbox_to_anchor=(0.5, 1.0),
+               fontsize=5.5, handlelength=1.8, columnspacing=1.0)
+
+
+def write_tables(timings: list[dict], meta: dict, out_dir: Path) -> list[Path]:
+    """``suite_table.tex`` (booktabs) and ``suite_tables.md`` (one markdown table per workload) in ``out_dir``."""
+    rows = suite_rows(timings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tex, md = out_dir / "suite_table.tex", out_dir / "suite_tables.md"
+    tex.write_text(latex_table(rows, meta))
+    md.write_text(markdown_tables(rows))
+    return [tex, md]
