@@ -8,10 +8,12 @@
 # python3 holds torch, jax (+ its CUDA plugin), flax, optax, pytest, hypothesis, safetensors, scikit-learn,
 # scipy, matplotlib and tqdm; opacus and jax-privacy may be missing (their methods are recorded as skipped,
 # with the reason). Stages, each with its elapsed time: 1 env report, 2 the CUDA-marked tests (pytest -m gpu),
-# 3 the agreement check on the device (float32 and float64), 4 a sweep sized to the time left (every method,
-# B = 16, 64, 256, 1024, 4096; --budget stops starting points in time), 5 figures. Everything is written under
+# 3 the agreement check on the device (float32 and float64) for every workload (compare.spec.MODELS), 4 a sweep
+# of the seed CNN sized to ~60% of the time left (every method, B = 16, 64, 256, 1024, 4096; --budget stops
+# starting points in time), 5 the other workloads (the fast-dpsgd suite's steps and fast per-sample methods at
+# GPU_CHECK_WORKLOAD_SIZES, default 64,1024) in the rest, 6 figures of both. Everything is written under
 # OUT_DIR: check.log (all output), stages.tsv, env.txt/env.json, pytest-gpu.xml, sweep/ (agreement.json,
-# points.jsonl, results.json, figures/). Exit 0 when every stage passed; a failing stage does not stop the
+# points.jsonl, results.json, figures/), workloads/ (the same for the other workloads). Exit 0 when every stage passed; a failing stage does not stop the
 # later ones (except the env stage: without a GPU nothing else can run).
 #
 # Knobs (environment): PYTHON (default python3), GPU_CHECK_SECONDS (total target, default 420),
@@ -39,9 +41,11 @@ exec > >(tee -a "$OUT/check.log") 2>&1
 if ((DRY)); then
     DEVICE=cpu; SIZES=2,4; METHODS=(--methods per_layer,dp_sgd); AGREE_B=4
     TIMEOUT=60; TOTAL=${GPU_CHECK_SECONDS:-240}; EXTRA=(--group-points method)  # exercise the GPU grouping
+    WL_MODELS=logreg,mnist_cnn; WL_SIZES=2; WL_METHODS=(--methods per_layer,dp_bk)
 else
     DEVICE=cuda; SIZES=${GPU_CHECK_BATCH_SIZES:-16,64,256,1024,4096}; METHODS=(); AGREE_B=64
     TIMEOUT=${GPU_CHECK_TIMEOUT:-90}; TOTAL=${GPU_CHECK_SECONDS:-420}; EXTRA=()
+    WL_MODELS=logreg,ffnn,mnist_cnn,cifar10_cnn,embed; WL_SIZES=${GPU_CHECK_WORKLOAD_SIZES:-64,1024}; WL_METHODS=()
 fi
 SECONDS=0
 FAILED=()
@@ -74,9 +78,12 @@ stage tests "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider --continue-on-coll
 # 3. agreement on the device, float32 and float64 against the float64 loop reference, with decision replay.
 stage agreement "$PY" -m compare.run --device "$DEVICE" --agreement-only --agreement-batch-size "$AGREE_B" \
     --out "$OUT/sweep"
+stage agreement-workloads "$PY" -m compare.run --device "$DEVICE" --agreement-only --model "$WL_MODELS" \
+    --agreement-batch-size "$AGREE_B" --out "$OUT/workloads"
 
-# 4. the sweep, in the time left: points not started within --budget are recorded as skipped.
-BUDGET=$((TOTAL - SECONDS - TIMEOUT - 20))
+# 4. the sweep, in ~60% of the time left: points not started within --budget are recorded as skipped.
+LEFT=$((TOTAL - SECONDS - 2 * TIMEOUT - 30))
+BUDGET=$((LEFT * 6 / 10))
 ((BUDGET >= 30)) || BUDGET=30
 AGREE_FILE=()
 [[ -f $OUT/sweep/agreement.json ]] && AGREE_FILE=(--agreement-file "$OUT/sweep/agreement.json")
@@ -84,8 +91,18 @@ stage sweep "$PY" -m compare.run --device "$DEVICE" --batch-sizes "$SIZES" "${ME
     --min-seconds 0.2 --timeout "$TIMEOUT" --budget "$BUDGET" --no-figures "${AGREE_FILE[@]}" "${EXTRA[@]}" \
     --out "$OUT/sweep"
 
-# 5. figures from the results file alone.
+# 5. the other workloads in the rest (the suite's methods: sgd, every private step, the peers, per_layer, vmap).
+BUDGET=$((TOTAL - SECONDS - TIMEOUT - 20))
+((BUDGET >= 30)) || BUDGET=30
+WL_AGREE=()
+[[ -f $OUT/workloads/agreement.json ]] && WL_AGREE=(--agreement-file "$OUT/workloads/agreement.json")
+stage workloads "$PY" -m compare.run --device "$DEVICE" --suite fast-dpsgd --model "$WL_MODELS" \
+    --batch-sizes "$WL_SIZES" "${WL_METHODS[@]}" --repeats 3 --min-seconds 0.2 --timeout "$TIMEOUT" \
+    --budget "$BUDGET" --no-figures "${WL_AGREE[@]}" "${EXTRA[@]}" --out "$OUT/workloads"
+
+# 6. figures from the results files alone.
 stage figures "$PY" -m compare.figures "$OUT/sweep"
+stage figures-workloads "$PY" -m compare.figures "$OUT/workloads"
 
 echo "gpu-check: total ${SECONDS}s (target ${TOTAL}s); stages:"
 column -t "$OUT/stages.tsv" 2>/dev/null || cat "$OUT/stages.tsv"
