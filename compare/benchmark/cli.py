@@ -156,12 +156,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         batch_sizes=a.batch_sizes or suite.get("batch_sizes") or batch_sizes_for(full, a.device or "cpu"),
         batch_sizes_given=bool(a.batch_sizes or suite),
         frameworks=a.frameworks, methods=a.methods or suite.get("methods"), dtype=a.dtype, device=a.device,
-        repeats=a.repeats or (5 if full else 3),
-        min_seconds=a.min_seconds if a.min_seconds is not None else (1.0 if full else 0.2),
-        timeout=a.timeout or (900.0 if full else 120.0),
+        repeats=a.repeats or suite.get("repeats") or (5 if full else 3),
+        min_seconds=a.min_seconds if a.min_seconds is not None else suite.get("min_seconds", 1.0 if full else 0.2),
+        timeout=a.timeout or suite.get("timeout") or (900.0 if full else 120.0),
         resume=a.resume, full=full, loss=a.loss, seed=a.seed, agreement_batch_size=a.agreement_batch_size,
         agreement=not a.no_agreement, figures=not a.no_figures, malloc=a.malloc, env=tuple(a.env),
-        group_points=a.group_points, budget=a.budget, agreement_only=a.agreement_only, agreement_file=a.agreement_file,
+        group_points=suite.get("group_points", a.group_points) if a.group_points == "auto" else a.group_points,
+        budget=a.budget, agreement_only=a.agreement_only, agreement_file=a.agreement_file,
         devices=a.devices, models=models, suite=a.suite,
     )
 

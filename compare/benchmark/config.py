@@ -37,6 +37,9 @@ SUITES: dict[str, dict[str, tuple]] = {
         "batch_sizes": (16, 32, 64, 128, 256),
         "methods": ("per_layer", "vmap", "vmap_patches", "sgd", "dp_sgd", "dp_ghost", "dp_bk", "opacus_sgd",
                     "opacus_ghost", "jax_privacy"),
+        # timing: >= 3 calls and >= 0.5 s per point; one process per (workload, framework, kind, method) running
+        # its batch sizes ascending (~110 processes instead of ~540: start-up is most of a small workload's time)
+        "repeats": 3, "min_seconds": 0.5, "timeout": 300.0, "group_points": "method",
     },
 }
 
