@@ -85,8 +85,8 @@ def _gather(x: jax.Array, winners: jax.Array, k: tuple[int, int], s: tuple[int, 
     b, h, w, c = x.shape
     ho, wo = winners.shape[-2:]
     win = winners.astype(jnp.int32)
-    rows = jnp.arange(ho)[:, None] * s[0] + win // k[1]
-    cols = jnp.arange(wo)[None, :] * s[1] + win % k[1]
+    rows = jnp.arange(ho).reshape(1, 1, ho, 1) * s[0] + win // k[1]
+    cols = jnp.arange(wo).reshape(1, 1, 1, wo) * s[1] + win % k[1]
     planes = jnp.transpose(x, (0, 3, 1, 2)).reshape(b, c, h * w)
     out = jnp.take_along_axis(planes, (rows * w + cols).reshape(b, c, ho * wo), axis=2)
     return jnp.transpose(out.reshape(b, c, ho, wo), (0, 2, 3, 1))
