@@ -46,7 +46,7 @@ class Site:
 
 
 def relu_key(layer: str | None, taken: list[str]) -> str:
-    """``"{layer}.relu"`` (``"relu{i}"`` without a layer), ``"@n"``-suffixed if that layer's output is gated twice."""
+    """``"{layer}.relu"`` (``"act{i}.relu"`` without a layer), ``"@n"``-suffixed if that layer's output is gated twice."""
     base = layer if layer is not None else f"act{len(taken)}"
     key, n = f"{base}.relu", 1
     while key in taken:
