@@ -1,12 +1,24 @@
 """Explain float32 per-sample gradients that miss the float64 reference: flipped decisions and decision replay.
 
-The CNN is piecewise smooth. A float32 run whose rounding puts a ReLU pre-activation on the other side of 0,
-or changes a 2x2 max-pool winner on a near-tie, differentiates a *different smooth piece* than float64 does,
+The networks are piecewise smooth. A float32 run whose rounding puts a ReLU pre-activation on the other side
+of 0, or changes a max-pool winner on a near-tie, differentiates a *different smooth piece* than float64 does,
 and that sample's gradient jumps. For every float32 sample out of tolerance we list the decisions that differ
-from float64 with their margins (in units of the rounding scale u*S, see ``compare.agreement.oracle.rounding_scales``)
-and re-run the numpy float64 oracle with the framework's own float32 decisions forced. If the sample then
-agrees to ``REPLAY_TOLERANCE`` it is explained (legitimate float32 sensitivity); otherwise it is a real
-discrepancy and the report is not ok.
+from float64 with their margins (in units of the rounding scale u*S, ``compare.agreement.sites``) and re-run
+a float64 gradient with the framework's own float32 decisions forced (the replay). If the sample then agrees
+to ``REPLAY_TOLERANCE`` it is explained (legitimate float32 sensitivity); otherwise it is a real discrepancy
+and the report is not ok.
+
+Per workload (sites found from the model by ``*_impl.decisions``, nothing here names a layer):
+- seed_cnn: ReLU gates of conv1, conv2, fc1 and the 2x2/2 max-pool winners (``pool.winner``); the replay is
+  the numpy oracle (``compare.agreement.oracle``), independent of both frameworks.
+- mnist_cnn: ReLU gates of conv1, conv2, fc1 and two overlapping 2x2/1 max-pools (``pool1.winner``,
+  ``pool2.winner``); ffnn: the fc1 ReLU; cifar10_cnn: the ReLUs of conv1..conv7 (its average pools decide
+  nothing). Their replay is the reference framework's float64 autodiff through the forced piece
+  (``*_impl.decisions.replay_grads``; checked equal to the numpy oracle on the seed CNN and to each
+  framework's float64 loop when the float64 decisions are forced).
+- logreg, embed: no ReLU, no max-pool, hence no decision: the float32 gradient is a smooth function of the
+  inputs, its error is rounding only and must stay within ``TOLERANCE["float32"]`` (1e-4 relative, see
+  ``compare.agreement.errors``); a sample beyond it cannot be explained and the report is not ok.
 """
 from __future__ import annotations
 
@@ -15,9 +27,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from compare.agreement import oracle
+from compare.agreement import sites as S
 from compare.agreement.errors import ParamAgreement, compare_grads, sample_errors
 from compare.frameworks import impl_module
-from compare.spec import PARAM_NAMES
+from compare.spec import DEFAULT_MODEL, PARAM_NAMES
 
 Arrays = dict[str, np.ndarray]
 _ORACLE_CHUNK = 16  # samples per oracle call: bounds memory (the fc1 outer product is 9 MB per sample)
@@ -25,13 +38,13 @@ _ORACLE_CHUNK = 16  # samples per oracle call: bounds memory (the fc1 outer prod
 
 @dataclass
 class DecisionPoint:
-    """One decision of one sample: key (e.g. ``conv2.relu``), index (channel[, h, w]; pool: 12x12 window)."""
+    """One decision of one sample: key (e.g. ``conv2.relu``), index (channel[, h, w]; pool: its output window)."""
 
     decision: str
     sample: int
     index: tuple[int, ...]
     margin: float  # distance from flipping in float64, in units of u*S
-    float64: int = -1  # gate (0/1) or winner (0..3) in float64; -1 for a pre-flag
+    float64: int = -1  # gate (0/1) or winner (0..kh*kw-1) in float64; -1 for a pre-flag
     float32: int = -1
 
     def describe(self) -> str:
@@ -64,83 +77,100 @@ class SampleExplanation:
 
 @dataclass
 class Float64Decisions:
-    """The float64 oracle's decisions for the whole batch, their margins, and the pre-flagged near-kinks."""
+    """The float64 decisions of the whole batch (by the reference framework), their margins, and the
+    pre-flagged near-kinks (``compare.agreement.sites``)."""
 
+    sites: list
     decisions: Arrays
     margins: Arrays
     near: list[DecisionPoint]
 
     @classmethod
-    def compute(cls, weights: Arrays, x: np.ndarray, threshold: float) -> Float64Decisions:
-        cache = oracle.forward(weights, x)
-        margins = oracle.decision_margins(weights, cache)
-        near = [DecisionPoint(k, idx[0], idx[1:], m) for k, idx, m in oracle.near_kinks(cache, margins, threshold)]
-        return cls({k: cache[k] for k in oracle.DECISION_SHAPES}, margins, near)
+    def compute(cls, weights: Arrays, x: np.ndarray, threshold: float, *, framework: str = "torch",
+                device: str | None = None, model: str = DEFAULT_MODEL) -> Float64Decisions:
+        mod = impl_module(framework, "decisions")
+        sites = mod.decision_sites(model)
+        d = mod.forward_decisions(weights, x, dtype="float64", device=device, model=model, scales=True)
+        margins = S.decision_margins(sites, d)
+        near = [DecisionPoint(k, idx[0], idx[1:], m) for k, idx, m in S.near_kinks(sites, d, margins, threshold)]
+        return cls(sites, d, margins, near)
 
 
 def check_oracle(weights: Arrays, x: np.ndarray, y: np.ndarray, loss: str, reference: Arrays,
                  scales: dict[str, float], tol: float) -> list[ParamAgreement]:
-    """The numpy oracle (unforced) against the reference: a third, framework-independent float64 check."""
+    """The numpy oracle (unforced, seed CNN only) against the reference: a third, framework-independent float64 check."""
     chunks = [oracle.per_sample_grads(weights, x[i:i + _ORACLE_CHUNK], y[i:i + _ORACLE_CHUNK], loss=loss)
               for i in range(0, x.shape[0], _ORACLE_CHUNK)]
     got = {k: np.concatenate([c[k] for c in chunks]) for k in PARAM_NAMES}
     return compare_grads(got, reference, tol, scales)
 
 
-def framework_decisions(framework: str, method: str, weights: Arrays, x: np.ndarray, device: str | None) -> Arrays:
+def framework_decisions(framework: str, method: str, weights: Arrays, x: np.ndarray, device: str | None,
+                        model: str = DEFAULT_MODEL) -> Arrays:
     """The framework's float32 decisions as its ``method`` computes them (``loop`` runs one example at a time)."""
     fn = impl_module(framework, "decisions").forward_decisions
     if method != "loop":
-        return fn(weights, x, dtype="float32", device=device)
-    parts = [fn(weights, x[i:i + 1], dtype="float32", device=device) for i in range(x.shape[0])]
+        return fn(weights, x, dtype="float32", device=device, model=model)
+    parts = [fn(weights, x[i:i + 1], dtype="float32", device=device, model=model) for i in range(x.shape[0])]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def find_flips(d32: Arrays, f64: Float64Decisions, sample: int) -> list[DecisionPoint]:
     """Decisions of ``sample`` where float32 differs from float64 and the gradient can notice
-    (conv2 gates only at a pool winner of either precision), smallest margin first."""
-    winners = [d["pool.winner"][sample:sample + 1] for d in (d32, f64.decisions)]
-    at_winner = (oracle.winner_mask(winners[0]) | oracle.winner_mask(winners[1]))[0]
-    flips = []
-    for key in oracle.DECISION_SHAPES:
-        a, b = f64.decisions[key][sample], d32[key][sample]
-        differs = (a != b) & at_winner if key == "conv2.relu" else a != b
-        for idx in zip(*np.nonzero(differs)):
-            margin = f64.margins[key][sample][idx + ((int(b[idx]),) if key == "pool.winner" else ())]
-            flips.append(DecisionPoint(key, sample, tuple(int(i) for i in idx), float(margin),
-                                       int(a[idx]), int(b[idx])))
-    return sorted(flips, key=lambda f: f.margin)
+    (a gate read by a max-pool only at a winner of either precision), smallest margin first."""
+    return [DecisionPoint(k, sample, idx, m, a, b)
+            for k, idx, m, a, b in S.find_flips(f64.sites, d32, f64.decisions, f64.margins, sample)]
+
+
+def replay_grads(weights: Arrays, x: np.ndarray, y: np.ndarray, loss: str, forced: Arrays, *, model: str,
+                 framework: str, device: str | None) -> Arrays:
+    """float64 gradients with ``forced`` decisions: the numpy oracle for the seed CNN (framework-independent),
+    else ``framework``'s ``decisions.replay_grads`` (its float64 autodiff through the forced piece)."""
+    if model == DEFAULT_MODEL:
+        return oracle.per_sample_grads(weights, x, y, loss=loss, forced=forced)
+    return impl_module(framework, "decisions").replay_grads(weights, x, y, forced, loss=loss, device=device,
+                                                            model=model)
 
 
 def replay_errors(weights: Arrays, x: np.ndarray, y: np.ndarray, loss: str, got32: Arrays, d32: Arrays,
-                  samples: list[int], scales: dict[str, float]) -> np.ndarray:
+                  samples: list[int], scales: dict[str, float], f64: Float64Decisions, *, model: str = DEFAULT_MODEL,
+                  framework: str = "torch", device: str | None = None) -> np.ndarray:
     """(len(samples),) max over parameters of |float32 - replay| / reference scale."""
-    forced = {k: d32[k][samples] for k in oracle.DECISION_SHAPES}
-    replay = oracle.per_sample_grads(weights, x[samples], y[samples], loss=loss, forced=forced)
-    errs = sample_errors({k: got32[k][samples] for k in PARAM_NAMES}, replay)
-    return np.max([errs[k] / scales[k] for k in PARAM_NAMES], axis=0)
+    forced = {s.key: d32[s.key][samples] for s in f64.sites}
+    replay = replay_grads(weights, x[samples], y[samples], loss, forced, model=model, framework=framework,
+                          device=device)
+    errs = sample_errors({k: got32[k][samples] for k in replay}, replay)
+    return np.max([errs[k] / scales[k] for k in replay], axis=0)
 
 
 def explain_samples(
     framework: str, method: str, weights: Arrays, x: np.ndarray, y: np.ndarray, loss: str, got32: Arrays,
     rel_err: Arrays, tol: float, f64: Float64Decisions, scales: dict[str, float], replay_tol: float,
-    device: str | None,
+    device: str | None, *, model: str = DEFAULT_MODEL, replay_framework: str = "torch",
 ) -> tuple[list[int], list[SampleExplanation]]:
     """(samples with any gradient-relevant flip, one explanation per sample out of ``tol``).
 
     ``rel_err``: ``{name: (B,)}`` each sample's max error against the reference over the parameter's scale.
+    A workload without decision sites (logreg, embed) has no flip and no replay: its float32 error is rounding
+    only, and a sample out of ``tol`` is reported unexplained (``replay_rel_err`` = its own error).
     """
-    d32 = framework_decisions(framework, method, weights, x, device)
-    flipped = [s for s in range(x.shape[0]) if find_flips(d32, f64, s)]
+    names = list(rel_err)
     bad = sorted({int(s) for e in rel_err.values() for s in np.flatnonzero(e > tol)})
+    if not f64.sites:
+        return [], [SampleExplanation(s, [k for k in names if rel_err[k][s] > tol],
+                                      float(max(rel_err[k][s] for k in names)),
+                                      float(max(rel_err[k][s] for k in names)), False, []) for s in bad]
+    d32 = framework_decisions(framework, method, weights, x, device, model)
+    flipped = [s for s in range(x.shape[0]) if find_flips(d32, f64, s)]
     if not bad:
         return flipped, []
-    replay = replay_errors(weights, x, y, loss, got32, d32, bad, scales)
+    replay = replay_errors(weights, x, y, loss, got32, d32, bad, scales, f64, model=model,
+                           framework=replay_framework, device=device)
     explanations = [
         SampleExplanation(
             sample=s,
-            params=[k for k in PARAM_NAMES if rel_err[k][s] > tol],
-            max_rel_err=float(max(rel_err[k][s] for k in PARAM_NAMES)),
+            params=[k for k in names if rel_err[k][s] > tol],
+            max_rel_err=float(max(rel_err[k][s] for k in names)),
             replay_rel_err=float(r),
             explained=bool(r <= replay_tol),
             flips=find_flips(d32, f64, s),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from jax_impl.models.common import PRECISION, nhwc
+from jax_impl.models.common import PRECISION, nhwc, relu
 
 CHANNELS = ((3, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 10))
 POOL_AFTER = (2, 4, 6)  # average-pool 2x2 after conv2, conv4, conv6
@@ -22,7 +22,7 @@ class Cifar10CNN(nnx.Module):
         """x: (B, 3, 32, 32) NCHW -> logits (B, 10)."""
         x = nhwc(x)
         for i in range(1, len(CHANNELS)):
-            x = nnx.relu(getattr(self, f"conv{i}")(x))
+            x = relu(getattr(self, f"conv{i}")(x))
             if i in POOL_AFTER:
                 x = nnx.avg_pool(x, (2, 2), strides=(2, 2))
         return getattr(self, f"conv{len(CHANNELS)}")(x).mean(axis=(1, 2))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from jax_impl.models.common import PRECISION
+from jax_impl.models.common import PRECISION, relu
 
 
 class FFNN(nnx.Module):
@@ -14,4 +14,4 @@ class FFNN(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (B, 104) float -> logits (B, 2)."""
-        return self.fc2(nnx.relu(self.fc1(x)))
+        return self.fc2(relu(self.fc1(x)))

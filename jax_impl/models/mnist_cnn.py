@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from jax_impl.models.common import PRECISION, flatten_chw, nhwc
+from jax_impl.models.common import PRECISION, flatten_chw, max_pool, nhwc, relu
 
 
 class MnistCNN(nnx.Module):
@@ -19,6 +19,6 @@ class MnistCNN(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (B, 1, 28, 28) NCHW -> logits (B, 10)."""
-        x = nnx.max_pool(nnx.relu(self.conv1(nhwc(x))), (2, 2), strides=(1, 1))
-        x = nnx.max_pool(nnx.relu(self.conv2(x)), (2, 2), strides=(1, 1))
-        return self.fc2(nnx.relu(self.fc1(flatten_chw(x))))
+        x = max_pool(relu(self.conv1(nhwc(x))), (2, 2), strides=(1, 1))
+        x = max_pool(relu(self.conv2(x)), (2, 2), strides=(1, 1))
+        return self.fc2(relu(self.fc1(flatten_chw(x))))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from jax_impl.models.common import PRECISION, flatten_chw, nhwc
+from jax_impl.models.common import PRECISION, flatten_chw, max_pool, nhwc, relu
 
 
 class SimpleCNN(nnx.Module):
@@ -18,9 +18,9 @@ class SimpleCNN(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (B, 1, 28, 28) NCHW -> logits (B, 10)."""
-        x = nnx.relu(self.conv1(nhwc(x)))
-        x = nnx.relu(self.conv2(x))
-        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = relu(self.conv1(nhwc(x)))
+        x = relu(self.conv2(x))
+        x = max_pool(x, (2, 2), strides=(2, 2))
         x = flatten_chw(x)  # torch's (C, H, W) order: fc1's kernel is the canonical weight transposed
-        x = nnx.relu(self.fc1(x))
+        x = relu(self.fc1(x))
         return self.fc2(x)
