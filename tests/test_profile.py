@@ -27,7 +27,8 @@ def test_unknown_method_is_rejected() -> None:
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_profile_non_seed_workloads_name_their_model(framework: str, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_profile_non_seed_workloads_name_their_model(framework: str, tmp_path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     from compare.benchmark.profile import subsets

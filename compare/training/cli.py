@@ -115,8 +115,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--clip", type=float, default=1.0, help="per-example L2 clipping norm (default: 1.0)")
     p.add_argument("--noise-multiplier", type=float, default=0.8, help="noise std / clip (default: 0.8)")
     p.add_argument("--delta", type=float, default=1e-5, help="target delta of (epsilon, delta)-DP")
-    p.add_argument("--data", type=Path, default=None, help="local MNIST: a directory of IDX files or an .npz "
-                   "(default: scikit-learn's packaged 8x8 digits upsampled to 28x28)")
+    p.add_argument("--data", type=Path, default=None, help="local MNIST for the 28x28 workloads: a directory of IDX "
+                   "files or an .npz (default: scikit-learn's packaged 8x8 digits upsampled to 28x28)")
     p.add_argument("--out", type=output_dir, default=Path("results/train"), help="output directory")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
@@ -149,8 +149,9 @@ def check_config(cfg: Config) -> None:
     if cfg.weights is not None and len(cfg.models) > 1:
         raise DPConfigError(f"--weights is one workload's file; give one --model, not {','.join(cfg.models)}")
     if cfg.devices > 1 and cfg.models != (DEFAULT_MODEL,):
+        others = ",".join(m for m in cfg.models if m != DEFAULT_MODEL)
         raise DevicesError(f"--devices {cfg.devices}: the data-parallel step (<fw>_impl.distributed) trains "
-                           f"{DEFAULT_MODEL} only; use --devices 1 for {','.join(m for m in cfg.models if m != DEFAULT_MODEL)}")
+                           f"{DEFAULT_MODEL} only; use --devices 1 for {others}")
 
 
 def check_parallel(cfg: Config) -> None:
@@ -240,7 +241,8 @@ def summarize(fw: str, dp: ModuleType, params: object, data: Dataset, cfg: Confi
         "sgd_step_ms": sgd_step_ms(dp, params, data, cfg),
     }
     result["dp_overhead"] = result["step_ms"] / result["sgd_step_ms"]
-    log.info("%s %s: test accuracy %.4f, DP step %.1f ms on %d device(s), non-private step %.1f ms (x%.2f)", cfg.model, fw,
+    log.info("%s %s: test accuracy %.4f, DP step %.1f ms on %d device(s), non-private step %.1f ms (x%.2f)",
+             cfg.model, fw,
              result["test_accuracy"], result["step_ms"], cfg.devices, result["sgd_step_ms"], result["dp_overhead"])
     return result
 
@@ -390,7 +392,8 @@ def train_model(cfg: Config, data: Dataset, steps: int, weights: dict[str, np.nd
     cfg.out.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
               for k, v in asdict(cfg).items()}
-    report = {"model": cfg.model, "meta": {**meta(data, steps, cfg.batch_size / n, cfg.model), "memory_settings": memory},
+    report = {"model": cfg.model,
+              "meta": {**meta(data, steps, cfg.batch_size / n, cfg.model), "memory_settings": memory},
               "config": config, "epsilon": eps, "delta": cfg.delta, "complete": False, "frameworks": {}}
     (cfg.out / "train_progress.jsonl").write_text("")  # then append: spawned torch rank 0 appends to it too
     with open(cfg.out / "train_progress.jsonl", "a") as progress:
