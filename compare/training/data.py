@@ -16,7 +16,9 @@ task of the workload's input shape, and says so in its name (``synthetic-teacher
   so the classes are roughly balanced (two classes: split at the median logit margin, exactly balanced).
 The student can represent the teacher, so the task is learnable and the test accuracy is meaningful, but it
 measures fitting a random teacher, not a real-data result; the point of these runs is that both frameworks
-train the same workload to the same curve (tests/test_train.py: float64, to ~1e-12).
+train the same workload to the same curve (tests/test_train.py: float64, to ~1e-12). At the CLI's defaults
+(5 epochs, B=64, lr 0.5, sigma 0.8) logreg/ffnn learn their teacher (test accuracy ~0.91 / ~0.79 at seed 0);
+embed's (10,004 token scores, each seen ~50 times) stays near chance: there only the agreement is the result.
 """
 from __future__ import annotations
 
