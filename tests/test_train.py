@@ -82,3 +82,89 @@ def test_noisy_config_reports_finite_epsilon_and_interruption_keeps_progress(tmp
     assert 0 < header["epsilon"] < math.inf and header["start"]["noise_multiplier"] == 1.0
     assert [(d["framework"], d["step"]) for d in lines] == [("torch", 0), ("torch", 1)]
     assert not (tmp_path / "train.json").exists()
+
+
+# ---------------------------------------------------------------- --model (issue 15 item 4)
+
+
+@pytest.mark.parametrize("value", ["nope", "logreg,nope", ",", "LOGREG"])
+def test_bad_model_is_one_usage_line_before_any_work(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--model", value, "--steps", "1", "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --model" in err and ("unknown model" in err or "at least one" in err)
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_parsing_and_output_layout(tmp_path):
+    from compare.spec import MODELS
+
+    assert train.parse_args([]).models == ("seed_cnn",) and train.parse_args([]).model == "seed_cnn"
+    assert train.parse_args(["--model", "all"]).models == tuple(MODELS)
+    assert train.parse_args(["--model", "logreg, embed"]).models == ("logreg", "embed")
+    assert train.run_dir(tmp_path, ("seed_cnn",), "seed_cnn") == tmp_path  # the default stays where it was
+    assert train.run_dir(tmp_path, ("logreg",), "logreg") == tmp_path / "logreg"
+    assert train.run_dir(tmp_path, ("seed_cnn", "ffnn"), "seed_cnn") == tmp_path / "seed_cnn"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "logreg", "--data", "/nonexistent/mnist.npz"], "28x28 workloads"),
+        (["--model", "logreg,ffnn", "--weights", "/nonexistent/w.safetensors"], "give one --model"),
+        (["--model", "ffnn", "--devices", "2"], "trains seed_cnn only"),
+        (["--model", "logreg,ffnn", "--batch-size", "100000"], "exceeds"),
+    ],
+)
+def test_model_specific_bad_input_fails_before_training(tmp_path, caplog, args, message):
+    assert train.main([*args, "--steps", "1", "--out", str(tmp_path / "out")]) == 2
+    assert message in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_of_another_workload_are_rejected(tmp_path, caplog):
+    from compare.weights import init_weights, save_weights
+
+    save_weights(tmp_path / "ffnn.safetensors", init_weights(0, "ffnn"), model="ffnn")
+    assert train.main(["--model", "logreg", "--weights", str(tmp_path / "ffnn.safetensors"), "--steps", "1",
+                       "--out", str(tmp_path / "out")]) == 2
+    assert "'ffnn'" in caplog.text and not (tmp_path / "out").exists()
+
+
+def test_synthetic_teacher_task_is_seeded_balanced_and_named():
+    from compare.training.data import load_for_model, load_teacher_task
+
+    a, b = load_teacher_task("ffnn", seed=3, n_train=64, n_test=16), load_teacher_task("ffnn", seed=3, n_train=64,
+                                                                                       n_test=16)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.y_train, b.y_train)
+    assert a.synthetic and a.name == "synthetic-teacher:ffnn" and a.description.startswith("SYNTHETIC")
+    assert a.x_train.shape == (64, 104) and a.x_train.dtype == np.float32
+    assert abs(int(a.y_train.sum()) - 32) <= 8  # two classes split at the teacher's median margin (whole pool)
+    tokens = load_teacher_task("embed", seed=0, n_train=32, n_test=8)
+    assert tokens.x_train.dtype == np.int64 and tokens.x_train.shape == (32, 256)
+    assert not load_for_model("mnist_cnn", 0, None).synthetic  # 28x28 workloads: the real digits
+
+
+@pytest.mark.parametrize("model", ["ffnn", "embed"])
+def test_non_seed_workload_trains_both_frameworks_to_the_same_curve(tmp_path, model):
+    """float64, with noise: both frameworks see the same data, weights and noise, so the losses agree to rounding."""
+    assert train.main(["--model", model, *TINY, "--dtype", "float64", "--noise-multiplier", "0.5",
+                       "--out", str(tmp_path)]) == 0
+    out = tmp_path / model
+    report = json.loads((out / "train.json").read_text())
+    assert report["complete"] and report["model"] == model
+    assert report["config"]["model"] == model and report["config"]["models"] == [model]
+    assert report["meta"]["model"] == model and report["meta"]["data"].startswith("SYNTHETIC")
+    assert report["meta"]["dataset"]["name"] == f"synthetic-teacher:{model}" and report["meta"]["dataset"]["synthetic"]
+    torch_r, jax_r = report["frameworks"]["torch"], report["frameworks"]["jax"]
+    assert torch_r["model"] == jax_r["model"] == model
+    np.testing.assert_allclose(jax_r["loss"], torch_r["loss"], rtol=1e-10)
+    assert torch_r["test_accuracy"] == jax_r["test_accuracy"]
+    header, *lines = [json.loads(line) for line in (out / "train_progress.jsonl").read_text().splitlines()]
+    assert header["model"] == model and header["data"].startswith("SYNTHETIC")
+    assert [(d["model"], d["framework"]) for d in lines] == [(model, "torch")] * 2 + [(model, "jax")] * 2
+    assert (out / "train_loss.png").stat().st_size > 0
+    assert not (tmp_path / "train.json").exists()  # a non-default selection never writes into --out itself

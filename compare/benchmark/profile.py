@@ -6,21 +6,28 @@
   per_layer, both frameworks: wall time of each stage (forward, forward+backward to the layer outputs,
          each layer's rule), timed separately after a warm-up;
   reference, both frameworks: the forward alone, then the batched gradient w.r.t. subsets of the parameters
-         (fc only: no conv backward; conv2 only: adds conv2's weight-gradient convolution; conv1 only: adds
-         conv2's input-gradient convolution), which isolates the convolution backward passes on any backend.
-Example: ``python -m compare.profile --framework torch --method per_layer --batch-size 256``
+         (seed_cnn: fc only: no conv backward; conv2 only: adds conv2's weight-gradient convolution; conv1 only:
+         adds conv2's input-gradient convolution), which isolates the convolution backward passes on any backend;
+         other workloads: each parameterised layer alone, then all (``subsets(model)``).
+``--model NAME[,NAME...]|all`` (default seed_cnn) profiles each workload in turn; every section header, and every
+record of ``--json``, names its model. The per_layer stages come from the workload's own layers (one rule stage
+per layer call site); a method that does not apply to a workload (``applicable_methods``) is reported as such
+for that workload and skipped (and rejected up front if it applies to none of them).
+Example: ``python -m compare.profile --framework torch --method per_layer --batch-size 256 --model seed_cnn,ffnn``
 """
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 from compare.frameworks import FRAMEWORKS, impl_module, per_sample_module
-from compare.spec import DEFAULT_LOSS, LOSSES, make_batch
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, LOSSES, MODELS, InputError, make_batch, parse_models
 from compare.weights import init_weights
 
 
@@ -33,11 +40,33 @@ class Config:
     dtype: str
     repeats: int
     top: int
+    models: tuple[str, ...] = (DEFAULT_MODEL,)  # the selection (--model)
+    model: str = DEFAULT_MODEL  # the workload being profiled (one of ``models``)
+    json: Path | None = None
+
+
+def model_arg(text: str) -> tuple[str, ...]:
+    """argparse ``type=`` for ``--model``: a bad name is one usage line (exit 2)."""
+    try:
+        return parse_models(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def not_applicable(framework: str, method: str, model: str) -> str | None:
+    """Why ``method`` does not apply to ``model`` in ``framework`` (None: it applies; 'reference' always does)."""
+    if method == "reference":
+        return None
+    return per_sample_module(framework).applicable_methods(model).get(method)
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
     p = argparse.ArgumentParser(prog="python -m compare.profile", description=__doc__.splitlines()[0])
     p.add_argument("--framework", choices=FRAMEWORKS, required=True)
+    p.add_argument("--model", type=model_arg, default=(DEFAULT_MODEL,), metavar="NAME[,NAME...]|all",
+                   help=f"workloads to profile in turn (default: {DEFAULT_MODEL}; one of {', '.join(MODELS)})")
+    p.add_argument("--json", type=Path, default=None, help="also write the stage timings as JSON records "
+                   "(model, framework, method, section, stage, wall_ms, cpu_ms) to this file")
     p.add_argument("--method", default="per_layer", help="a per-sample method, or 'reference' (batched gradient)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--loss", choices=LOSSES, default=DEFAULT_LOSS)
@@ -50,7 +79,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
     ps = per_sample_module(a.framework)
     if a.method != "reference" and a.method not in ps.METHODS:
         p.error(f"unknown {a.framework} method {a.method!r}; expected 'reference' or one of {ps.METHODS}")
-    return Config(a.framework, a.method, a.batch_size, a.loss, a.dtype, a.repeats, a.top)
+    reasons = {m: not_applicable(a.framework, a.method, m) for m in a.model}
+    if all(reasons.values()):
+        p.error(f"{a.framework} method {a.method!r} applies to none of the models: "
+                + "; ".join(f"{m}: {r}" for m, r in reasons.items()))
+    return Config(a.framework, a.method, a.batch_size, a.loss, a.dtype, a.repeats, a.top, a.model, a.model[0], a.json)
 
 
 def _median_ms(fn: Callable[[], object], sync: Callable[[object], object], repeats: int) -> tuple[float, float]:
@@ -67,9 +100,10 @@ def _median_ms(fn: Callable[[], object], sync: Callable[[object], object], repea
 
 def _setup(cfg: Config):
     ps = per_sample_module(cfg.framework)
-    x, y = make_batch(cfg.batch_size, seed=0, dtype=cfg.dtype)
-    args = ps.native_inputs(init_weights(0), x, y, dtype=cfg.dtype, device="cpu")
-    fn = ps.reference_fn(loss=cfg.loss) if cfg.method == "reference" else ps.native_fn(cfg.method, loss=cfg.loss)
+    x, y = make_batch(cfg.batch_size, seed=0, dtype=cfg.dtype, model=cfg.model)
+    args = ps.native_inputs(init_weights(0, cfg.model), x, y, dtype=cfg.dtype, device="cpu", model=cfg.model)
+    fn = (ps.reference_fn(loss=cfg.loss, model=cfg.model) if cfg.method == "reference"
+          else ps.native_fn(cfg.method, loss=cfg.loss, model=cfg.model))
     return ps, fn, args
 
 
@@ -110,30 +144,44 @@ def jax_compiled_ops(cfg: Config) -> str:
 
 
 def per_layer_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:
-    """Median (wall, CPU) ms of each stage of ``per_layer``: forward, forward+backward to outputs, each layer's rule."""
+    """Median (wall, CPU) ms of each stage of ``per_layer``: forward, forward+backward to outputs, each layer's rule
+    (one stage per call site of each of the workload's parameterised layers; "rule conv1" etc. for the seed)."""
     _, _, (params, x, y) = _setup(cfg)
     pl = impl_module(cfg.framework, "per_layer")
+    model = cfg.model
     if cfg.framework == "torch":
-        inputs, cots = pl.output_cotangents(params, x, y, cfg.loss)
+        from torch_impl import rules
+        from torch_impl.model import resolve
+
+        layers = pl.param_layers(resolve(model).module)
+        inputs, cots = pl.output_cotangents(params, x, y, cfg.loss, model)
         sync = lambda v: v  # noqa: E731 - CPU ops are synchronous
 
-        stages = {"forward": lambda: pl.forward_to_outputs(params, x),
-                  "forward+backward to outputs": lambda: pl.output_cotangents(params, x, y, cfg.loss)}
-        for layer, rule in pl.RULES.items():
-            stages[f"rule {layer}"] = lambda layer=layer, rule=rule: rule(inputs[layer], cots[layer])
+        stages = {"forward": lambda: pl.forward_to_outputs(params, x, model),
+                  "forward+backward to outputs": lambda: pl.output_cotangents(params, x, y, cfg.loss, model)}
+        for site in inputs:
+            name = pl.site_layer(site)
+            leaves = pl.layer_params(params, name, layers[name])
+            stages[f"rule {site}"] = (lambda site=site, layer=layers[name], leaves=leaves:
+                                      rules.per_example(layer, leaves, inputs[site], cots[site]))
     else:
         import jax
-        import jax.numpy as jnp
 
-        zeros = {k: jnp.zeros(s, x.dtype) for k, s in pl.output_shapes(x.shape[0]).items()}
-        inputs, cots = jax.jit(pl.output_cotangents, static_argnums=3)(params, x, y, cfg.loss)
+        from jax_impl import rules
+        from jax_impl.model import resolve
+        from jax_impl.weights import param_modules, path_name
+
+        layers = {path_name(p): m for p, m in param_modules(resolve(model).abstract_module)}  # structure only
+        zeros = pl.zero_probes(params, x, model)
+        fwd = jax.jit(lambda p, x, z: pl.forward_to_outputs(p, x, z, model))
+        fwd_bwd = jax.jit(lambda p, x, y: pl.output_cotangents(p, x, y, cfg.loss, model))
+        inputs, cots = fwd_bwd(params, x, y)
         sync = jax.block_until_ready
-        fwd, fwd_bwd = jax.jit(pl.forward_to_outputs), jax.jit(pl.output_cotangents, static_argnums=3)
         stages = {"forward": lambda: fwd(params, x, zeros),
-                  "forward+backward to outputs": lambda: fwd_bwd(params, x, y, cfg.loss)}
-        for layer, rule in pl.RULES.items():
-            jitted = jax.jit(rule)
-            stages[f"rule {layer}"] = lambda layer=layer, jitted=jitted: jitted(inputs[layer], cots[layer])
+                  "forward+backward to outputs": lambda: fwd_bwd(params, x, y)}
+        for site in inputs:
+            jitted = jax.jit(lambda a, g, layer=layers[pl.site_layer(site)]: rules.per_example(layer, a, g))
+            stages[f"rule {site}"] = lambda site=site, jitted=jitted: jitted(inputs[site], cots[site])
     return [(name, _median_ms(fn, sync, cfg.repeats)) for name, fn in stages.items()]
 
 
@@ -144,6 +192,16 @@ SUBSETS: dict[str, tuple[str, ...]] = {
     "grad w.r.t. conv1 only (+ conv2 input-grad conv)": ("conv1",),
     "grad w.r.t. all (the batched reference)": ("conv1", "conv2", "fc1", "fc2"),
 }
+ALL_STAGE = "grad w.r.t. all (the batched reference)"
+
+
+def subsets(model: str = DEFAULT_MODEL) -> dict[str, tuple[str, ...]]:
+    """The reference stages' parameter subsets of a workload: the seed's ``SUBSETS``; for any other workload,
+    each parameterised layer (top-level canonical name prefix) alone, then all of them."""
+    if model == DEFAULT_MODEL:
+        return dict(SUBSETS)
+    layers = tuple(dict.fromkeys(k.split(".")[0] for k in MODELS[model].param_shapes))
+    return {**{f"grad w.r.t. {layer} only": (layer,) for layer in layers}, ALL_STAGE: layers}
 
 
 def reference_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:
@@ -157,12 +215,12 @@ def reference_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:
 
         def forward():
             with torch.no_grad():
-                return ps.batch_loss(params, x, y, cfg.loss)
+                return ps.batch_loss(params, x, y, cfg.loss, cfg.model)
 
         def subset_grad(layers):
             sub = {k: v for k, v in params.items() if k.split(".")[0] in layers}
             rest = {k: v for k, v in params.items() if k not in sub}
-            g = grad(lambda sub: ps.batch_loss({**rest, **sub}, x, y, cfg.loss))
+            g = grad(lambda sub: ps.batch_loss({**rest, **sub}, x, y, cfg.loss, cfg.model))
             return lambda: g(sub)
     else:
         import jax
@@ -170,7 +228,7 @@ def reference_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:
 
         # Everything is a jit argument: closed-over arrays would be constants that XLA folds at compile time.
         sync = jax.block_until_ready
-        jitted_loss = jax.jit(lambda p, x, y: ps.batch_loss(p, x, y, cfg.loss))
+        jitted_loss = jax.jit(lambda p, x, y: ps.batch_loss(p, x, y, cfg.loss, cfg.model))
         forward = lambda: jitted_loss(params, x, y)  # noqa: E731
         pure = nnx.to_pure_dict(params)
 
@@ -181,27 +239,48 @@ def reference_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:
             def loss_of(sub, rest, x, y):
                 state = jax.tree.map(lambda v: v, params)
                 nnx.replace_by_pure_dict(state, {**rest, **sub})
-                return ps.batch_loss(state, x, y, cfg.loss)
+                return ps.batch_loss(state, x, y, cfg.loss, cfg.model)
 
             g = jax.jit(jax.grad(loss_of))
             return lambda: g(sub, rest, x, y)
 
-    stages = {"forward only": forward, **{name: subset_grad(layers) for name, layers in SUBSETS.items()}}
+    stages = {"forward only": forward,
+              **{name: subset_grad(layers) for name, layers in subsets(cfg.model).items()}}
     return [(name, _median_ms(fn, sync, cfg.repeats)) for name, fn in stages.items()]
+
+
+def profile_model(cfg: Config) -> list[dict]:
+    """Print one workload's profile; return its stage timings as records (each naming model and framework)."""
+    print(f"# model={cfg.model} {cfg.framework} {cfg.method} B={cfg.batch_size} {cfg.dtype} loss={cfg.loss}")
+    base = {"model": cfg.model, "framework": cfg.framework, "method": cfg.method, "batch_size": cfg.batch_size,
+            "dtype": cfg.dtype, "loss": cfg.loss, "repeats": cfg.repeats}
+    reason = not_applicable(cfg.framework, cfg.method, cfg.model)
+    if reason is not None:
+        print(f"model {cfg.model}: {cfg.framework} method {cfg.method!r} {reason}")
+        return [{**base, "section": None, "not_applicable": reason}]
+    print(torch_op_table(cfg) if cfg.framework == "torch" else jax_compiled_ops(cfg))
+    records: list[dict] = []
+    if cfg.method in ("per_layer", "reference"):
+        section, timed = (("per_layer", per_layer_stages(cfg)) if cfg.method == "per_layer"
+                          else ("reference", reference_stages(cfg)))
+        print(f"\n{'per_layer' if section == 'per_layer' else 'batched reference'} stages of {cfg.model}, "
+              f"each timed on its own (median ms): {'wall':>10} {'CPU':>9}")
+        for name, (wall, cpu) in timed:
+            print(f"  {name:50s} {wall:9.1f} {cpu:9.1f}")
+            records.append({**base, "section": section, "stage": name, "wall_ms": wall, "cpu_ms": cpu})
+    return records
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    print(f"# {cfg.framework} {cfg.method} B={cfg.batch_size} {cfg.dtype} loss={cfg.loss}")
-    print(torch_op_table(cfg) if cfg.framework == "torch" else jax_compiled_ops(cfg))
-    if cfg.method == "per_layer":
-        print("\nper_layer stages, each timed on its own (median ms):      wall       CPU")
-        for name, (wall, cpu) in per_layer_stages(cfg):
-            print(f"  {name:50s} {wall:9.1f} {cpu:9.1f}")
-    if cfg.method == "reference":
-        print("\nbatched reference stages, each timed on its own (median ms): wall       CPU")
-        for name, (wall, cpu) in reference_stages(cfg):
-            print(f"  {name:50s} {wall:9.1f} {cpu:9.1f}")
+    records: list[dict] = []
+    for i, model in enumerate(cfg.models):
+        if i:
+            print()
+        records += profile_model(replace(cfg, model=model))
+    if cfg.json is not None:
+        cfg.json.parent.mkdir(parents=True, exist_ok=True)
+        cfg.json.write_text(json.dumps(records, indent=2))
     return 0
 
 
