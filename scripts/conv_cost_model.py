@@ -151,24 +151,33 @@ def machine(threads: int) -> dict:
             "nice": os.nice(0)}
 
 
-def record(fw: str, model: str, batch: int, name: str, shape: tuple[int, int, int], timing: dict) -> dict:
+def _choice(positions: int, d: int, p: int, slack: float) -> str:
     from torch_impl.rules import gram_is_cheaper
+
+    return "gram" if gram_is_cheaper(positions, d, p, slack) else "materialize"
+
+
+def record(fw: str, model: str, batch: int, name: str, shape: tuple[int, int, int], timing: dict) -> dict:
+    """One point, judged by the rules' current conv cost model (slack ``CONV_GRAM_SLACK``) and by slack 1."""
+    from torch_impl.rules import CONV_GRAM_SLACK
 
     positions, d, p = shape
     mat, gram = timing["materialize"]["median_ms"], timing["gram"]["median_ms"]
-    choice = "gram" if gram_is_cheaper(positions, d, p) else "materialize"
-    faster = "gram" if gram < mat else "materialize"
-    chosen, best = (gram if choice == "gram" else mat), min(mat, gram)
-    return {"framework": fw, "model": model, "layer": name, "batch_size": batch, "P": positions, "d": d, "p": p,
-            "cost_ratio": round(cost_ratio(positions, d, p), 4), "model_choice": choice,
-            "materialize_ms": round(mat, 3), "gram_ms": round(gram, 3), "measured_ratio": round(gram / mat, 4),
-            "measured_faster": faster, "wrong": choice != faster, "penalty": round(chosen / best, 3),
-            "timings": timing}
+    faster, best = ("gram" if gram < mat else "materialize"), min(mat, gram)
+    out = {"framework": fw, "model": model, "layer": name, "batch_size": batch, "P": positions, "d": d, "p": p,
+           "cost_ratio": round(cost_ratio(positions, d, p), 4), "slack": CONV_GRAM_SLACK,
+           "materialize_ms": round(mat, 3), "gram_ms": round(gram, 3), "measured_ratio": round(gram / mat, 4),
+           "measured_faster": faster}
+    for suffix, slack in (("", CONV_GRAM_SLACK), ("_slack1", 1.0)):
+        choice = _choice(positions, d, p, slack)
+        out |= {f"model_choice{suffix}": choice, f"wrong{suffix}": choice != faster,
+                f"penalty{suffix}": round((gram if choice == "gram" else mat) / best, 3)}
+    return out | {"timings": timing}
 
 
 def threshold_fit(records: list[dict]) -> dict:
     """The k minimising the summed penalty of the rule "gram when cost_ratio < k" over all records (both
-    frameworks), among k at the records' cost ratios (midpoints) and the current k = 1."""
+    frameworks), among k at the midpoints of the records' cost ratios, k = 1 and the rules' slack."""
     ratios = sorted({r["cost_ratio"] for r in records})
     candidates = sorted({1.0, ratios[0] / 2, ratios[-1] * 2, *((u + v) / 2 for u, v in zip(ratios, ratios[1:]))})
 
@@ -182,10 +191,13 @@ def threshold_fit(records: list[dict]) -> dict:
 
     scored = {k: loss(k) for k in candidates}
     best = min(scored, key=lambda k: scored[k])
-    return {"current_k": 1.0, "current_mean_penalty": round(scored[1.0][0], 4), "current_wrong": scored[1.0][1],
+    slack = records[0]["slack"]
+    scored.setdefault(slack, loss(slack))
+    return {"slack": slack, "mean_penalty": round(scored[slack][0], 4), "wrong": scored[slack][1],
+            "slack1_mean_penalty": round(scored[1.0][0], 4), "slack1_wrong": scored[1.0][1],
             "best_k": round(best, 4), "best_mean_penalty": round(scored[best][0], 4), "best_wrong": scored[best][1],
-            "per_framework": {fw: {"current_wrong": sum(r["wrong"] for r in records if r["framework"] == fw),
-                                   "max_penalty": max(r["penalty"] for r in records if r["framework"] == fw)}
+            "per_framework": {fw: {f"{key}{s}": f(r[f"{key}{s}"] for r in records if r["framework"] == fw)
+                                   for s in ("", "_slack1") for key, f in (("wrong", sum), ("penalty", max))}
                               for fw in sorted({r["framework"] for r in records})}}
 
 
@@ -195,9 +207,10 @@ def markdown(records: list[dict], info: dict, fit: dict, batch_sizes: list[int],
              f"{info['threads_per_framework']} thread per framework), {info['shared']}. torch {info['torch']}, "
              f"jax {info['jax']}, flax {info['flax']}, numpy {info['numpy']}, Python {info['python']}; float32.",
              "",
-             "Each cell: materialize ms / gram ms (medians), then the measured faster form; **bold** where the cost "
-             "model (gram when P (d + p) < d p, i.e. cost ratio < 1) picks the slower form, with the penalty "
-             "(its time / the faster one's).", ""]
+             "Each cell: materialize ms / gram ms (medians), then the measured faster form; **bold** where the rules' "
+             f"cost model (gram when P (d + p) < {records[0]['slack']} d p, i.e. cost ratio P (d + p) / (d p) < "
+             f"{records[0]['slack']}; `CONV_GRAM_SLACK`) picks the slower form, with the penalty (its time / the "
+             "faster one's); (k=1: xN) where the original model (slack 1) picked the slower form.", ""]
     head = ["layer", "P", "d", "p", "cost ratio", "model"] + [f"{fw} B={b}" for fw in frameworks for b in batch_sizes]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by = {(r["framework"], r["model"], r["layer"], r["batch_size"]): r for r in records}
@@ -215,31 +228,24 @@ def markdown(records: list[dict], info: dict, fit: dict, batch_sizes: list[int],
                         row.append("")
                         continue
                     cell = f"{r['materialize_ms']:.3g} / {r['gram_ms']:.3g} {r['measured_faster'][:4]}"
-                    row.append(f"**{cell} x{r['penalty']:.2f}**" if r["wrong"] else cell)
+                    cell = f"**{cell} x{r['penalty']:.2f}**" if r["wrong"] else cell
+                    row.append(cell + (f" (k=1: x{r['penalty_slack1']:.2f})" if r["wrong_slack1"] else ""))
             lines.append("| " + " | ".join(row) + " |")
-    wrong = [r for r in records if r["wrong"]]
-    lines += ["", f"Model wrong on {len(wrong)} of {len(records)} points"
-              + (": " + "; ".join(f"{r['framework']} {r['model']} {r['layer']} B={r['batch_size']} x{r['penalty']:.2f}"
-                                  for r in wrong) if wrong else "") + ".",
-              f"Threshold fit (gram when cost ratio < k, all points, both frameworks): current k = 1 gives mean "
-              f"penalty {fit['current_mean_penalty']} ({fit['current_wrong']} wrong); best k = {fit['best_k']} gives "
-              f"{fit['best_mean_penalty']} ({fit['best_wrong']} wrong).", ""]
+    lines.append("")
+    for key, what in (("", f"slack {records[0]['slack']} (the rules)"), ("_slack1", "slack 1 (the original model)")):
+        wrong = [r for r in records if r[f"wrong{key}"]]
+        lines.append(f"- {what}: wrong on {len(wrong)} of {len(records)} points" + (": " + "; ".join(
+            f"{r['framework']} {r['model']} {r['layer']} B={r['batch_size']} x{r[f'penalty{key}']:.2f}"
+            for r in wrong) if wrong else "") + ".")
+    lines += [f"- Threshold fit (gram when cost ratio < k; mean over all points of the chosen form's time / the "
+              f"faster one's): slack 1: {fit['slack1_mean_penalty']} ({fit['slack1_wrong']} wrong); slack "
+              f"{fit['slack']}: {fit['mean_penalty']} ({fit['wrong']} wrong); best k = {fit['best_k']}: "
+              f"{fit['best_mean_penalty']} ({fit['best_wrong']} wrong) -- every k between the neighbouring measured "
+              "cost ratios ranks alike.", ""]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--batch-sizes", default="16,64,256")
-    ap.add_argument("--frameworks", default="torch,jax")
-    ap.add_argument("--models", default=",".join(CONV_LAYERS))
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="paper/cpu-costmodel")
-    args = ap.parse_args(argv)
-    _set_threads(args.threads)
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    frameworks = args.frameworks.split(",")
-    models = args.models.split(",")
-    info = machine(args.threads)
+def measure(frameworks: list[str], models: list[str], batch_sizes: list[int]) -> list[dict]:
     runners = {"torch": torch_points, "jax": jax_points}
     records = []
     for fw in frameworks:
@@ -252,10 +258,36 @@ def main(argv: list[str] | None = None) -> None:
                           f"cost {r['cost_ratio']:8.3g} -> {r['model_choice']:11s} mat {r['materialize_ms']:9.2f} ms  "
                           f"gram {r['gram_ms']:9.2f} ms  faster {r['measured_faster']:11s}"
                           + (f"  WRONG x{r['penalty']:.2f}" if r["wrong"] else ""), flush=True)
+    return records
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batch-sizes", default="16,64,256")
+    ap.add_argument("--frameworks", default="torch,jax")
+    ap.add_argument("--models", default=",".join(CONV_LAYERS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="paper/cpu-costmodel")
+    ap.add_argument("--from-json", help="re-judge a costmodel.json's timings by the current rules (no timing)")
+    args = ap.parse_args(argv)
+    _set_threads(args.threads)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    frameworks = args.frameworks.split(",")
+    models = args.models.split(",")
+    if args.from_json:  # re-judge stored timings by the rules' current cost model, no timing
+        stored = json.loads(Path(args.from_json).read_text())
+        info, command = stored["machine"], stored["command"]
+        records = [record(r["framework"], r["model"], r["batch_size"], r["layer"], (r["P"], r["d"], r["p"]),
+                          r["timings"]) for r in stored["records"]]
+        batch_sizes = sorted({r["batch_size"] for r in records})
+        frameworks = list(dict.fromkeys(r["framework"] for r in records))
+    else:
+        info, command = machine(args.threads), " ".join(sys.argv)
+        records = measure(frameworks, models, batch_sizes)
     fit = threshold_fit(records)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "costmodel.json").write_text(json.dumps({"machine": info, "command": " ".join(sys.argv),
+    (out / "costmodel.json").write_text(json.dumps({"machine": info, "command": command,
                                                     "threshold_fit": fit, "records": records}, indent=1) + "\n")
     (out / "costmodel.md").write_text(markdown(records, info, fit, batch_sizes, frameworks))
     print(json.dumps(fit, indent=1))
