@@ -59,16 +59,25 @@ def reference_update(grads: dict[str, np.ndarray], clip: float, nm: float, noise
     return {k: -LR * (np.tensordot(f, g, 1) + (clip * nm * noise[k] if nm else 0.0)) / b for k, g in grads.items()}
 
 
+# framework -> peer name -> (module, step factory, eps in its clip factor min(1, clip / (||g|| + eps))); the first
+# is the framework's default peer (``peer=True``). Opacus clips with 1e-6 on both paths; jax-privacy as we do.
+PEERS: dict[str, dict[str, tuple[str, str, float]]] = {
+    "torch": {"opacus_ghost": ("torch_impl.opacus_ghost", "make_opacus_ghost_step", 1e-6),
+              "opacus_hooks": ("torch_impl.opacus_step", "make_opacus_hooks_step", 1e-6)},
+    "jax": {"jax_privacy": ("jax_impl.jax_privacy_step", "make_jax_privacy_step", 0.0)},
+}
+
+
 def dp_update(fw: str, weights, x, y, model, *, clipping: str | None, clip: float, nm: float, noise,
-              peer: bool = False, loss: str = "nll_log_softmax") -> dict[str, np.ndarray]:
-    """Canonical (new - old) of one DP step: ``dp.make_step(clipping=...)`` or the framework's peer library."""
+              peer: bool | str = False, loss: str = "nll_log_softmax") -> dict[str, np.ndarray]:
+    """Canonical (new - old) of one DP step: ``dp.make_step(clipping=...)`` or a peer library's step (``peer``:
+    its name in ``PEERS[fw]``, or True for the framework's first)."""
     dp, wmod = impl_module(fw, "dp"), impl_module(fw, "weights")
     params = wmod.to_native(weights, "float64", "cpu", model=model)
     xn, yn = dp.native_batch(x, y, dtype="float64", device="cpu", model=model)
     z = dp.native_noise(noise, dtype="float64", device="cpu", model=model) if nm else None
     if peer:
-        module, factory = {"torch": ("torch_impl.opacus_ghost", "make_opacus_ghost_step"),
-                           "jax": ("jax_impl.jax_privacy_step", "make_jax_privacy_step")}[fw]
+        module, factory, _ = PEERS[fw][peer if isinstance(peer, str) else next(iter(PEERS[fw]))]
         step = getattr(importlib.import_module(module), factory)(lr=LR, clip=clip, noise_multiplier=nm, loss=loss,
                                                                  model=model)
     else:
@@ -78,7 +87,7 @@ def dp_update(fw: str, weights, x, y, model, *, clipping: str | None, clip: floa
     return {k: v - before[k] for k, v in wmod.to_canonical(new, model=model).items()}
 
 
-PEER_EPS = {"torch": 1e-6, "jax": 0.0}  # Opacus clips with min(1, clip / (||g|| + 1e-6)); jax-privacy as we do
+PEER_EPS = {fw: next(iter(peers.values()))[2] for fw, peers in PEERS.items()}  # the default peer's
 
 
 PEER_LIBRARY = {"torch": "opacus", "jax": "jax_privacy"}
@@ -96,7 +105,7 @@ def skip_without_peer(fw: str) -> None:
 def check_dp(fw: str, weights, model, clippings: tuple[str, ...], batch_size: int = 4, seed: int = 3,
              batch=None, peer: bool = True) -> None:
     """Each strategy's step (half the examples clipped, noise on) = the numpy reference from the loop's
-    per-example gradients; the peer library's with its own clip epsilon."""
+    per-example gradients; each peer library step of ``fw`` (``PEERS``) with its own clip epsilon."""
     x, y = batch if batch is not None else make_batch(batch_size, seed=seed, dtype="float64", model=model)
     grads = per_sample(fw, weights, x, y, "loop", model)
     b = x.shape[0]
@@ -105,12 +114,16 @@ def check_dp(fw: str, weights, model, clippings: tuple[str, ...], batch_size: in
     rng = np.random.default_rng(5)
     noise = {k: rng.standard_normal(g.shape[1:]).astype(np.float32) for k, g in grads.items()}
     ref = reference_update(grads, clip, 1.1, {k: v.astype(np.float64) for k, v in noise.items()})
+    ours = {}
     for clipping in clippings:
-        assert_close(dp_update(fw, weights, x, y, model, clipping=clipping, clip=clip, nm=1.1, noise=noise), ref,
-                     f"{fw} dp {clipping}")
+        ours[clipping] = dp_update(fw, weights, x, y, model, clipping=clipping, clip=clip, nm=1.1, noise=noise)
+        assert_close(ours[clipping], ref, f"{fw} dp {clipping}")
     if peer:
         skip_without_peer(fw)
-        peer_ref = reference_update(grads, clip, 1.1, {k: v.astype(np.float64) for k, v in noise.items()},
-                                    eps=PEER_EPS[fw])
-        assert_close(dp_update(fw, weights, x, y, model, clipping=None, clip=clip, nm=1.1, noise=noise, peer=True),
-                     peer_ref, f"{fw} peer")
+        for name, (_, _, eps) in PEERS[fw].items():  # Opacus: ghost clipping, then the hooks + DPOptimizer path
+            peer_ref = reference_update(grads, clip, 1.1, {k: v.astype(np.float64) for k, v in noise.items()}, eps=eps)
+            got = dp_update(fw, weights, x, y, model, clipping=None, clip=clip, nm=1.1, noise=noise, peer=name)
+            assert_close(got, peer_ref, f"{fw} peer {name}")
+            if "materialize" in ours:  # = our materialising step, up to the peer's eps: <= ~eps / min ||g_b||
+                assert_close(got, ours["materialize"], f"{fw} peer {name} vs make_step(materialize)",
+                             tol=max(F64, 10 * eps / norms[0]))
