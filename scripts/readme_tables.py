@@ -13,7 +13,7 @@ from pathlib import Path
 PER_SAMPLE_ORDER = {"torch": ("batched", "loop", "vmap", "compile", "per_layer", "opacus_hooks", "opacus_ew",
                               "opacus_functorch"),
                     "jax": ("batched", "loop", "vmap", "vmap_nojit", "per_layer", "vmap_patches")}
-DP_ORDER = ("sgd", "dp_sgd", "dp_ghost", "dp_bk", "opacus_ghost", "jax_privacy")
+DP_ORDER = ("sgd", "dp_sgd", "dp_ghost", "dp_bk", "opacus_sgd", "opacus_ghost", "jax_privacy")
 
 
 def load(path: Path) -> tuple[dict, dict]:

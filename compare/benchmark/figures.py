@@ -37,8 +37,8 @@ log = logging.getLogger("compare.benchmark.figures")
 COLUMN_WIDTH_IN = 3.3
 COLORS = {"torch": "#d9480f", "jax": "#1c7ed6"}  # PyTorch orange / JAX blue
 MARKERS = {"batched": "s", "loop": "o", "vmap": "^", "compile": "v", "vmap_nojit": "x", "sgd": "D", "dp_sgd": "h",
-           "dp_ghost": "P", "dp_bk": "*", "opacus_ghost": "X", "jax_privacy": "d"}
-SPARE_MARKERS = ("<", ">", "p", "+", "1", "2", "3", "4", "8", "H", "|")
+           "dp_ghost": "P", "dp_bk": "*", "opacus_sgd": "H", "opacus_ghost": "X", "jax_privacy": "d"}
+SPARE_MARKERS = ("<", ">", "p", "+", "1", "2", "3", "4", "8", "|")
 BASELINES = ("batched", "sgd")  # drawn dashed: what the other lines are measured against
 RC = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 5.5, "xtick.labelsize": 6,
       "ytick.labelsize": 6, "lines.linewidth": 0.8, "lines.markersize": 3.2, "axes.grid": True,

@@ -99,8 +99,8 @@ DP_PER_SAMPLE_METHOD = "per_layer"
 DP_CLIPPING: dict[str, str] = {"dp_sgd": "materialize", "dp_ghost": "ghost", "dp_bk": "bk"}
 # One-sided peers: the library each framework's users would reach for, timed as the same step.
 DP_PEERS: dict[str, dict[str, tuple[str, str]]] = {  # framework -> method -> (impl module, step factory)
-    "torch": {"opacus_sgd": ("opacus_ghost", "make_opacus_hooks_step"),  # hooks: per-sample grads materialised
-              "opacus_ghost": ("opacus_ghost", "make_opacus_ghost_step")},
+    "torch": {"opacus_sgd": ("opacus_step", "make_opacus_hooks_step"),  # hooks: per-sample grads materialised
+              "opacus_ghost": ("opacus_step", "make_opacus_ghost_step")},
     "jax": {"jax_privacy": ("jax_privacy_step", "make_jax_privacy_step")},
 }
 # The settings each peer's step factory runs with (its defaults; named in every record of that peer).
@@ -108,8 +108,8 @@ PEER_SETTINGS: dict[str, dict[str, object]] = {
     "jax_privacy": {"nan_safe": False, "microbatch_size": None, "keep_batch_dim": True},  # = BEST_SETTINGS
     "opacus_ghost": {"module": "GradSampleModuleFastGradientClipping", "use_ghost_clipping": True,
                      "loss_reduction": "mean"},
-    "opacus_sgd": {"module": "GradSampleModule", "grad_sample_mode": "hooks", "optimizer": "DPOptimizer",
-                   "loss_reduction": "mean"},
+    "opacus_sgd": {"module": "GradSampleModule", "grad_sample_mode": "hooks", "force_functorch": False,
+                   "strict": True, "optimizer": "DPOptimizer", "loss_reduction": "mean"},
 }
 DP_METHODS: tuple[str, ...] = ("sgd", *DP_CLIPPING)
 NOISE_SEED = 0
