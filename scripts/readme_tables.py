@@ -3,6 +3,8 @@
   python scripts/readme_tables.py per-sample paper/cpu             # ms (x floor) at B=64/256, peak MB at 256
   python scripts/readme_tables.py dp paper/cpu [--batch-sizes 64,256,1024]   # private steps, x own sgd
   python scripts/readme_tables.py versions OLD_DIR NEW_DIR [...]   # the same targets in two environments
+  python scripts/readme_tables.py agreement paper/cpu-suite       # per workload: float64 errors, float32 flips
+  python scripts/readme_tables.py suite paper/cpu-suite           # per workload: ms per step, x own sgd
 """
 from __future__ import annotations
 
@@ -105,9 +107,47 @@ def versions(old: list[Path], new: list[Path], sizes: tuple[int, ...] = (64, 256
     return "\n".join(lines)
 
 
+def _agreement_reports(path: Path) -> dict[str, dict]:
+    """{model: report} from DIR/results.json's agreement (or DIR/agreement.json)."""
+    f = Path(path) / "results.json"
+    data = json.loads(f.read_text())["agreement"] if f.is_file() else json.loads((Path(path) / "agreement.json").read_text())
+    return data["by_model"] if "by_model" in data else {data.get("model", "seed_cnn"): data}
+
+
+def agreement(path: Path) -> str:
+    """Per workload: the largest float64 error of each framework (every method vs its loop, and vs the
+    reference), torch vs JAX in float64, float32 on samples with no flip, flips and their explanation."""
+    lines = ["| workload | B | float64 torch | float64 JAX | torch vs JAX (float64) | float32 torch / JAX, no flip "
+             "| float32 flips (explained) | not applicable |", "|---|---:|---:|---:|---:|---|---|---|"]
+    for model, rep in _agreement_reports(path).items():
+        errs = rep["float64_max_rel_err"]
+        fw = {f: max((v for k, v in errs.items() if k.startswith(f + "/") and " vs " not in k), default=None)
+              for f in ("torch", "jax")}
+        cross = max((v for k, v in errs.items() if " vs " in k), default=None)
+        smooth = rep.get("smooth_max_rel_err", {})
+        flips = {k: len(v) for k, v in rep.get("flipped_samples", {}).items() if v}
+        explained = sum(e["explained"] for v in rep.get("explanations", {}).values() for e in v)
+        na = ", ".join(f"{k.split('/')[0]} `{k.split('/')[1]}`" for k, r in rep.get("not_applicable", {}).items()
+                       if r.startswith("not applicable"))
+        flip_text = (", ".join(f"{k.split('/')[0]} {n}" for k, n in flips.items()) + f" ({explained} explained)"
+                     if flips else "none")
+
+        def e(v):
+            return "–" if v is None else f"{v:.1e}"
+        lines.append(f"| `{model}` | {rep['batch_size']} | {e(fw['torch'])} | {e(fw['jax'])} | {e(cross)} | "
+                     f"{e(smooth.get('torch/float32'))} / {e(smooth.get('jax/float32'))} | {flip_text} | {na or '–'} |")
+    return "\n".join(lines)
+
+
+def suite(path: Path) -> str:
+    from compare.benchmark.suite import markdown_tables, suite_rows
+
+    return markdown_tables(suite_rows(json.loads((Path(path) / "results.json").read_text())["timings"]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("table", choices=("per-sample", "dp", "versions"))
+    p.add_argument("table", choices=("per-sample", "dp", "versions", "agreement", "suite"))
     p.add_argument("dirs", nargs="+", type=Path)
     p.add_argument("--batch-sizes", default=None)
     p.add_argument("--old-rounds", type=int, default=1, help="versions: how many of DIRS (first) are old rounds")
@@ -117,6 +157,10 @@ def main() -> None:
         print(per_sample(a.dirs[0], sizes or (64, 256)))
     elif a.table == "dp":
         print(dp(a.dirs[0], sizes or (64, 256, 1024)))
+    elif a.table == "agreement":
+        print(agreement(a.dirs[0]))
+    elif a.table == "suite":
+        print(suite(a.dirs[0]))
     else:
         print(versions(a.dirs[:a.old_rounds], a.dirs[a.old_rounds:], sizes or (64, 256)))
 
