@@ -5,6 +5,7 @@
   python scripts/readme_tables.py versions OLD_DIR NEW_DIR [...]   # the same targets in two environments
   python scripts/readme_tables.py agreement paper/cpu-suite       # per workload: float64 errors, float32 flips
   python scripts/readme_tables.py suite paper/cpu-suite           # per workload: ms per step, x own sgd
+  python scripts/readme_tables.py claims paper/cpu-suite          # the peer study's three claims, per workload
 """
 from __future__ import annotations
 
@@ -145,9 +146,54 @@ def suite(path: Path) -> str:
     return markdown_tables(suite_rows(json.loads((Path(path) / "results.json").read_text())["timings"]))
 
 
+def claims(path: Path) -> str:
+    """Per workload, over B = 16..256 (min-max): JAX's best private step against the best PyTorch one (ours or
+    Opacus'), each framework's best private step against its peer library, and the DP overhead (x own sgd) of
+    the best private step of each framework and of each peer; then the goals at B = 256."""
+    from compare.benchmark.suite import suite_rows
+
+    rows = suite_rows(json.loads((Path(path) / "results.json").read_text())["timings"])
+
+    def rng(vals):
+        v = [x for x in vals if x is not None]
+        return "–" if not v else (f"{min(v):.2f}–{max(v):.2f}" if len(v) > 1 else f"{v[0]:.2f}")
+
+    def best_torch(r):
+        c = [x for x in ((r["torch"].get("private") or {}).get("ms"), (r["torch"].get("peer_best") or {}).get("ms")) if x]
+        return min(c) if c else None
+
+    lines = ["| workload | best PyTorch / best JAX private step (>1: JAX faster) | Opacus best / ours (torch) "
+             "| jax-privacy / ours (JAX) | x sgd: torch best | x sgd: JAX best | x sgd: Opacus best | x sgd: jax-privacy |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        jax_best = [(r["jax"].get("private") or {}).get("ms") for r in mine]
+        lines.append("| `{}` | {} | {} | {} | {} | {} | {} | {} |".format(
+            model,
+            rng([bt / jb if bt and jb else None for bt, jb in zip(map(best_torch, mine), jax_best)]),
+            rng([(r["torch"].get("peer_best") or {}).get("over_ours") for r in mine]),
+            rng([(r["jax"].get("peer_best") or {}).get("over_ours") for r in mine]),
+            rng([(r["torch"].get("private") or {}).get("x_sgd") for r in mine]),
+            rng([(r["jax"].get("private") or {}).get("x_sgd") for r in mine]),
+            rng([(r["torch"].get("peer_best") or {}).get("x_sgd") for r in mine]),
+            rng([(r["jax"].get("peer_best") or {}).get("x_sgd") for r in mine])))
+    lines += ["", "| workload | B=256: torch best private x sgd | JAX best private x sgd | torch best per-sample x floor "
+              "| JAX best per-sample x floor |", "|---|---|---|---|---|"]
+    for r in (r for r in rows if r["batch_size"] == 256):
+        cells = []
+        for key, fw, field in (("private", "torch", "x_sgd"), ("private", "jax", "x_sgd"),
+                               ("per_sample", "torch", "ratio_to_floor"), ("per_sample", "jax", "ratio_to_floor")):
+            e = r[fw].get(key) or {}
+            v = e.get(field)
+            bound = 1.25 if key == "private" else 1.15
+            cells.append("–" if v is None else f"{v:.2f} ({e['method']}){'' if v <= bound else ' **miss**'}")
+        lines.append(f"| `{r['model']}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("table", choices=("per-sample", "dp", "versions", "agreement", "suite"))
+    p.add_argument("table", choices=("per-sample", "dp", "versions", "agreement", "suite", "claims"))
     p.add_argument("dirs", nargs="+", type=Path)
     p.add_argument("--batch-sizes", default=None)
     p.add_argument("--old-rounds", type=int, default=1, help="versions: how many of DIRS (first) are old rounds")
@@ -161,6 +207,8 @@ def main() -> None:
         print(agreement(a.dirs[0]))
     elif a.table == "suite":
         print(suite(a.dirs[0]))
+    elif a.table == "claims":
+        print(claims(a.dirs[0]))
     else:
         print(versions(a.dirs[:a.old_rounds], a.dirs[a.old_rounds:], sizes or (64, 256)))
 
