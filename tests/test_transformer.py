@@ -229,7 +229,11 @@ def _methods(fw: str) -> list[str]:
             if why is None or m in impl_module(fw, "per_sample").METHODS]
 
 
-@pytest.mark.parametrize(("fw", "method"), [(fw, m) for fw in FRAMEWORKS for m in _methods(fw) if m != "loop"])
+SLOW_METHODS = {("torch", "compile"), ("jax", "vmap"), ("jax", "vmap_nojit")}  # > 10 s here (compiling)
+
+
+@pytest.mark.parametrize(("fw", "method"), [pytest.param(fw, m, marks=pytest.mark.slow) if (fw, m) in SLOW_METHODS
+                                            else (fw, m) for fw in FRAMEWORKS for m in _methods(fw) if m != "loop"])
 def test_every_method_equals_the_loop(small, fw: str, method: str, request):
     """float64, B = 3, relative 1e-10 (inapplicable methods are refused with their reason)."""
     spec, nets, weights = small
@@ -252,7 +256,7 @@ def test_torch_equals_jax(small):
                      per_sample("torch", weights, x, y, "loop", nets["torch"], loss), f"torch vs jax {loss}")
 
 
-@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("fw", ["torch", pytest.param("jax", marks=pytest.mark.slow)])  # JAX: ~25 s of jit
 @pytest.mark.parametrize("route", [None, "gram", "materialize"])
 def test_every_dp_strategy(fw: str, route: str | None, monkeypatch):
     """materialize / ghost / bk = the numpy reference from the loop's per-example gradients (half the examples
