@@ -30,7 +30,7 @@ class LearnedPositions(nnx.Module):
     """A learned (T, d) table added to the (B, T, d) activations (rule kind "param_add")."""
 
     def __init__(self, seq_len: int, width: int, *, rngs: nnx.Rngs) -> None:
-        self.weight = nnx.Param(0.02 * jax.random.normal(rngs.params(), (seq_len, width)))
+        self.weight = nnx.Param(0.02 * jax.random.normal(rngs.params(), (seq_len, width), jnp.float32))
 
     def __call__(self, h: jax.Array) -> jax.Array:
         return h + self.weight[...][None]
@@ -52,7 +52,7 @@ class MultiheadSelfAttention(nnx.Module):
     def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs) -> None:
         self.heads = heads
         self.in_proj_kernel = nnx.Param(nnx.initializers.xavier_uniform()(rngs.params(), (width, 3 * width)))
-        self.in_proj_bias = nnx.Param(jnp.zeros(3 * width))
+        self.in_proj_bias = nnx.Param(jnp.zeros(3 * width, jnp.float32))
         self.out_proj = nnx.Linear(width, width, precision=PRECISION, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
