@@ -280,3 +280,35 @@ def test_dp_step_torch_equals_jax(small):
     steps = {fw: dp_update(fw, weights, x, y, nets[fw], clipping="bk", clip=math.inf, nm=0.0, noise=None)
              for fw in FRAMEWORKS}
     assert_close(steps["jax"], steps["torch"], "bk torch vs jax")
+
+
+def test_what_opacus_does_with_each_layer():
+    """Opacus 1.6 on the workload (no rule of ours involved): its validator accepts the model (it has no
+    nn.MultiheadAttention, which it would ask to replace by DPMultiheadAttention: separate q/k/v Linear modules,
+    other state_dict names); its hooks and ghost modes walk the same modules -- the attention module, having no
+    Opacus grad sampler, is ONE functorch unit (vmap of the vjp of the whole attention, out_proj included, which
+    gets no hook of its own), as are the learned positions; in ghost mode the Linear layers (also on (B, T, d):
+    always the Gram form, no cost model) and the Embedding take norm samplers, the LayerNorms are materialised by
+    their grad sampler ("fast gradient clipping, hook mode")."""
+    pytest.importorskip("opacus")
+    from opacus.grad_sample import GradSampleModuleFastGradientClipping
+    from opacus.validators import ModuleValidator
+
+    from torch_impl.opacus_methods import live_module
+
+    module = live_module("transformer")
+    assert ModuleValidator.validate(module, strict=False) == []
+    gsm = GradSampleModuleFastGradientClipping(module, batch_first=True, loss_reduction="mean", max_grad_norm=1.0,
+                                               use_ghost_clipping=True)
+    names = {id(m): n for n, m in module.named_modules()}
+
+    def mode(m: nn.Module) -> str:
+        return ("ghost" if type(m) in gsm.NORM_SAMPLERS else "hook" if type(m) in gsm.GRAD_SAMPLERS else "functorch")
+
+    got = {names[id(m)]: mode(m) for m in gsm.iterate_submodules(module)}
+    expected = {"embedding": "ghost", "pos_embedding": "functorch", "encoder.norm": "hook", "fc": "ghost"}
+    for i in range(2):
+        p = f"encoder.layers.{i}"
+        expected.update({f"{p}.self_attn": "functorch", f"{p}.linear1": "ghost", f"{p}.linear2": "ghost",
+                         f"{p}.norm1": "hook", f"{p}.norm2": "hook"})
+    assert got == expected
