@@ -33,7 +33,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]  # conv_cost_model; the checkout
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # conv_cost_model's helpers; this checkout's packages
 from conv_cost_model import _set_threads, cost_ratio, interleaved, machine  # noqa: E402
 
 LOSS = "nll_log_softmax"
@@ -218,7 +219,8 @@ def markdown(records: list[dict], info: dict, fit: dict, frameworks: list[str]) 
                 if r is None:
                     row.append("")
                     continue
-                cell = f"{r['materialize_ms']:.3g} / {r['gram_ms']:.3g} {r['measured_faster'][:4]} (B={r['batch_size']})"
+                cell = (f"{r['materialize_ms']:.3g} / {r['gram_ms']:.3g} {r['measured_faster'][:4]} "
+                        f"(B={r['batch_size']})")
                 cell = f"**{cell} x{r['penalty']:.2f}**" if r["wrong"] else cell
                 if "fallback_ms" in r:
                     cell += f"; fallback {r['fallback_ms']:.3g} (x{r['fallback_vs_best']:.1f})"
