@@ -155,17 +155,20 @@ def jax_points(arrays: dict) -> list[tuple]:
 
 
 def record(fw: str, batch: int, name: str, shape: tuple[int, int, int], timing: dict) -> dict:
-    """One point judged by the rules' linear cost model (slack 1)."""
+    """One point judged by the rules' linear cost model (slack ``LINEAR_GRAM_SLACK``) and by slack 1."""
     from torch_impl.rules import gram_is_cheaper
+    from torch_impl.rules.linear import LINEAR_GRAM_SLACK
 
     t, d, p = shape
     mat, gram = timing["materialize"]["median_ms"], timing["gram"]["median_ms"]
     faster, best = ("gram" if gram < mat else "materialize"), min(mat, gram)
-    choice = "gram" if gram_is_cheaper(t, d, p) else "materialize"
     out = {"framework": fw, "layer": name, "batch_size": batch, "T": t, "d": d, "p": p,
-           "cost_ratio": round(cost_ratio(t, d, p), 4), "materialize_ms": round(mat, 3), "gram_ms": round(gram, 3),
-           "measured_ratio": round(gram / mat, 4), "measured_faster": faster, "model_choice": choice,
-           "wrong": choice != faster, "penalty": round((gram if choice == "gram" else mat) / best, 3)}
+           "cost_ratio": round(cost_ratio(t, d, p), 4), "slack": LINEAR_GRAM_SLACK, "materialize_ms": round(mat, 3),
+           "gram_ms": round(gram, 3), "measured_ratio": round(gram / mat, 4), "measured_faster": faster}
+    for suffix, slack in (("", LINEAR_GRAM_SLACK), ("_slack1", 1.0)):
+        choice = "gram" if gram_is_cheaper(t, d, p, slack) else "materialize"
+        out |= {f"model_choice{suffix}": choice, f"wrong{suffix}": choice != faster,
+                f"penalty{suffix}": round((gram if choice == "gram" else mat) / best, 3)}
     if "fallback" in timing:
         fb = timing["fallback"]["median_ms"]
         out |= {"fallback_ms": round(fb, 3), "fallback_vs_best": round(fb / best, 3)}
@@ -189,7 +192,10 @@ def threshold_fit(records: list[dict]) -> dict:
     best = min(scored, key=lambda k: scored[k])
     lo = max((u for u in ratios if u < best), default=0.0)
     hi = min((u for u in ratios if u >= best), default=float("inf"))
-    return {"slack1_mean_penalty": round(scored[1.0][0], 4), "slack1_wrong": scored[1.0][1],
+    slack = records[0]["slack"]
+    scored.setdefault(slack, loss(slack))
+    return {"slack": slack, "mean_penalty": round(scored[slack][0], 4), "wrong": scored[slack][1],
+            "slack1_mean_penalty": round(scored[1.0][0], 4), "slack1_wrong": scored[1.0][1],
             "best_k": round(best, 4), "best_range": [lo, hi], "best_mean_penalty": round(scored[best][0], 4),
             "best_wrong": scored[best][1]}
 
@@ -201,9 +207,11 @@ def markdown(records: list[dict], info: dict, fit: dict, frameworks: list[str]) 
              f"{info['jax']}, flax {info['flax']}, numpy {info['numpy']}, Python {info['python']}; float32, block 0 "
              "of the registered widths at seq_len T (the layers of block 1 have the same shapes).", "",
              "Each cell: materialize ms / gram ms (medians of interleaved repeats), the measured faster form; "
-             "**bold** where the rules' cost model (gram when T (d + p) < d p, i.e. cost ratio T (d + p) / (d p) "
-             "< 1) picks the slower form, with the penalty (its time / the faster one's). in_proj: + the vmap "
-             "fallback's time (the workload's actual route for the packed in-projection, norms included).", ""]
+             f"**bold** where the rules' cost model (gram when T (d + p) < {records[0]['slack']} d p, i.e. cost "
+             f"ratio T (d + p) / (d p) < {records[0]['slack']}; `rules.linear.LINEAR_GRAM_SLACK`) picks the slower "
+             "form, with the penalty (its time / the faster one's); (k=1: xN) where slack 1 (the model before this "
+             "measurement) picked the slower form. in_proj: + the vmap fallback's time (the workload's actual route "
+             "for the packed in-projection, norms included) and its ratio to the faster linear form.", ""]
     head = ["layer", "T", "d", "p", "cost ratio", "model"] + [f"{fw}" for fw in frameworks]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by = {(r["framework"], r["layer"], r["T"]): r for r in records}
@@ -213,7 +221,8 @@ def markdown(records: list[dict], info: dict, fit: dict, frameworks: list[str]) 
             if first is None:
                 continue
             row = [name, str(t), str(first["d"]), str(first["p"]), f"{first['cost_ratio']:.3g}",
-                   first["model_choice"]]
+                   first["model_choice"] + (f" (k=1: {first['model_choice_slack1'][:4]})"
+                                            if first["model_choice_slack1"] != first["model_choice"] else "")]
             for fw in frameworks:
                 r = by.get((fw, name, t))
                 if r is None:
@@ -222,15 +231,21 @@ def markdown(records: list[dict], info: dict, fit: dict, frameworks: list[str]) 
                 cell = (f"{r['materialize_ms']:.3g} / {r['gram_ms']:.3g} {r['measured_faster'][:4]} "
                         f"(B={r['batch_size']})")
                 cell = f"**{cell} x{r['penalty']:.2f}**" if r["wrong"] else cell
+                cell += f" (k=1: x{r['penalty_slack1']:.2f})" if r["wrong_slack1"] else ""
                 if "fallback_ms" in r:
                     cell += f"; fallback {r['fallback_ms']:.3g} (x{r['fallback_vs_best']:.1f})"
                 row.append(cell)
             lines.append("| " + " | ".join(row) + " |")
-    wrong = [r for r in records if r["wrong"]]
-    lines += ["", f"- slack 1 (the rules): wrong on {len(wrong)} of {len(records)} points" + (": " + "; ".join(
-        f"{r['framework']} {r['layer']} T={r['T']} x{r['penalty']:.2f}" for r in wrong) if wrong else "") + ".",
+    lines.append("")
+    for key, what in (("", f"slack {records[0]['slack']} (the rules)"), ("_slack1", "slack 1 (before)")):
+        wrong = [r for r in records if r[f"wrong{key}"]]
+        lines.append(f"- {what}: wrong on {len(wrong)} of {len(records)} points" + (": " + "; ".join(
+            f"{r['framework']} {r['layer']} T={r['T']} x{r[f'penalty{key}']:.2f}" for r in wrong) if wrong else "")
+            + ".")
+    lines += [
         f"- Threshold fit (gram when cost ratio < k; mean over all points of the chosen form's time / the faster "
-        f"one's): slack 1: {fit['slack1_mean_penalty']} ({fit['slack1_wrong']} wrong); best k = {fit['best_k']} "
+        f"one's): slack {fit['slack']}: {fit['mean_penalty']} ({fit['wrong']} wrong); slack 1: "
+        f"{fit['slack1_mean_penalty']} ({fit['slack1_wrong']} wrong); best k = {fit['best_k']} "
         f"(any k in ({fit['best_range'][0]:.3g}, {fit['best_range'][1]:.3g}] ranks alike): "
         f"{fit['best_mean_penalty']} ({fit['best_wrong']} wrong).", ""]
     return "\n".join(lines)
