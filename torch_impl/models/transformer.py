@@ -16,7 +16,15 @@ Why not ``nn.MultiheadAttention`` itself: its forward is ``F.multi_head_attentio
 layers by forward hooks) would see no call of out_proj. ``MultiheadSelfAttention`` below owns the same
 parameters (same names, same packing, same math, no dropout, no mask) and calls ``self.out_proj`` as a module:
 out_proj is then an ordinary linear-kind layer on (B, T, 256); the packed in-projection, a raw parameter used
-by ``F.linear`` inside the module, is materialised by the rules' vmap fallback (see ``torch_impl.rules``).
+by ``F.linear`` inside the module, is materialised by the rules' vmap fallback (see ``torch_impl.rules``): exact,
+but slow -- measured (scripts/seq_cost_model.py, paper/cpu-seq-costmodel/, B = 64, float32, 1 thread), the
+fallback's in-projection norm takes 95 / 543 / 3119 ms in torch at T = 32 / 128 / 512 where the linear rule's
+faster form would take 3.0 / 79 / 170 ms on the same layer (JAX: 108 / 645 / 3175 vs 9.1 / 65 / 520 ms). A rule
+needs the cotangent of the packed q|k|v, which no hook sees while the attention module owns the weight under
+torch's name; making it visible (a forward that returns q|k|v, or rules that get the weights) is left open.
+Opacus (hooks, ghost and functorch modes) treats this module as one unit by its functorch fallback (it has no
+Opacus grad sampler; out_proj gets no hook of its own) and needs no DPMultiheadAttention (that replacement is
+for ``nn.MultiheadAttention``, whose q / k / v it splits into separate Linear modules with other names).
 """
 from __future__ import annotations
 
