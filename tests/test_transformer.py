@@ -275,6 +275,7 @@ def test_every_dp_strategy(fw: str, route: str | None, monkeypatch):
              peer=route is None)
 
 
+@pytest.mark.slow  # ~12 s: two jitted / traced bk steps
 def test_dp_step_torch_equals_jax(small):
     import math
 
