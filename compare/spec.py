@@ -61,6 +61,19 @@ def _linear(name: str, d_in: int, d_out: int) -> dict[str, tuple[int, ...]]:
     return {f"{name}.weight": (d_out, d_in), f"{name}.bias": (d_out,)}
 
 
+def _encoder(name: str, d: int, ff: int, layers: int) -> dict[str, tuple[int, ...]]:
+    """``nn.TransformerEncoder(nn.TransformerEncoderLayer(d, heads, ff, norm_first=True), layers,
+    norm=nn.LayerNorm(d))``'s state_dict (attention packed as in ``nn.MultiheadAttention``)."""
+    out: dict[str, tuple[int, ...]] = {}
+    for i in range(layers):
+        p = f"{name}.layers.{i}"
+        out.update({f"{p}.self_attn.in_proj_weight": (3 * d, d), f"{p}.self_attn.in_proj_bias": (3 * d,),
+                    **_linear(f"{p}.self_attn.out_proj", d, d), **_linear(f"{p}.linear1", d, ff),
+                    **_linear(f"{p}.linear2", ff, d), f"{p}.norm1.weight": (d,), f"{p}.norm1.bias": (d,),
+                    f"{p}.norm2.weight": (d,), f"{p}.norm2.bias": (d,)})
+    return {**out, f"{name}.norm.weight": (d,), f"{name}.norm.bias": (d,)}
+
+
 _CIFAR_CHANNELS = ((3, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 10))
 
 MODELS: dict[str, Workload] = {w.name: w for w in (
@@ -80,6 +93,12 @@ MODELS: dict[str, Workload] = {w.name: w for w in (
              description="fast-dpsgd's CIFAR-10 CNN, all 3x3 convs (605,226 params)"),
     Workload("embed", (256,), 2, {"embedding.weight": (10004, 16), **_linear("fc", 16, 2)}, vocab_size=10004,
              description="Embedding(10004, 16), mean over 256 positions, Linear(16, 2) (160,098 params)"),
+    Workload("transformer", (128,), 2, {"embedding.weight": (10004, 256), "pos_embedding.weight": (128, 256),
+                                        **_encoder("encoder", 256, 1024, 2), **_linear("fc", 256, 2)},
+             vocab_size=10004,
+             description="Embedding(10004, 256) + learned positions (128, 256), 2 pre-LayerNorm encoder blocks (4 "
+                         "heads, MLP 1024, GELU tanh), LayerNorm, mean over positions, Linear(256, 2) "
+                         "(4,174,338 params)"),
 )}
 DEFAULT_MODEL = "seed_cnn"
 

@@ -22,6 +22,7 @@ from flax import nnx
 from compare.spec import DEFAULT_MODEL, DeviceError, InputError
 from compare.weights import validate_weights
 from jax_impl.model import Net, resolve
+from jax_impl.models.transformer import MultiheadSelfAttention
 
 OIHW_TO_HWIO = (2, 3, 1, 0)
 KIND_LAYOUTS: dict[type, dict[str, tuple[str, tuple[int, ...] | None]]] = {
@@ -29,6 +30,13 @@ KIND_LAYOUTS: dict[type, dict[str, tuple[str, tuple[int, ...] | None]]] = {
     nnx.Conv: {"kernel": ("weight", OIHW_TO_HWIO), "bias": ("bias", None)},
     nnx.Embed: {"embedding": ("weight", None)},
 }
+# The transformer's kinds (issue 16; jax_impl/models/transformer.py documents the q/k/v and head order):
+#   nnx.LayerNorm           scale <- weight, bias <- bias
+#   MultiheadSelfAttention  in_proj_kernel (d, 3d) <- in_proj_weight (3d, d) transposed ([q | k | v] columns,
+#                           heads contiguous within each); in_proj_bias (3d,) unchanged; its out_proj is nnx.Linear
+KIND_LAYOUTS[nnx.LayerNorm] = {"scale": ("weight", None), "bias": ("bias", None)}
+KIND_LAYOUTS[MultiheadSelfAttention] = {"in_proj_kernel": ("in_proj_weight", (1, 0)),
+                                        "in_proj_bias": ("in_proj_bias", None)}
 
 Path = tuple  # a module's path in the graph: attribute names and list indices
 Entry = tuple[Path, str, "tuple[int, ...] | None"]  # (module path, native leaf, permutation or None)

@@ -10,6 +10,7 @@ from jax_impl.models.ffnn import FFNN
 from jax_impl.models.logreg import LogReg
 from jax_impl.models.mnist_cnn import MnistCNN
 from jax_impl.models.seed_cnn import SimpleCNN
+from jax_impl.models.transformer import TransformerNet
 
 CLASSES: dict[str, type[nnx.Module]] = {
     "seed_cnn": SimpleCNN,
@@ -18,4 +19,5 @@ CLASSES: dict[str, type[nnx.Module]] = {
     "mnist_cnn": MnistCNN,
     "cifar10_cnn": Cifar10CNN,
     "embed": EmbedNet,
+    "transformer": TransformerNet,
 }

@@ -28,6 +28,16 @@ def _with_bias(layer: nnx.Linear, kernel: jax.Array, bias: jax.Array) -> Leaves:
     return {"kernel": kernel, "bias": bias} if layer.bias is not None else {"kernel": kernel}
 
 
+# Linear layers on T positions: gram when T (d + p) < LINEAR_GRAM_SLACK * d p. Measured (scripts/seq_cost_model.py,
+# paper/cpu-seq-costmodel/: the transformer's in_proj 256->768, out_proj 256->256, linear1 / linear2 256<->1024 at
+# T = 32 / 128 / 512, B = 64, float32, 1 thread, medians of interleaved repeats, shared 2-core Xeon): slack 1 chose
+# the slower form on 2 of 24 points, both out_proj at T = 128 (cost ratio T (d + p) / (d p) exactly 1: a tie the
+# model breaks towards materialising), where gram was 1.19x (torch) / 1.74x (JAX) faster; Gram also won at ratios
+# 0.16-0.67 (1.35-23x) and materialising at 2.5-4 (1.85-4.5x). Every slack in (1, 2.5] ranks all 24 points right;
+# 1.6 (about their geometric middle) is used. Same value in both frameworks.
+LINEAR_GRAM_SLACK = 1.6
+
+
 @register_grad_sampler("linear", nnx.Linear)
 def linear_grad_sample(layer: nnx.Linear, a: jax.Array, g: jax.Array) -> Leaves:
     """a: (B, [T...,] in), g: (B, [T...,] out) -> kernel (B, in, out), bias (B, out)."""
@@ -44,7 +54,7 @@ def linear_norm_sq(layer: nnx.Linear, a: jax.Array, g: jax.Array) -> jax.Array |
         gs = sq(g)
         return gs * (sq(a) + 1.0) if bias else gs * sq(a)
     a3, g3 = _positions(a, g)
-    if not gram_is_cheaper(a3.shape[1], a3.shape[2], g3.shape[2]):
+    if not gram_is_cheaper(a3.shape[1], a3.shape[2], g3.shape[2], LINEAR_GRAM_SLACK):
         return None
     gram = lambda v: jnp.einsum("btd,bsd->bts", v, v, precision=PRECISION)  # noqa: E731
     out = (gram(a3) * gram(g3)).sum(axis=(1, 2))

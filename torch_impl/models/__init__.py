@@ -13,6 +13,7 @@ from torch_impl.models.ffnn import FFNN
 from torch_impl.models.logreg import LogReg
 from torch_impl.models.mnist_cnn import MnistCNN
 from torch_impl.models.seed_cnn import SimpleCNN
+from torch_impl.models.transformer import TransformerNet
 
 CLASSES: dict[str, type[nn.Module]] = {
     "seed_cnn": SimpleCNN,
@@ -21,4 +22,5 @@ CLASSES: dict[str, type[nn.Module]] = {
     "mnist_cnn": MnistCNN,
     "cifar10_cnn": Cifar10CNN,
     "embed": EmbedNet,
+    "transformer": TransformerNet,
 }

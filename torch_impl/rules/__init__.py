@@ -68,7 +68,7 @@ def kind_of(layer: nn.Module) -> str:
 # vs 6.4 / 8.9 / 45.8 ms). The next layer up, cifar10_cnn conv4 (ratio 4.44), materialises 1.4-4.6x faster in both,
 # so every slack in (1.61, 4.44) ranks all measured layers alike; 2.5 (about their geometric middle) moves conv8 to
 # gram: mean penalty over all points 1.066 -> 1.005, worst 2.98x -> 1.13x (mnist_cnn conv2, ratio 0.88, a near-tie:
-# 1.08-1.13x either way). Linear layers over T positions keep slack 1 (not measured here).
+# 1.08-1.13x either way). Linear layers over T positions: ``rules.linear.LINEAR_GRAM_SLACK`` (measured there).
 CONV_GRAM_SLACK = 2.5
 
 
@@ -124,3 +124,4 @@ def clipped_sum(layer: nn.Module, a: Tensor, g: Tensor, w: Tensor) -> Leaves:
 
 
 from torch_impl.rules import conv, embedding, linear  # noqa: E402,F401 - registers the kinds
+from torch_impl.rules import layernorm, param_add  # noqa: E402,F401 - the transformer's kinds (issue 16)

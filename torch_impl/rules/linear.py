@@ -28,6 +28,16 @@ def _with_bias(layer: nn.Linear, weight: Tensor, bias: Tensor) -> Leaves:
     return {"weight": weight, "bias": bias} if layer.bias is not None else {"weight": weight}
 
 
+# Linear layers on T positions: gram when T (d + p) < LINEAR_GRAM_SLACK * d p. Measured (scripts/seq_cost_model.py,
+# paper/cpu-seq-costmodel/: the transformer's in_proj 256->768, out_proj 256->256, linear1 / linear2 256<->1024 at
+# T = 32 / 128 / 512, B = 64, float32, 1 thread, medians of interleaved repeats, shared 2-core Xeon): slack 1 chose
+# the slower form on 2 of 24 points, both out_proj at T = 128 (cost ratio T (d + p) / (d p) exactly 1: a tie the
+# model breaks towards materialising), where gram was 1.19x (torch) / 1.74x (JAX) faster; Gram also won at ratios
+# 0.16-0.67 (1.35-23x) and materialising at 2.5-4 (1.85-4.5x). Every slack in (1, 2.5] ranks all 24 points right;
+# 1.6 (about their geometric middle) is used. Same value in both frameworks.
+LINEAR_GRAM_SLACK = 1.6
+
+
 @register_grad_sampler("linear", nn.Linear)
 def linear_grad_sample(layer: nn.Linear, a: Tensor, g: Tensor) -> Leaves:
     """a: (B, [T...,] in), g: (B, [T...,] out) -> weight (B, out, in), bias (B, out)."""
@@ -44,7 +54,7 @@ def linear_norm_sq(layer: nn.Linear, a: Tensor, g: Tensor) -> Tensor | None:
         gs = sq(g)
         return gs * (sq(a) + 1.0) if bias else gs * sq(a)
     a3, g3 = _positions(a, g)
-    if not gram_is_cheaper(a3.shape[1], a3.shape[2], g3.shape[2]):
+    if not gram_is_cheaper(a3.shape[1], a3.shape[2], g3.shape[2], LINEAR_GRAM_SLACK):
         return None
     out = (torch.bmm(a3, a3.transpose(1, 2)) * torch.bmm(g3, g3.transpose(1, 2))).sum(dim=(1, 2))
     return out + sq(g3.sum(1)) if bias else out

@@ -1,0 +1,295 @@
+"""Issue 16: the linear norm's cost model on the transformer's layers at T positions, timed both ways.
+
+A linear layer applied at T positions (input a (B, T, d), output cotangent g (B, T, p)) has two exact per-example
+norms: materialise the (p x d) gradient sum_t g_t a_t^T (~T d p multiply-adds per example) or the Gram (ghost)
+form sum_{t,s} <a_t,a_s><g_t,g_s> (~T^2 (d + p)). ``rules.gram_is_cheaper(T, d, p)`` (slack 1 for linear layers)
+picks one per layer. Here, for the registered transformer's widths at T in (32, 128, 512), block 0's linear
+layers -- the attention's packed in-projection 256 -> 768, out_proj 256 -> 256, linear1 256 -> 1024, linear2
+1024 -> 256 -- are timed with each framework's OWN linear rule functions forced to each form, on the layer's real
+input and output cotangent (float32, from ``torch_impl.per_layer.output_cotangents`` of a seeded batch of a
+transformer built with seq_len = T and the registered init; the same arrays are handed to JAX):
+  materialize  linear_grad_sample(layer, a, g) and the squared norm of each leaf, summed (the engine's route for
+               a materialised layer);
+  gram         linear_norm_sq(layer, a, g) with ``gram_is_cheaper`` forced true.
+The in-projection is not a hook-visible layer in the workload (the attention module owns it, kind "other"), so
+the engine materialises it by the vmap FALLBACK (vmap over examples of the attention module's vjp); that route
+is timed too ("fallback": ``rules.fallback_per_example`` on the attention module and its (a, g), then the
+norms), next to what the linear rule would cost if the in-projection were visible (its a = the attention's
+input, g = d loss / d qkv, recomputed from the real weights).
+Protocol (as scripts/conv_cost_model.py): one warm-up call per form, then the forms INTERLEAVED r times (r = 7, or
+fewer when a call is slow: max(2, min(7, 8 s / first call))), medians; one thread per framework; the forms'
+norms checked to agree (1e-3 relative) before timing. JAX: each form jitted over (a, g), compile excluded.
+
+  python scripts/seq_cost_model.py [--points 32:64,128:64,512:64] [--frameworks torch,jax]
+                                   [--out paper/cpu-seq-costmodel]
+
+Writes <out>/transformer.json (every record, the machine, the versions, the threshold fit) and
+<out>/transformer.md (the table). --from-json re-judges stored timings by the rules' current model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # conv_cost_model's helpers; this checkout's packages
+from conv_cost_model import _set_threads, cost_ratio, interleaved, machine  # noqa: E402
+
+LOSS = "nll_log_softmax"
+LAYERS = ("in_proj", "out_proj", "linear1", "linear2")
+SHARED = "2-core machine shared with another worker's jobs (timings noisy; medians of interleaved repeats)"
+
+
+def torch_arrays(seq_len: int, batch: int) -> dict[str, tuple]:
+    """{layer: (a, g)} float32 numpy of block 0 at this T, plus the attention module's own (a, g) and weights."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from compare.spec import Workload, make_batch
+    from torch_impl import per_layer
+    from torch_impl.model import Net
+    from torch_impl.models.transformer import TransformerNet, attend
+
+    torch.manual_seed(0)
+    module = TransformerNet(seq_len=seq_len)
+    weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    spec = Workload(f"transformer_T{seq_len}", (seq_len,), 2, {k: tuple(v.shape) for k, v in weights.items()},
+                    vocab_size=10004)
+    net = Net(spec, module)
+    x, y = make_batch(batch, seed=0, model=spec)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    inputs, cots = per_layer.output_cotangents(weights, xt, yt, LOSS, net)
+    p = "encoder.layers.0"
+    out = {name: (inputs[f"{p}.{site}"], cots[f"{p}.{site}"])
+           for name, site in (("out_proj", "self_attn.out_proj"), ("linear1", "linear1"), ("linear2", "linear2"))}
+    a_attn, g_attn = inputs[f"{p}.self_attn"], cots[f"{p}.self_attn"]
+    w_in, b_in = weights[f"{p}.self_attn.in_proj_weight"], weights[f"{p}.self_attn.in_proj_bias"]
+    with torch.enable_grad():  # d loss / d qkv from the attention's output cotangent
+        qkv = F.linear(a_attn, w_in, b_in).requires_grad_(True)
+        o = F.linear(attend(qkv, 4), weights[f"{p}.self_attn.out_proj.weight"], weights[f"{p}.self_attn.out_proj.bias"])
+        (g_qkv,) = torch.autograd.grad(o, qkv, g_attn)
+    out["in_proj"] = (a_attn, g_qkv)
+    arrays = {k: (a.numpy().copy(), g.numpy().copy()) for k, (a, g) in out.items()}
+    attn_params = {k[len(f"{p}.self_attn."):]: v.numpy().copy() for k, v in weights.items()
+                   if k.startswith(f"{p}.self_attn.")}
+    arrays["attention"] = (a_attn.numpy().copy(), g_attn.numpy().copy(), attn_params)
+    np.testing.assert_equal(arrays["in_proj"][0].shape, (batch, seq_len, 256))
+    return arrays
+
+
+def torch_points(arrays: dict) -> list[tuple]:
+    import numpy as np
+    import torch
+    import torch.nn as nn
+
+    from torch_impl import rules
+    from torch_impl.models.transformer import MultiheadSelfAttention
+    from torch_impl.rules import linear, sq
+
+    linear.gram_is_cheaper = lambda *args, **kwargs: True  # the gram form below (materialize does not ask)
+    out = []
+    with torch.no_grad():
+        for name in LAYERS:
+            a, g = (torch.as_tensor(v) for v in arrays[name])
+            layer = nn.Linear(a.shape[-1], g.shape[-1])
+
+            def mat(layer=layer, a=a, g=g):
+                return sum(sq(v) for v in linear.linear_grad_sample(layer, a, g).values())
+
+            def gram(layer=layer, a=a, g=g):
+                return linear.linear_norm_sq(layer, a, g)
+
+            fns = {"materialize": mat, "gram": gram}
+            if name == "in_proj":
+                a_at, g_at, params = arrays["attention"]
+                attn = MultiheadSelfAttention(256, 4)
+                tp = {k: torch.as_tensor(v) for k, v in params.items()}
+                a_at, g_at = torch.as_tensor(a_at), torch.as_tensor(g_at)
+
+                def fallback(attn=attn, tp=tp, a=a_at, g=g_at):
+                    return sum(sq(v) for v in rules.fallback_per_example(attn, tp, a, g).values())
+
+                fns["fallback"] = fallback
+            ref = mat().numpy()
+            for form, fn in fns.items():
+                np.testing.assert_allclose(fn().numpy(), ref, rtol=1e-3, err_msg=f"torch {name} {form}")
+            out.append((name, (a.shape[1], a.shape[-1], g.shape[-1]), interleaved(fns, lambda v: v)))
+    return out
+
+
+def jax_points(arrays: dict) -> list[tuple]:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from jax_impl import rules
+    from jax_impl.models.transformer import MultiheadSelfAttention
+    from jax_impl.rules import linear, sq
+
+    linear.gram_is_cheaper = lambda *args, **kwargs: True  # the gram form below (materialize does not ask)
+    out = []
+    for name in LAYERS:
+        a, g = (jnp.asarray(v) for v in arrays[name])
+        layer = nnx.Linear(a.shape[-1], g.shape[-1], rngs=nnx.Rngs(0))
+        mat_fn = jax.jit(lambda a, g, layer=layer: sum(sq(v) for v in linear.linear_grad_sample(layer, a, g).values()))
+        gram_fn = jax.jit(lambda a, g, layer=layer: linear.linear_norm_sq(layer, a, g))
+        fns = {"materialize": lambda f=mat_fn, a=a, g=g: f(a, g), "gram": lambda f=gram_fn, a=a, g=g: f(a, g)}
+        if name == "in_proj":
+            a_at, g_at, params = arrays["attention"]
+            attn = MultiheadSelfAttention(256, 4, rngs=nnx.Rngs(0))
+            attn.in_proj_kernel = nnx.Param(jnp.asarray(params["in_proj_weight"].T))
+            attn.in_proj_bias = nnx.Param(jnp.asarray(params["in_proj_bias"]))
+            attn.out_proj.kernel = nnx.Param(jnp.asarray(params["out_proj.weight"].T))
+            attn.out_proj.bias = nnx.Param(jnp.asarray(params["out_proj.bias"]))
+            fb_fn = jax.jit(lambda a, g, attn=attn: sum(sq(v) for v in rules.fallback_per_example(attn, a, g).values()))
+            fns["fallback"] = lambda f=fb_fn, a=jnp.asarray(a_at), g=jnp.asarray(g_at): f(a, g)
+        ref = np.asarray(fns["materialize"]())
+        for form, fn in fns.items():
+            np.testing.assert_allclose(np.asarray(fn()), ref, rtol=1e-3, err_msg=f"jax {name} {form}")
+        out.append((name, (a.shape[1], a.shape[-1], g.shape[-1]), interleaved(fns, jax.block_until_ready)))
+    return out
+
+
+def record(fw: str, batch: int, name: str, shape: tuple[int, int, int], timing: dict) -> dict:
+    """One point judged by the rules' linear cost model (slack ``LINEAR_GRAM_SLACK``) and by slack 1."""
+    from torch_impl.rules import gram_is_cheaper
+    from torch_impl.rules.linear import LINEAR_GRAM_SLACK
+
+    t, d, p = shape
+    mat, gram = timing["materialize"]["median_ms"], timing["gram"]["median_ms"]
+    faster, best = ("gram" if gram < mat else "materialize"), min(mat, gram)
+    out = {"framework": fw, "layer": name, "batch_size": batch, "T": t, "d": d, "p": p,
+           "cost_ratio": round(cost_ratio(t, d, p), 4), "slack": LINEAR_GRAM_SLACK, "materialize_ms": round(mat, 3),
+           "gram_ms": round(gram, 3), "measured_ratio": round(gram / mat, 4), "measured_faster": faster}
+    for suffix, slack in (("", LINEAR_GRAM_SLACK), ("_slack1", 1.0)):
+        choice = "gram" if gram_is_cheaper(t, d, p, slack) else "materialize"
+        out |= {f"model_choice{suffix}": choice, f"wrong{suffix}": choice != faster,
+                f"penalty{suffix}": round((gram if choice == "gram" else mat) / best, 3)}
+    if "fallback" in timing:
+        fb = timing["fallback"]["median_ms"]
+        out |= {"fallback_ms": round(fb, 3), "fallback_vs_best": round(fb / best, 3)}
+    return out | {"timings": timing}
+
+
+def threshold_fit(records: list[dict]) -> dict:
+    """The k minimising the mean penalty of "gram when cost_ratio < k" over all records (k at midpoints)."""
+    ratios = sorted({r["cost_ratio"] for r in records})
+    candidates = sorted({1.0, ratios[0] / 2, ratios[-1] * 2, *((u + v) / 2 for u, v in zip(ratios, ratios[1:]))})
+
+    def loss(k: float) -> tuple[float, int]:
+        total, wrong = 0.0, 0
+        for r in records:
+            t = r["gram_ms"] if r["cost_ratio"] < k else r["materialize_ms"]
+            total += t / min(r["gram_ms"], r["materialize_ms"])
+            wrong += t != min(r["gram_ms"], r["materialize_ms"])
+        return total / len(records), wrong
+
+    scored = {k: loss(k) for k in candidates}
+    best = min(scored, key=lambda k: scored[k])
+    lo = max((u for u in ratios if u < best), default=0.0)
+    hi = min((u for u in ratios if u >= best), default=float("inf"))
+    slack = records[0]["slack"]
+    scored.setdefault(slack, loss(slack))
+    return {"slack": slack, "mean_penalty": round(scored[slack][0], 4), "wrong": scored[slack][1],
+            "slack1_mean_penalty": round(scored[1.0][0], 4), "slack1_wrong": scored[1.0][1],
+            "best_k": round(best, 4), "best_range": [lo, hi], "best_mean_penalty": round(scored[best][0], 4),
+            "best_wrong": scored[best][1]}
+
+
+def markdown(records: list[dict], info: dict, fit: dict, frameworks: list[str]) -> str:
+    lines = ["# Linear norm cost model on the transformer's layers (issue 16)", "",
+             f"`python scripts/seq_cost_model.py` on {info['cpu']} ({info['logical_cpus']} logical CPUs, "
+             f"{info['threads_per_framework']} thread per framework), {SHARED}. torch {info['torch']}, jax "
+             f"{info['jax']}, flax {info['flax']}, numpy {info['numpy']}, Python {info['python']}; float32, block 0 "
+             "of the registered widths at seq_len T (the layers of block 1 have the same shapes).", "",
+             "Each cell: materialize ms / gram ms (medians of interleaved repeats), the measured faster form; "
+             f"**bold** where the rules' cost model (gram when T (d + p) < {records[0]['slack']} d p, i.e. cost "
+             f"ratio T (d + p) / (d p) < {records[0]['slack']}; `rules.linear.LINEAR_GRAM_SLACK`) picks the slower "
+             "form, with the penalty (its time / the faster one's); (k=1: xN) where slack 1 (the model before this "
+             "measurement) picked the slower form. in_proj: + the vmap fallback's time (the workload's actual route "
+             "for the packed in-projection, norms included) and its ratio to the faster linear form.", ""]
+    head = ["layer", "T", "d", "p", "cost ratio", "model"] + [f"{fw}" for fw in frameworks]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    by = {(r["framework"], r["layer"], r["T"]): r for r in records}
+    for t in sorted({r["T"] for r in records}):
+        for name in LAYERS:
+            first = next((r for r in records if r["layer"] == name and r["T"] == t), None)
+            if first is None:
+                continue
+            row = [name, str(t), str(first["d"]), str(first["p"]), f"{first['cost_ratio']:.3g}",
+                   first["model_choice"] + (f" (k=1: {first['model_choice_slack1'][:4]})"
+                                            if first["model_choice_slack1"] != first["model_choice"] else "")]
+            for fw in frameworks:
+                r = by.get((fw, name, t))
+                if r is None:
+                    row.append("")
+                    continue
+                cell = (f"{r['materialize_ms']:.3g} / {r['gram_ms']:.3g} {r['measured_faster'][:4]} "
+                        f"(B={r['batch_size']})")
+                cell = f"**{cell} x{r['penalty']:.2f}**" if r["wrong"] else cell
+                cell += f" (k=1: x{r['penalty_slack1']:.2f})" if r["wrong_slack1"] else ""
+                if "fallback_ms" in r:
+                    cell += f"; fallback {r['fallback_ms']:.3g} (x{r['fallback_vs_best']:.1f})"
+                row.append(cell)
+            lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    for key, what in (("", f"slack {records[0]['slack']} (the rules)"), ("_slack1", "slack 1 (before)")):
+        wrong = [r for r in records if r[f"wrong{key}"]]
+        lines.append(f"- {what}: wrong on {len(wrong)} of {len(records)} points" + (": " + "; ".join(
+            f"{r['framework']} {r['layer']} T={r['T']} x{r[f'penalty{key}']:.2f}" for r in wrong) if wrong else "")
+            + ".")
+    lines += [
+        f"- Threshold fit (gram when cost ratio < k; mean over all points of the chosen form's time / the faster "
+        f"one's): slack {fit['slack']}: {fit['mean_penalty']} ({fit['wrong']} wrong); slack 1: "
+        f"{fit['slack1_mean_penalty']} ({fit['slack1_wrong']} wrong); best k = {fit['best_k']} "
+        f"(any k in ({fit['best_range'][0]:.3g}, {fit['best_range'][1]:.3g}] ranks alike): "
+        f"{fit['best_mean_penalty']} ({fit['best_wrong']} wrong).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--points", default="32:64,128:64,512:64", help="T:B pairs")
+    ap.add_argument("--frameworks", default="torch,jax")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="paper/cpu-seq-costmodel")
+    ap.add_argument("--from-json", help="re-judge a transformer.json's timings by the current rules (no timing)")
+    args = ap.parse_args(argv)
+    _set_threads(args.threads)
+    frameworks = args.frameworks.split(",")
+    if args.from_json:
+        stored = json.loads(Path(args.from_json).read_text())
+        info, command = stored["machine"], stored["command"]
+        records = [record(r["framework"], r["batch_size"], r["layer"], (r["T"], r["d"], r["p"]), r["timings"])
+                   for r in stored["records"]]
+        frameworks = list(dict.fromkeys(r["framework"] for r in records))
+    else:
+        info, command = machine(args.threads) | {"shared": SHARED}, " ".join(sys.argv)
+        records = []
+        for point in args.points.split(","):
+            t, b = (int(v) for v in point.split(":"))
+            arrays = torch_arrays(t, b)
+            for fw in frameworks:
+                for name, shape, timing in {"torch": torch_points, "jax": jax_points}[fw](arrays):
+                    r = record(fw, b, name, shape, timing)
+                    records.append(r)
+                    print(f"{fw:5s} {name:8s} T={t:<4d} B={b:<3d} d={r['d']:<5d} p={r['p']:<5d} cost "
+                          f"{r['cost_ratio']:6.3g} -> {r['model_choice']:11s} mat {r['materialize_ms']:9.2f} ms  gram "
+                          f"{r['gram_ms']:9.2f} ms  faster {r['measured_faster']:11s}"
+                          + (f"  fallback {r['fallback_ms']:9.2f} ms" if "fallback_ms" in r else "")
+                          + (f"  WRONG x{r['penalty']:.2f}" if r["wrong"] else ""), flush=True)
+    fit = threshold_fit(records)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "transformer.json").write_text(json.dumps({"machine": info, "command": command, "threshold_fit": fit,
+                                                      "records": records}, indent=1) + "\n")
+    (out / "transformer.md").write_text(markdown(records, info, fit, frameworks))
+    print(json.dumps(fit, indent=1))
+
+
+if __name__ == "__main__":
+    main()
