@@ -42,8 +42,15 @@ GradFn = Callable[[Params, torch.Tensor, torch.Tensor], Params]
 
 
 def live_module(model: str | Net) -> torch.nn.Module:
-    """A real (CPU, uninitialised) copy of the workload's module; callers set every parameter's ``.data``."""
-    return copy.deepcopy(resolve(model).module).to_empty(device="cpu")
+    """A real (CPU, uninitialised) copy of the workload's module; callers set every parameter's ``.data``.
+    A layer with an ``opacus_equivalent()`` is replaced by what that returns: the layer an Opacus user must put
+    there, with the same parameter names (the LSTM: ``opacus.layers.DPLSTM``, see torch_impl.models.lstm)."""
+    module = copy.deepcopy(resolve(model).module).to_empty(device="cpu")
+    for name, layer in list(module.named_modules()):
+        if name and hasattr(layer, "opacus_equivalent"):
+            parent, _, attr = name.rpartition(".")
+            setattr(module.get_submodule(parent), attr, layer.opacus_equivalent())
+    return module
 
 
 def _wrap(method: str, net: str | Net) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -111,3 +111,4 @@ def clipped_sum(layer: nnx.Module, a: jax.Array, g: jax.Array, w: jax.Array) -> 
 
 
 from jax_impl.rules import conv, embedding, linear  # noqa: E402,F401 - registers the kinds
+from jax_impl.rules import lstm  # noqa: E402,F401 - the LSTM kind (jax_impl.models.lstm.LSTM)

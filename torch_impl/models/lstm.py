@@ -42,7 +42,7 @@ def recurrence(pre: torch.Tensor, weight_hh: torch.Tensor) -> torch.Tensor:
 
 def _plain(t: torch.Tensor) -> bool:
     """A real tensor, not one of torch.func's wrappers (vmap / grad) nor a tensor being traced by Dynamo."""
-    return not torch._C._functorch.is_functorch_wrapped_tensor(t) and not torch.compiler.is_compiling()
+    return not torch.compiler.is_compiling() and not torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
 class LSTM(nn.Module):

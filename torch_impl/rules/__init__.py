@@ -124,3 +124,4 @@ def clipped_sum(layer: nn.Module, a: Tensor, g: Tensor, w: Tensor) -> Leaves:
 
 
 from torch_impl.rules import conv, embedding, linear  # noqa: E402,F401 - registers the kinds
+from torch_impl.rules import lstm  # noqa: E402,F401 - the LSTM kind (torch_impl.models.lstm.LSTM)
