@@ -164,16 +164,24 @@ def test_torch_vmap_cannot_batch_nn_lstm():
 
 @pytest.mark.parametrize("fw", [pytest.param("torch", marks=pytest.mark.slow), "jax"])  # torch: compile ~30 s
 def test_every_method_equals_the_loop(fw: str, case):
-    """torch: loop, vmap, compile, per_layer, opacus_hooks and opacus_functorch (DPLSTM swapped in); opacus_ew is
-    refused with its reason. JAX: loop, vmap, vmap_nojit, per_layer (vmap_patches: no convolution)."""
+    """torch: loop, vmap, compile, per_layer, opacus_hooks / opacus_ew / opacus_functorch (DPLSTM swapped in).
+    JAX: loop, vmap, vmap_nojit, per_layer (vmap_patches: no convolution)."""
     spec, nets, weights = case
     check_methods(fw, weights, nets[fw], batch=make_batch(4, seed=1, dtype="float64", model=spec))
 
 
-def test_opacus_ew_is_not_applicable(case):
-    ps = impl_module("torch", "per_sample")
-    assert ps.applicable_methods(case[1]["torch"])["opacus_ew"] == \
-        "not applicable: ExpandedWeights has no rule for lstm (LSTM)"
+def test_opacus_runs_dplstm():
+    """The Opacus methods and peers run ``opacus.layers.DPLSTM`` in the LSTM's place (same parameter names), so
+    ExpandedWeights applies too (DPLSTM's parameters are its RNNLinear children's, nn.Linear subclasses)."""
+    pytest.importorskip("opacus")
+    from opacus.layers import DPLSTM
+
+    from torch_impl.opacus_methods import live_module
+
+    _, nets, weights = small()
+    module = live_module(nets["torch"])
+    assert type(module.lstm) is DPLSTM and set(dict(module.named_parameters())) == set(weights)
+    assert impl_module("torch", "per_sample").applicable_methods(nets["torch"])["opacus_ew"] is None
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)

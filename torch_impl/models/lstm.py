@@ -83,8 +83,9 @@ class LSTM(nn.Module):
         parameter names, gate order and two biases; it returns (output, (h_n, c_n)) like nn.LSTM)."""
         from opacus.layers import DPLSTM
 
-        return DPLSTM(self.input_size, self.hidden_size, batch_first=True).to(
-            device=self.weight_hh_l0.device, dtype=self.weight_hh_l0.dtype)
+        with torch.device(self.weight_hh_l0.device):  # built there: a later .to(meta) would untie the renamed
+            dp = DPLSTM(self.input_size, self.hidden_size, batch_first=True)  # parameters from the cells' own
+        return dp.to(dtype=self.weight_hh_l0.dtype)
 
 
 class LSTMNet(nn.Module):
