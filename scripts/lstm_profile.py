@@ -40,6 +40,25 @@ def _time(fn: Callable[[], object], sync: Callable[[object], object], repeats: i
     return statistics.median(out)
 
 
+def _report_rss(stages: dict[str, Callable[[], object]]) -> dict[str, Callable[[], object]]:
+    """Each stage wrapped to print the process's peak RSS after its first call (to stderr)."""
+    import resource
+
+    def wrap(name: str, fn: Callable[[], object]) -> Callable[[], object]:
+        seen = []
+
+        def run() -> object:
+            out = fn()
+            if not seen:
+                seen.append(1)
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+                print(f"    peak RSS {peak:.2f} GiB after {name}", file=sys.stderr, flush=True)
+            return out
+        return run
+
+    return {name: wrap(name, fn) for name, fn in stages.items()}
+
+
 def torch_stages(batch: int, repeats: int) -> dict[str, float]:
     import torch
     from torch.func import functional_call
@@ -96,7 +115,7 @@ def torch_stages(batch: int, repeats: int) -> dict[str, float]:
         "dp ghost clipped sum end to end": lambda: ghost.ghost_clipped_sum(params, xt, yt, clip=clip, loss=LOSS,
                                                                             model=MODEL),
     }
-    return {name: _time(fn, lambda o: o, repeats) for name, fn in stages.items()}
+    return {name: _time(fn, lambda o: o, repeats) for name, fn in _report_rss(stages).items()}
 
 
 def jax_stages(batch: int, repeats: int) -> dict[str, float]:
@@ -154,8 +173,8 @@ def jax_stages(batch: int, repeats: int) -> dict[str, float]:
         "dp ghost clipped sum end to end": (jax.jit(lambda p, x, y: ghost.ghost_clipped_sum(
             p, x, y, clip=clip, loss=LOSS, model=MODEL)), (params, xj, yj)),
     }
-    return {name: _time(lambda f=f, args=args: f(*args), jax.block_until_ready, repeats)
-            for name, (f, args) in jitted.items()}
+    stages = {name: (lambda f=f, args=args: f(*args)) for name, (f, args) in jitted.items()}
+    return {name: _time(fn, jax.block_until_ready, repeats) for name, fn in _report_rss(stages).items()}
 
 
 def main() -> int:
