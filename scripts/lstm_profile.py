@@ -1,6 +1,6 @@
 """Where the lstm workload's time goes (issue 16): per_layer and DP-SGD's bk / ghost at B=64, T=256, both sides.
 
-Each stage is timed on its own (median of ``--repeats`` calls after one warm-up; JAX stages jitted separately,
+Each stage is timed on its own (min of ``--repeats`` calls after one warm-up: a shared machine; JAX stages jitted separately,
 so XLA cannot fuse across them), float32, CPU:
   forward; the SGD gradient (one batched forward + backward); forward + backward to every layer's output (what
   per_layer / ghost / bk start from); the LSTM rule's parts (gate cotangents = the layer's recomputed forward
@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ def _time(fn: Callable[[], object], sync: Callable[[object], object], repeats: i
         t0 = time.perf_counter()
         sync(fn())
         out.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(out)
+    return min(out)  # the least disturbed call: the machine is shared (2 cores, other jobs)
 
 
 def _report_rss(stages: dict[str, Callable[[], object]]) -> dict[str, Callable[[], object]]:
@@ -193,7 +192,7 @@ def main() -> int:
         stages = torch_stages(args.batch_size, args.repeats) if fw == "torch" else jax_stages(args.batch_size,
                                                                                               args.repeats)
         record["results"][fw] = stages
-        print(f"== {fw}: lstm, B={args.batch_size}, T=256, float32, median of {args.repeats} (ms)")
+        print(f"== {fw}: lstm, B={args.batch_size}, T=256, float32, min of {args.repeats} (ms)")
         for name, ms in stages.items():
             print(f"  {ms:10.1f}  {name}")
         sys.stdout.flush()
