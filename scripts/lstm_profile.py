@@ -182,8 +182,13 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (default 1: with 2 OpenMP "
+                   "threads on a 2-core machine shared with other jobs, one descheduled thread stalls every op; "
+                   "measured 0.25-12 s for the same SGD gradient)")
     args = p.parse_args()
     import torch
+
+    torch.set_num_threads(args.torch_threads)
 
     record = {"batch_size": args.batch_size, "T": 256, "dtype": "float32", "repeats": args.repeats,
               "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
