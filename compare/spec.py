@@ -93,6 +93,11 @@ MODELS: dict[str, Workload] = {w.name: w for w in (
              description="fast-dpsgd's CIFAR-10 CNN, all 3x3 convs (605,226 params)"),
     Workload("embed", (256,), 2, {"embedding.weight": (10004, 16), **_linear("fc", 16, 2)}, vocab_size=10004,
              description="Embedding(10004, 16), mean over 256 positions, Linear(16, 2) (160,098 params)"),
+    Workload("lstm", (256,), 2,
+             {"embedding.weight": (10004, 100), "lstm.weight_ih_l0": (400, 100), "lstm.weight_hh_l0": (400, 100),
+              "lstm.bias_ih_l0": (400,), "lstm.bias_hh_l0": (400,), **_linear("fc", 100, 2)}, vocab_size=10004,
+             description="fast-dpsgd's IMDb LSTM: Embedding(10004, 100), LSTM(100, 100) (nn.LSTM's parameters, "
+                         "two biases), mean of the 256 hidden states, Linear(100, 2) (1,081,402 params)"),
     Workload("transformer", (128,), 2, {"embedding.weight": (10004, 256), "pos_embedding.weight": (128, 256),
                                         **_encoder("encoder", 256, 1024, 2), **_linear("fc", 256, 2)},
              vocab_size=10004,

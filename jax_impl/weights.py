@@ -30,6 +30,17 @@ KIND_LAYOUTS: dict[type, dict[str, tuple[str, tuple[int, ...] | None]]] = {
     nnx.Conv: {"kernel": ("weight", OIHW_TO_HWIO), "bias": ("bias", None)},
     nnx.Embed: {"embedding": ("weight", None)},
 }
+# The LSTM (``jax_impl.models.lstm.LSTM``, a scan cell: flax's LSTM cells have one bias, see that module):
+#   kernel_ih (in, 4H) <- weight_ih_l0 (4H, in)  permutation (1, 0)
+#   kernel_hh (H, 4H)  <- weight_hh_l0 (4H, H)   permutation (1, 0)
+#   bias_ih (4H,)      <- bias_ih_l0             unchanged
+#   bias_hh (4H,)      <- bias_hh_l0             unchanged
+# Gate blocks stay in PyTorch's order (i, f, g, o) along the 4H axis on both sides: no reordering, and the two
+# biases stay two leaves (tests/test_lstm.py pins this with weights that tell the gates and biases apart).
+from jax_impl.models.lstm import LSTM as _LSTM  # noqa: E402
+
+KIND_LAYOUTS[_LSTM] = {"kernel_ih": ("weight_ih_l0", (1, 0)), "kernel_hh": ("weight_hh_l0", (1, 0)),
+                       "bias_ih": ("bias_ih_l0", None), "bias_hh": ("bias_hh_l0", None)}
 # The transformer's kinds (issue 16; jax_impl/models/transformer.py documents the q/k/v and head order):
 #   nnx.LayerNorm           scale <- weight, bias <- bias
 #   MultiheadSelfAttention  in_proj_kernel (d, 3d) <- in_proj_weight (3d, d) transposed ([q | k | v] columns,

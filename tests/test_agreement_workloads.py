@@ -24,6 +24,7 @@ SITES = {
     "mnist_cnn": ["conv1.relu", "pool1.winner", "conv2.relu", "pool2.winner", "fc1.relu"],
     "cifar10_cnn": [f"conv{i}.relu" for i in range(1, 8)],
     "embed": [],
+    "lstm": [],  # sigmoid / tanh only: no decisions
     "transformer": [],  # GELU and softmax are smooth: no decision to record
 }
 
@@ -84,7 +85,7 @@ def test_replay_follows_a_forced_max_pool_winner():
         np.testing.assert_allclose(jx[k], t[k], rtol=0, atol=1e-12 * np.abs(t[k]).max(), err_msg=k)
 
 
-HEAVY = ("seed_cnn", "mnist_cnn", "cifar10_cnn", "transformer")  # 11-23 s each on a shared 2-core CPU; transformer 53 s
+HEAVY = ("seed_cnn", "mnist_cnn", "cifar10_cnn", "lstm", "transformer")  # 11-23 s each on a shared 2-core CPU (lstm 13 s, transformer 53 s)
 
 
 @pytest.mark.parametrize("m", [pytest.param(m, marks=pytest.mark.slow) if m in HEAVY else m for m in MODELS])

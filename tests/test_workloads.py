@@ -18,7 +18,7 @@ from workload_checks import assert_close, check_dp, check_methods, per_sample
 
 # The table (exact).
 PARAM_COUNTS = {"seed_cnn": 1_199_882, "logreg": 210, "ffnn": 5_352, "mnist_cnn": 26_010, "cifar10_cnn": 605_226,
-                "embed": 160_098, "transformer": 4_174_338}
+                "embed": 160_098, "lstm": 1_081_402, "transformer": 4_174_338}
 NEW = tuple(m for m in MODELS if m != "seed_cnn")  # seed_cnn has its own, larger suite
 
 
@@ -72,6 +72,9 @@ def test_make_batch_is_seeded_and_valid(model: str):
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("model", NEW)
 def test_every_method_equals_the_loop(fw: str, model: str):
+    if (fw, model) == ("torch", "lstm"):  # measured: 775 s, almost all torch.compile unrolling the 256 steps
+        pytest.skip("torch lstm at T=256: compile unrolls 256 steps (13 min); tests/test_lstm.py checks every "
+                    "method at T=6")
     check_methods(fw, weights(model), model)
 
 

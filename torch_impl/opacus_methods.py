@@ -11,6 +11,7 @@ that is what is timed too.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import warnings
 from typing import Callable
 
@@ -29,21 +30,38 @@ EW_TYPES: tuple[type[torch.nn.Module], ...] = (
 
 
 def not_applicable(method: str, model: str | Net = DEFAULT_MODEL) -> str | None:
-    """Why ``method`` cannot run on this workload, or None (every registered workload runs them all)."""
+    """Why ``method`` cannot run on this workload, or None (every registered workload runs them all).
+    Judged on the module Opacus runs (``opacus_layers``: the LSTM as DPLSTM, whose parameters are its RNNLinear
+    children's, so ExpandedWeights covers them): a parameter owned by no ``EW_TYPES`` layer rules opacus_ew out."""
     if method != "opacus_ew":
         return None
     module = resolve(model).module
+    if importlib.util.find_spec("opacus") is not None:
+        module = opacus_layers(copy.deepcopy(module))  # meta device: no parameter memory
+    covered = {id(p) for m in module.modules() if isinstance(m, EW_TYPES) for p in m.parameters(recurse=False)}
     others = [f"{name} ({type(m).__name__})" for name, m in module.named_modules()
-              if next(m.parameters(recurse=False), None) is not None and not isinstance(m, EW_TYPES)]
+              if any(id(p) not in covered for p in m.parameters(recurse=False))]
     return f"not applicable: ExpandedWeights has no rule for {', '.join(others)}" if others else None
+
 
 Params = dict[str, torch.Tensor]
 GradFn = Callable[[Params, torch.Tensor, torch.Tensor], Params]
 
 
 def live_module(model: str | Net) -> torch.nn.Module:
-    """A real (CPU, uninitialised) copy of the workload's module; callers set every parameter's ``.data``."""
-    return copy.deepcopy(resolve(model).module).to_empty(device="cpu")
+    """A real (CPU, uninitialised) copy of the workload's module; callers set every parameter's ``.data``.
+    A layer with an ``opacus_equivalent()`` is replaced by what that returns: the layer an Opacus user must put
+    there, with the same parameter names (the LSTM: ``opacus.layers.DPLSTM``, see torch_impl.models.lstm)."""
+    return opacus_layers(copy.deepcopy(resolve(model).module).to_empty(device="cpu"))
+
+
+def opacus_layers(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with every layer that has an ``opacus_equivalent()`` replaced (in place) by what that returns."""
+    for name, layer in list(module.named_modules()):
+        if name and hasattr(layer, "opacus_equivalent"):
+            parent, _, attr = name.rpartition(".")
+            setattr(module.get_submodule(parent), attr, layer.opacus_equivalent())
+    return module
 
 
 def _wrap(method: str, net: str | Net) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -8,6 +8,7 @@ from jax_impl.models.cifar10_cnn import Cifar10CNN
 from jax_impl.models.embed import EmbedNet
 from jax_impl.models.ffnn import FFNN
 from jax_impl.models.logreg import LogReg
+from jax_impl.models.lstm import LSTMNet
 from jax_impl.models.mnist_cnn import MnistCNN
 from jax_impl.models.seed_cnn import SimpleCNN
 from jax_impl.models.transformer import TransformerNet
@@ -19,5 +20,6 @@ CLASSES: dict[str, type[nnx.Module]] = {
     "mnist_cnn": MnistCNN,
     "cifar10_cnn": Cifar10CNN,
     "embed": EmbedNet,
+    "lstm": LSTMNet,
     "transformer": TransformerNet,
 }

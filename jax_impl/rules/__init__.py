@@ -111,4 +111,5 @@ def clipped_sum(layer: nnx.Module, a: jax.Array, g: jax.Array, w: jax.Array) -> 
 
 
 from jax_impl.rules import conv, embedding, linear  # noqa: E402,F401 - registers the kinds
+from jax_impl.rules import lstm  # noqa: E402,F401 - the LSTM kind (jax_impl.models.lstm.LSTM)
 from jax_impl.rules import layernorm, param_add  # noqa: E402,F401 - the transformer's kinds (issue 16)

@@ -11,6 +11,7 @@ from torch_impl.models.cifar10_cnn import Cifar10CNN
 from torch_impl.models.embed import EmbedNet
 from torch_impl.models.ffnn import FFNN
 from torch_impl.models.logreg import LogReg
+from torch_impl.models.lstm import LSTMNet
 from torch_impl.models.mnist_cnn import MnistCNN
 from torch_impl.models.seed_cnn import SimpleCNN
 from torch_impl.models.transformer import TransformerNet
@@ -22,5 +23,6 @@ CLASSES: dict[str, type[nn.Module]] = {
     "mnist_cnn": MnistCNN,
     "cifar10_cnn": Cifar10CNN,
     "embed": EmbedNet,
+    "lstm": LSTMNet,
     "transformer": TransformerNet,
 }

@@ -124,4 +124,5 @@ def clipped_sum(layer: nn.Module, a: Tensor, g: Tensor, w: Tensor) -> Leaves:
 
 
 from torch_impl.rules import conv, embedding, linear  # noqa: E402,F401 - registers the kinds
+from torch_impl.rules import lstm  # noqa: E402,F401 - the LSTM kind (torch_impl.models.lstm.LSTM)
 from torch_impl.rules import layernorm, param_add  # noqa: E402,F401 - the transformer's kinds (issue 16)
