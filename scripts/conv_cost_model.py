@@ -175,11 +175,12 @@ def record(fw: str, model: str, batch: int, name: str, shape: tuple[int, int, in
     return out | {"timings": timing}
 
 
-def threshold_fit(records: list[dict]) -> dict:
-    """The k minimising the summed penalty of the rule "gram when cost_ratio < k" over all records (both
-    frameworks), among k at the midpoints of the records' cost ratios, k = 1 and the rules' slack."""
+def threshold_scores(records: list[dict]) -> tuple[dict[float, tuple[float, int]], float]:
+    """({k: (mean penalty, points wrong)}, best k) of the rule "gram when cost_ratio < k" over all records (both
+    frameworks): the best among k = 1 and the midpoints of the records' cost ratios, the rules' slack scored too.
+    A point's penalty is the chosen form's time over the faster form's. Shared with scripts/seq_cost_model.py."""
     ratios = sorted({r["cost_ratio"] for r in records})
-    candidates = sorted({1.0, ratios[0] / 2, ratios[-1] * 2, *((u + v) / 2 for u, v in zip(ratios, ratios[1:]))})
+    candidates = {1.0, ratios[0] / 2, ratios[-1] * 2, *((u + v) / 2 for u, v in zip(ratios, ratios[1:]))}
 
     def loss(k: float) -> tuple[float, int]:
         total, wrong = 0.0, 0
@@ -189,10 +190,16 @@ def threshold_fit(records: list[dict]) -> dict:
             wrong += t != min(r["gram_ms"], r["materialize_ms"])
         return total / len(records), wrong
 
-    scored = {k: loss(k) for k in candidates}
+    scored = {k: loss(k) for k in sorted(candidates)}
     best = min(scored, key=lambda k: scored[k])
+    scored.setdefault(records[0]["slack"], loss(records[0]["slack"]))
+    return scored, best
+
+
+def threshold_fit(records: list[dict]) -> dict:
+    """The fitted threshold against the rules' slack and slack 1 (``threshold_scores``)."""
+    scored, best = threshold_scores(records)
     slack = records[0]["slack"]
-    scored.setdefault(slack, loss(slack))
     return {"slack": slack, "mean_penalty": round(scored[slack][0], 4), "wrong": scored[slack][1],
             "slack1_mean_penalty": round(scored[1.0][0], 4), "slack1_wrong": scored[1.0][1],
             "best_k": round(best, 4), "best_mean_penalty": round(scored[best][0], 4), "best_wrong": scored[best][1],

@@ -35,7 +35,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # conv_cost_model's helpers; this checkout's packages
-from conv_cost_model import _set_threads, cost_ratio, interleaved, machine  # noqa: E402
+from conv_cost_model import _set_threads, cost_ratio, interleaved, machine, threshold_scores  # noqa: E402
 
 LOSS = "nll_log_softmax"
 LAYERS = ("in_proj", "out_proj", "linear1", "linear2")
@@ -176,24 +176,13 @@ def record(fw: str, batch: int, name: str, shape: tuple[int, int, int], timing: 
 
 
 def threshold_fit(records: list[dict]) -> dict:
-    """The k minimising the mean penalty of "gram when cost_ratio < k" over all records (k at midpoints)."""
+    """The k minimising the mean penalty of "gram when cost_ratio < k" over all records (k at midpoints), with the
+    range of k that ranks alike (``conv_cost_model.threshold_scores``)."""
+    scored, best = threshold_scores(records)
     ratios = sorted({r["cost_ratio"] for r in records})
-    candidates = sorted({1.0, ratios[0] / 2, ratios[-1] * 2, *((u + v) / 2 for u, v in zip(ratios, ratios[1:]))})
-
-    def loss(k: float) -> tuple[float, int]:
-        total, wrong = 0.0, 0
-        for r in records:
-            t = r["gram_ms"] if r["cost_ratio"] < k else r["materialize_ms"]
-            total += t / min(r["gram_ms"], r["materialize_ms"])
-            wrong += t != min(r["gram_ms"], r["materialize_ms"])
-        return total / len(records), wrong
-
-    scored = {k: loss(k) for k in candidates}
-    best = min(scored, key=lambda k: scored[k])
     lo = max((u for u in ratios if u < best), default=0.0)
     hi = min((u for u in ratios if u >= best), default=float("inf"))
     slack = records[0]["slack"]
-    scored.setdefault(slack, loss(slack))
     return {"slack": slack, "mean_penalty": round(scored[slack][0], 4), "wrong": scored[slack][1],
             "slack1_mean_penalty": round(scored[1.0][0], 4), "slack1_wrong": scored[1.0][1],
             "best_k": round(best, 4), "best_range": [lo, hi], "best_mean_penalty": round(scored[best][0], 4),

@@ -91,6 +91,24 @@ def _backward(loss: torch.Tensor) -> None:
         loss.backward()
 
 
+def _make_step(live: dict[str, nn.Parameter], optimizer: object, batch_loss: Callable[[torch.Tensor, torch.Tensor],
+               torch.Tensor], *, lr: float, std: float, noise_multiplier: float) -> DPStepFn:
+    """The step both peers share: copy the parameters in, one Opacus backward of ``batch_loss(x, y)`` and the
+    optimizer's step (clipping inside Opacus), then our noise draw; returns copies of the updated parameters."""
+
+    def step(params: Params, x: torch.Tensor, y: torch.Tensor, noise: Params | None = None) -> tuple[Params, torch.Tensor]:
+        _check_noise(noise, noise_multiplier)
+        _load(live, params)
+        optimizer.expected_batch_size = x.shape[0]
+        optimizer.zero_grad(set_to_none=True)  # drops p.grad, p.grad_sample and p.summed_grad
+        value = batch_loss(x, y)
+        _backward(value)
+        optimizer.step()
+        return _noised_copy(live, noise, lr * std / x.shape[0]), value.detach()
+
+    return step
+
+
 def make_opacus_hooks_step(
     *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL
 ) -> DPStepFn:
@@ -118,20 +136,8 @@ def make_opacus_hooks_step(
         expected_batch_size=1,  # set to B on each call
         loss_reduction="mean",
     )
-    live = dict(model.named_parameters())
-    std = clip * noise_multiplier
-
-    def step(params: Params, x: torch.Tensor, y: torch.Tensor, noise: Params | None = None) -> tuple[Params, torch.Tensor]:
-        _check_noise(noise, noise_multiplier)
-        _load(live, params)
-        optimizer.expected_batch_size = x.shape[0]
-        optimizer.zero_grad(set_to_none=True)  # drops p.grad, p.grad_sample and p.summed_grad
-        value = loss_fn(gsm(x), y, loss)
-        _backward(value)
-        optimizer.step()
-        return _noised_copy(live, noise, lr * std / x.shape[0]), value.detach()
-
-    return step
+    return _make_step(dict(model.named_parameters()), optimizer, lambda x, y: loss_fn(gsm(x), y, loss), lr=lr,
+                      std=clip * noise_multiplier, noise_multiplier=noise_multiplier)
 
 
 def make_opacus_ghost_step(
@@ -160,17 +166,5 @@ def make_opacus_ghost_step(
         loss_reduction="mean",
     )
     criterion = DPLossFastGradientClipping(gsm, optimizer, _criterion(loss), loss_reduction="mean")
-    live = dict(model.named_parameters())
-    std = clip * noise_multiplier
-
-    def step(params: Params, x: torch.Tensor, y: torch.Tensor, noise: Params | None = None) -> tuple[Params, torch.Tensor]:
-        _check_noise(noise, noise_multiplier)
-        _load(live, params)
-        optimizer.expected_batch_size = x.shape[0]
-        optimizer.zero_grad(set_to_none=True)
-        dp_loss = criterion(gsm(x), y)
-        _backward(dp_loss)
-        optimizer.step()
-        return _noised_copy(live, noise, lr * std / x.shape[0]), dp_loss.detach()
-
-    return step
+    return _make_step(dict(model.named_parameters()), optimizer, lambda x, y: criterion(gsm(x), y), lr=lr,
+                      std=clip * noise_multiplier, noise_multiplier=noise_multiplier)
