@@ -4,7 +4,8 @@ One batched forward, one batched backward to the OUTPUTS of every layer that own
 layer's per-sample gradients from its input ``a`` and output cotangent ``g`` by the rule of its kind
 (``jax_impl.rules``: nnx.Linear, nnx.Conv, nnx.Embed; anything else by the vmap fallback). The layers are found
 from the model itself: the merged module's graph (``nnx.iter_graph``) is instrumented, each parameterised
-module replaced by a ``_Probe`` that records its input and adds a zero "probe" to its output;
+module replaced by a ``_Probe`` that records its input and adds a zero "probe" to its output (a module that
+applies its parameters through a parameter-free ``Projection`` child: the child is probed, ``rules.site_child``);
 ``jax.grad`` w.r.t. the probes is the cotangent of the outputs. Nothing here names a model's layers.
 The backward differentiates the SUM of per-example losses (= B x the mean loss), so each sample's cotangent
 is exactly its own single-example loss gradient (the mean's 1/B undone). A layer called more than once per
@@ -57,6 +58,10 @@ def _instrument(root: nnx.Module, tape: _Tape) -> nnx.Module:
     """Replace every parameterised module of ``root`` (a freshly merged copy) by a ``_Probe`` around it;
     deepest first, so a parent's path stays walkable while its children are replaced."""
     for path, module in sorted(param_modules(root), key=lambda pm: -len(pm[0])):
+        child = rules.site_child(module)
+        if child is not None:  # the layer applies its parameters through this child: probe the child's calls
+            setattr(module, child[0], _Probe(child[1], path_name(path), tape))
+            continue
         if not path:
             root = _Probe(root, "", tape)
             continue

@@ -187,12 +187,13 @@ def test_jax_attention_equals_torch_multihead_attention(permute):
 
 def test_layers_take_the_intended_kinds(small):
     """Every parameterised module's kind, both sides: the packed in-projection is the attention module's own
-    parameter (kind "other": the vmap fallback), out_proj is an ordinary linear on (B, T, d)."""
+    parameter pair applied by its ``Projection`` child (kind "projection": the linear rules on d loss / d qkv),
+    out_proj is an ordinary linear on (B, T, d)."""
     _, nets, weights = small
     expected = {"embedding": "embedding", "pos_embedding": "param_add", "encoder.norm": "layernorm", "fc": "linear"}
     for i in range(SMALL["num_layers"]):
         p = f"encoder.layers.{i}"
-        expected.update({f"{p}.self_attn": "other", f"{p}.self_attn.out_proj": "linear", f"{p}.linear1": "linear",
+        expected.update({f"{p}.self_attn": "projection", f"{p}.self_attn.out_proj": "linear", f"{p}.linear1": "linear",
                          f"{p}.linear2": "linear", f"{p}.norm1": "layernorm", f"{p}.norm2": "layernorm"})
     for fw in FRAMEWORKS:
         rules, per_layer = impl_module(fw, "rules"), impl_module(fw, "per_layer")
@@ -202,6 +203,39 @@ def test_layers_take_the_intended_kinds(small):
             params = impl_module("jax", "weights").to_native(weights, "float64", "cpu", model=nets["jax"])
             found = per_layer.layers(params, nets["jax"])
         assert {n: rules.kind_of(m) for n, m in found.items()} == expected, fw
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_no_layer_takes_the_fallback(small, fw: str, monkeypatch):
+    """With the projection kind, every layer of the transformer has a rule: per_layer and the bk step run with
+    the vmap fallback made to fail (before the kind, the attention module took it), and still equal the loop."""
+    spec, nets, weights = build()
+    rules = impl_module(fw, "rules")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the vmap fallback was called")
+
+    x, y = batch(spec)
+    ref = per_sample(fw, weights, x, y, "loop", nets[fw])
+    monkeypatch.setattr(rules, "fallback_per_example", refuse)
+    assert_close(per_sample(fw, weights, x, y, "per_layer", nets[fw]), ref, f"{fw} per_layer without fallback")
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_a_projection_must_apply_all_its_parents_parameters(fw: str):
+    """A parent that owns a parameter its projection child does not apply would get no gradient for it: refused
+    with the names, not silently dropped."""
+    rules = impl_module(fw, "rules")
+    if fw == "torch":
+        layer = torch_tf.MultiheadSelfAttention(8, 2)
+        layer.extra = nn.Parameter(torch.zeros(3))
+    else:
+        from flax import nnx
+        import jax.numpy as jnp
+        layer = jax_tf.MultiheadSelfAttention(8, 2, rngs=nnx.Rngs(0))
+        layer.extra = nnx.Param(jnp.zeros(3))
+    with pytest.raises(ValueError, match="extra"):
+        rules.kind_of(layer)
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)

@@ -4,7 +4,8 @@ One batched forward, one batched backward to the OUTPUTS of every layer that own
 layer's per-sample gradients from its input ``a`` and output cotangent ``g`` by the rule of its kind
 (``torch_impl.rules``: linear, conv, embedding; anything else by the vmap fallback). The layers are found
 from the model itself: forward hooks on every submodule with parameters of its own (``named_modules``)
-record (a, z) per call; nothing here names a model's layers.
+record (a, z) per call (at a parameter-free ``Projection`` child's call when the layer applies its parameters
+through one: ``rules.site_module``); nothing here names a model's layers.
 The backward differentiates the SUM of per-example losses (= B x the mean loss), so each sample's cotangent
 is exactly its own single-example loss gradient (the mean's 1/B undone).
 A layer called more than once per forward (weight tying) has one "site" per call; its per-sample gradient
@@ -49,7 +50,7 @@ def _recording(layers: dict[str, nn.Module], inputs: dict[str, torch.Tensor],
             inputs[site], outputs[site] = args[0].detach(), out
         return hook
 
-    handles = [m.register_forward_hook(hook_for(name)) for name, m in layers.items()]
+    handles = [rules.site_module(m).register_forward_hook(hook_for(name)) for name, m in layers.items()]
     try:
         yield
     finally:

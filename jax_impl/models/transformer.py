@@ -46,18 +46,33 @@ def attend(qkv: jax.Array, heads: int) -> jax.Array:
     return out.reshape(b, t, heads * hd)
 
 
+class Projection(nnx.Module):
+    """``x @ kernel + bias`` with its PARENT's parameters passed in; owns none (as torch's ``Projection``:
+    the parent's site is recorded at this call, ``jax_impl.rules.site_module``, kind "projection")."""
+
+    def __init__(self, kernel: str, bias: str | None) -> None:
+        self.kernel_name, self.bias_name = kernel, bias
+        self.applies = (kernel,) if bias is None else (kernel, bias)
+
+    def __call__(self, x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+        y = jnp.einsum("...d,de->...e", x, kernel, precision=PRECISION)
+        return y if bias is None else y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
+
+
 class MultiheadSelfAttention(nnx.Module):
-    """Packed in-projection ``in_proj_kernel`` (d, 3d), ``in_proj_bias`` (3d,), ``out_proj`` nnx.Linear."""
+    """Packed in-projection ``in_proj_kernel`` (d, 3d), ``in_proj_bias`` (3d,) applied by the parameter-free
+    ``in_proj`` child, ``out_proj`` nnx.Linear."""
 
     def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs) -> None:
         self.heads = heads
         self.in_proj_kernel = nnx.Param(nnx.initializers.xavier_uniform()(rngs.params(), (width, 3 * width)))
         self.in_proj_bias = nnx.Param(jnp.zeros(3 * width, jnp.float32))
+        self.in_proj = Projection("in_proj_kernel", "in_proj_bias")
         self.out_proj = nnx.Linear(width, width, precision=PRECISION, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        qkv = jnp.einsum("btd,de->bte", x, self.in_proj_kernel[...], precision=PRECISION)
-        return self.out_proj(attend(qkv + self.in_proj_bias[...][None, None], self.heads))
+        qkv = self.in_proj(x, self.in_proj_kernel[...], self.in_proj_bias[...])
+        return self.out_proj(attend(qkv, self.heads))
 
 
 def layer_norm(width: int, rngs: nnx.Rngs) -> nnx.LayerNorm:

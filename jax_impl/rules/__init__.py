@@ -8,7 +8,9 @@ Keyed by Flax NNX module type, registered by decorator, one small file per kind:
   clipped sum    (layer, a, g, w) -> {native leaf: leaf shape} = sum_b w_b grad_b, no per-example gradients
 with a = the layer's input, g = d(sum of per-example losses)/d(layer output) (conv: NHWC; kernels (in, out)
 and HWIO). A layer of no registered kind, or called more than once per forward, is materialised by
-``fallback_per_example``: vmap over examples of the vjp of that layer ALONE. Every dot uses ``PRECISION``.
+``fallback_per_example``: vmap over examples of the vjp of that layer ALONE. A layer that applies all its own
+parameters through a parameter-free ``Projection`` child is recorded at that child's call and takes its rules
+(``site_module``, kind "projection"). Every dot uses ``PRECISION``.
 """
 from __future__ import annotations
 
@@ -51,9 +53,33 @@ def register_clipped_sum(kind: str, *types: type) -> Callable[[SumSampler], SumS
     return _register(SUM_SAMPLERS, kind, *types)
 
 
+# Parameter-free module types through which a PARENT applies all of its own parameters (kind "projection",
+# ``rules/projection.py``): the parent's site is recorded at the child's call and the child's rules are used.
+SITE_TYPES: set[type] = set()
+
+
+def site_child(layer: nnx.Module) -> tuple[str, nnx.Module] | None:
+    """(attribute, child) of ``layer``'s one child of a ``SITE_TYPES`` type, which must apply every parameter
+    the layer owns (else a clear error), or None."""
+    kids = [(k, v) for k, v in vars(layer).items() if type(v) in SITE_TYPES]
+    if not kids:
+        return None
+    own = {k for k, v in vars(layer).items() if isinstance(v, nnx.Param)}
+    if len(kids) > 1 or own != set(kids[0][1].applies):
+        raise ValueError(f"{type(layer).__name__} owns {sorted(own)} but its projection children apply "
+                         f"{[v.applies for _, v in kids]}: one projection child must apply all of them")
+    return kids[0]
+
+
+def site_module(layer: nnx.Module) -> nnx.Module:
+    """The module whose calls are ``layer``'s sites and whose kind's rules apply (mirrors torch's)."""
+    child = site_child(layer)
+    return layer if child is None else child[1]
+
+
 def kind_of(layer: nnx.Module) -> str:
-    """"linear" / "conv" / "embedding", or "other" (materialised by the fallback)."""
-    return KINDS.get(type(layer), "other")
+    """"linear" / "conv" / "embedding" / ... (its projection child's, if it has one), or "other" (the fallback)."""
+    return KINDS.get(type(site_module(layer)), "other")
 
 
 # Conv layers: gram when P (d + p) < CONV_GRAM_SLACK * d p. Measured (scripts/conv_cost_model.py,
@@ -94,22 +120,25 @@ def fallback_per_example(layer: nnx.Module, a: jax.Array, g: jax.Array) -> Leave
 
 def per_example(layer: nnx.Module, a: jax.Array, g: jax.Array) -> Leaves:
     """The layer kind's grad sampler, or the fallback (no kind, or an instance the kind's rule does not cover)."""
-    sampler = GRAD_SAMPLERS.get(type(layer))
-    out = None if sampler is None else sampler(layer, a, g)
+    site = site_module(layer)
+    sampler = GRAD_SAMPLERS.get(type(site))
+    out = None if sampler is None else sampler(site, a, g)
     return out if out is not None else fallback_per_example(layer, a, g)
 
 
 def norm_sq(layer: nnx.Module, a: jax.Array, g: jax.Array) -> jax.Array | None:
     """(B,) squared per-example norm without per-example gradients, or None: materialise this layer."""
-    sampler = NORM_SAMPLERS.get(type(layer))
-    return None if sampler is None else sampler(layer, a, g)
+    site = site_module(layer)
+    sampler = NORM_SAMPLERS.get(type(site))
+    return None if sampler is None else sampler(site, a, g)
 
 
 def clipped_sum(layer: nnx.Module, a: jax.Array, g: jax.Array, w: jax.Array) -> Leaves:
     """sum_b w_b grad_b of a layer whose ``norm_sq`` was not None (its kind has a clipped-sum rule)."""
-    return SUM_SAMPLERS[type(layer)](layer, a, g, w)
+    site = site_module(layer)
+    return SUM_SAMPLERS[type(site)](site, a, g, w)
 
 
 from jax_impl.rules import conv, embedding, linear  # noqa: E402,F401 - registers the kinds
 from jax_impl.rules import lstm  # noqa: E402,F401 - the LSTM kind (jax_impl.models.lstm.LSTM)
-from jax_impl.rules import layernorm, param_add  # noqa: E402,F401 - the transformer's kinds (issue 16)
+from jax_impl.rules import layernorm, param_add, projection  # noqa: E402,F401 - the transformer's kinds (issue 16)

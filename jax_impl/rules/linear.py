@@ -38,18 +38,17 @@ def _with_bias(layer: nnx.Linear, kernel: jax.Array, bias: jax.Array) -> Leaves:
 LINEAR_GRAM_SLACK = 1.6
 
 
-@register_grad_sampler("linear", nnx.Linear)
-def linear_grad_sample(layer: nnx.Linear, a: jax.Array, g: jax.Array) -> Leaves:
-    """a: (B, [T...,] in), g: (B, [T...,] out) -> kernel (B, in, out), bias (B, out)."""
+def weight_grads(a: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """a: (B, [T...,] in), g: (B, [T...,] out) -> per-example (kernel (B, in, out), bias (B, out)) of y = a K + b
+    (also the "projection" kind's, ``rules.projection``)."""
     if a.ndim == 2:
-        return _with_bias(layer, jnp.einsum("bi,bo->bio", a, g, precision=PRECISION), g)
+        return jnp.einsum("bi,bo->bio", a, g, precision=PRECISION), g
     a3, g3 = _positions(a, g)
-    return _with_bias(layer, jnp.einsum("bti,bto->bio", a3, g3, precision=PRECISION), g3.sum(axis=1))
+    return jnp.einsum("bti,bto->bio", a3, g3, precision=PRECISION), g3.sum(axis=1)
 
 
-@register_norm_sampler("linear", nnx.Linear)
-def linear_norm_sq(layer: nnx.Linear, a: jax.Array, g: jax.Array) -> jax.Array | None:
-    bias = layer.bias is not None
+def weight_norm_sq(a: jax.Array, g: jax.Array, bias: bool) -> jax.Array | None:
+    """(B,) squared norm of (kernel, bias if ``bias``) per example, or None when materialising is cheaper."""
     if a.ndim == 2:
         gs = sq(g)
         return gs * (sq(a) + 1.0) if bias else gs * sq(a)
@@ -61,7 +60,23 @@ def linear_norm_sq(layer: nnx.Linear, a: jax.Array, g: jax.Array) -> jax.Array |
     return out + sq(g3.sum(axis=1)) if bias else out
 
 
+def weight_clipped_sum(a: jax.Array, g: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sum_b w_b kernel_b, sum_b w_b bias_b) over all examples and positions: one matmul."""
+    gc = (g * w.reshape(-1, *([1] * (g.ndim - 1)))).reshape(-1, g.shape[-1])
+    return jnp.matmul(a.reshape(-1, a.shape[-1]).T, gc, precision=PRECISION), gc.sum(axis=0)
+
+
+@register_grad_sampler("linear", nnx.Linear)
+def linear_grad_sample(layer: nnx.Linear, a: jax.Array, g: jax.Array) -> Leaves:
+    """a: (B, [T...,] in), g: (B, [T...,] out) -> kernel (B, in, out), bias (B, out)."""
+    return _with_bias(layer, *weight_grads(a, g))
+
+
+@register_norm_sampler("linear", nnx.Linear)
+def linear_norm_sq(layer: nnx.Linear, a: jax.Array, g: jax.Array) -> jax.Array | None:
+    return weight_norm_sq(a, g, layer.bias is not None)
+
+
 @register_clipped_sum("linear", nnx.Linear)
 def linear_clipped_sum(layer: nnx.Linear, a: jax.Array, g: jax.Array, w: jax.Array) -> Leaves:
-    gc = (g * w.reshape(-1, *([1] * (g.ndim - 1)))).reshape(-1, g.shape[-1])
-    return _with_bias(layer, jnp.matmul(a.reshape(-1, a.shape[-1]).T, gc, precision=PRECISION), gc.sum(axis=0))
+    return _with_bias(layer, *weight_clipped_sum(a, g, w))

@@ -15,13 +15,14 @@ Why not ``nn.MultiheadAttention`` itself: its forward is ``F.multi_head_attentio
 ``out_proj.weight`` directly, so out_proj's forward hook never fires and ``per_layer`` / ``ghost`` (which find
 layers by forward hooks) would see no call of out_proj. ``MultiheadSelfAttention`` below owns the same
 parameters (same names, same packing, same math, no dropout, no mask) and calls ``self.out_proj`` as a module:
-out_proj is then an ordinary linear-kind layer on (B, T, 256); the packed in-projection, a raw parameter used
-by ``F.linear`` inside the module, is materialised by the rules' vmap fallback (see ``torch_impl.rules``): exact,
-but slow -- measured (scripts/seq_cost_model.py, paper/cpu-seq-costmodel/, B = 64, float32, 1 thread), the
-fallback's in-projection norm takes 95 / 543 / 3119 ms in torch at T = 32 / 128 / 512 where the linear rule's
-faster form would take 3.0 / 79 / 170 ms on the same layer (JAX: 108 / 645 / 3175 vs 9.1 / 65 / 520 ms). A rule
-needs the cotangent of the packed q|k|v, which no hook sees while the attention module owns the weight under
-torch's name; making it visible (a forward that returns q|k|v, or rules that get the weights) is left open.
+out_proj is then an ordinary linear-kind layer on (B, T, 256). The packed in-projection is a raw parameter pair of
+the attention module (torch's names); it is applied through a parameter-free ``Projection`` child, at whose call
+the engine records the attention module's site (``torch_impl.rules.site_module``): a = the block's normed input,
+g = d loss / d [q|k|v], and the linear rules (Gram or materialise by the cost model, book-keeping sums) apply.
+Before that rule it took the vmap fallback over the whole attention module: exact but slow -- measured
+(scripts/seq_cost_model.py, paper/cpu-seq-costmodel/, B = 64, float32, 1 thread), the fallback's in-projection
+norm took 95 / 543 / 3119 ms in torch at T = 32 / 128 / 512 where the linear rule's faster form takes 3.0 / 79 /
+170 ms on the same layer (JAX: 108 / 645 / 3175 vs 9.1 / 65 / 520 ms).
 Opacus (hooks, ghost and functorch modes) treats this module as one unit by its functorch fallback (it has no
 Opacus grad sampler; out_proj gets no hook of its own) and needs no DPMultiheadAttention (that replacement is
 for ``nn.MultiheadAttention``, whose q / k / v it splits into separate Linear modules with other names).
@@ -61,21 +62,39 @@ def attend(qkv: torch.Tensor, heads: int) -> torch.Tensor:
     return torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(b, t, heads * hd)
 
 
+class Projection(nn.Module):
+    """``F.linear(x, weight, bias)`` with its PARENT's parameters passed in; owns none. ``weight`` / ``bias``
+    name the parent's attributes it applies. Why a module: the engine records a layer's (input, output
+    cotangent) at a module call, and a parent whose OWN parameters all go through one such child is recorded at
+    the child's call (``torch_impl.rules.site_module``, kind "projection"), while the parameters keep the
+    parent's canonical names (``in_proj_weight``, not ``in_proj.weight``)."""
+
+    def __init__(self, weight: str, bias: str | None) -> None:
+        super().__init__()
+        self.weight_name, self.bias_name = weight, bias
+        self.applies = (weight,) if bias is None else (weight, bias)
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, weight, bias)
+
+
 class MultiheadSelfAttention(nn.Module):
     """Self-attention with ``nn.MultiheadAttention``'s parameters: ``in_proj_weight`` (3d, d), ``in_proj_bias``
-    (3d,), ``out_proj`` (nn.Linear); init as torch's (xavier-uniform in-projection, zero biases)."""
+    (3d,), ``out_proj`` (nn.Linear); init as torch's (xavier-uniform in-projection, zero biases). The packed
+    in-projection is applied by a parameter-free ``Projection`` child, so its rule sees d loss / d [q|k|v]."""
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.in_proj = Projection("in_proj_weight", "in_proj_bias")
         self.out_proj = nn.Linear(width, width)
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(attend(F.linear(x, self.in_proj_weight, self.in_proj_bias), self.heads))
+        return self.out_proj(attend(self.in_proj(x, self.in_proj_weight, self.in_proj_bias), self.heads))
 
 
 class EncoderLayer(nn.Module):

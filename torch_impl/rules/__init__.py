@@ -11,7 +11,9 @@ with a = the layer's input, g = d(sum of per-example losses)/d(layer output). A 
 (or one called more than once per forward) falls back to materialising: ``fallback_per_example`` is
 ``vmap`` over examples of the vjp of that layer ALONE (as Opacus' functorch fallback), so an unknown layer
 is slower, never wrong. The engine (``per_layer``, ``ghost``) never names a model's layers.
-Kinds here: ``linear`` (nn.Linear, inputs (B, d) or (B, T..., d)), ``conv`` (nn.Conv2d), ``embedding``.
+Kinds here: ``linear`` (nn.Linear, inputs (B, d) or (B, T..., d)), ``conv`` (nn.Conv2d), ``embedding``, ``lstm``,
+``layernorm``, ``param_add`` and ``projection`` (a parent's parameters applied by a parameter-free child:
+``site_module``).
 """
 from __future__ import annotations
 
@@ -55,9 +57,28 @@ def register_clipped_sum(kind: str, *types: type[nn.Module]) -> Callable[[SumSam
     return _register(SUM_SAMPLERS, kind, *types)
 
 
+# Parameter-free module types through which a PARENT applies all of its own parameters (kind "projection",
+# ``rules/projection.py``): the parent's site is recorded at the child's call and the child's rules are used.
+SITE_TYPES: set[type[nn.Module]] = set()
+
+
+def site_module(layer: nn.Module) -> nn.Module:
+    """The module whose calls are ``layer``'s sites and whose kind's rules apply: the layer itself, or its one
+    child of a ``SITE_TYPES`` type, which must apply every parameter the layer owns (else a clear error: a
+    parameter it does not apply would silently get no gradient)."""
+    kids = [c for c in layer.children() if type(c) in SITE_TYPES]
+    if not kids:
+        return layer
+    own = {n for n, _ in layer.named_parameters(recurse=False)}
+    if len(kids) > 1 or own != set(kids[0].applies):
+        raise ValueError(f"{type(layer).__name__} owns {sorted(own)} but its projection children apply "
+                         f"{[k.applies for k in kids]}: one projection child must apply all of them")
+    return kids[0]
+
+
 def kind_of(layer: nn.Module) -> str:
-    """"linear" / "conv" / "embedding", or "other" (materialised by the fallback)."""
-    return KINDS.get(type(layer), "other")
+    """"linear" / "conv" / "embedding" / ... (its projection child's, if it has one), or "other" (the fallback)."""
+    return KINDS.get(type(site_module(layer)), "other")
 
 
 # Conv layers: gram when P (d + p) < CONV_GRAM_SLACK * d p. Measured (scripts/conv_cost_model.py,
@@ -107,22 +128,25 @@ def fallback_per_example(layer: nn.Module, params: Leaves, a: Tensor, g: Tensor)
 
 def per_example(layer: nn.Module, params: Leaves, a: Tensor, g: Tensor) -> Leaves:
     """The layer kind's grad sampler, or the fallback (no kind, or an instance the kind's rule does not cover)."""
-    sampler = GRAD_SAMPLERS.get(type(layer))
-    out = None if sampler is None else sampler(layer, a, g)
+    site = site_module(layer)
+    sampler = GRAD_SAMPLERS.get(type(site))
+    out = None if sampler is None else sampler(site, a, g)
     return out if out is not None else fallback_per_example(layer, params, a, g)
 
 
 def norm_sq(layer: nn.Module, a: Tensor, g: Tensor) -> Tensor | None:
     """(B,) squared per-example norm without per-example gradients, or None: materialise this layer."""
-    sampler = NORM_SAMPLERS.get(type(layer))
-    return None if sampler is None else sampler(layer, a, g)
+    site = site_module(layer)
+    sampler = NORM_SAMPLERS.get(type(site))
+    return None if sampler is None else sampler(site, a, g)
 
 
 def clipped_sum(layer: nn.Module, a: Tensor, g: Tensor, w: Tensor) -> Leaves:
     """sum_b w_b grad_b of a layer whose ``norm_sq`` was not None (its kind has a clipped-sum rule)."""
-    return SUM_SAMPLERS[type(layer)](layer, a, g, w)
+    site = site_module(layer)
+    return SUM_SAMPLERS[type(site)](site, a, g, w)
 
 
 from torch_impl.rules import conv, embedding, linear  # noqa: E402,F401 - registers the kinds
 from torch_impl.rules import lstm  # noqa: E402,F401 - the LSTM kind (torch_impl.models.lstm.LSTM)
-from torch_impl.rules import layernorm, param_add  # noqa: E402,F401 - the transformer's kinds (issue 16)
+from torch_impl.rules import layernorm, param_add, projection  # noqa: E402,F401 - the transformer's kinds (issue 16)

@@ -38,18 +38,17 @@ def _with_bias(layer: nn.Linear, weight: Tensor, bias: Tensor) -> Leaves:
 LINEAR_GRAM_SLACK = 1.6
 
 
-@register_grad_sampler("linear", nn.Linear)
-def linear_grad_sample(layer: nn.Linear, a: Tensor, g: Tensor) -> Leaves:
-    """a: (B, [T...,] in), g: (B, [T...,] out) -> weight (B, out, in), bias (B, out)."""
+def weight_grads(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """a: (B, [T...,] in), g: (B, [T...,] out) -> per-example (weight (B, out, in), bias (B, out)) of y = a W^T + b
+    (also the "projection" kind's, ``rules.projection``)."""
     if a.dim() == 2:
-        return _with_bias(layer, torch.bmm(g.unsqueeze(2), a.unsqueeze(1)), g)
+        return torch.bmm(g.unsqueeze(2), a.unsqueeze(1)), g
     a3, g3 = _positions(a, g)
-    return _with_bias(layer, torch.bmm(g3.transpose(1, 2), a3), g3.sum(1))
+    return torch.bmm(g3.transpose(1, 2), a3), g3.sum(1)
 
 
-@register_norm_sampler("linear", nn.Linear)
-def linear_norm_sq(layer: nn.Linear, a: Tensor, g: Tensor) -> Tensor | None:
-    bias = layer.bias is not None
+def weight_norm_sq(a: Tensor, g: Tensor, bias: bool) -> Tensor | None:
+    """(B,) squared norm of (weight, bias if ``bias``) per example, or None when materialising is cheaper."""
     if a.dim() == 2:
         gs = sq(g)
         return gs * (sq(a) + 1.0) if bias else gs * sq(a)
@@ -60,7 +59,23 @@ def linear_norm_sq(layer: nn.Linear, a: Tensor, g: Tensor) -> Tensor | None:
     return out + sq(g3.sum(1)) if bias else out
 
 
+def weight_clipped_sum(a: Tensor, g: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """(sum_b w_b weight_b, sum_b w_b bias_b) over all examples and positions: one matmul."""
+    gc = (g * w.view(-1, *([1] * (g.dim() - 1)))).reshape(-1, g.shape[-1])
+    return gc.T @ a.reshape(-1, a.shape[-1]), gc.sum(0)
+
+
+@register_grad_sampler("linear", nn.Linear)
+def linear_grad_sample(layer: nn.Linear, a: Tensor, g: Tensor) -> Leaves:
+    """a: (B, [T...,] in), g: (B, [T...,] out) -> weight (B, out, in), bias (B, out)."""
+    return _with_bias(layer, *weight_grads(a, g))
+
+
+@register_norm_sampler("linear", nn.Linear)
+def linear_norm_sq(layer: nn.Linear, a: Tensor, g: Tensor) -> Tensor | None:
+    return weight_norm_sq(a, g, layer.bias is not None)
+
+
 @register_clipped_sum("linear", nn.Linear)
 def linear_clipped_sum(layer: nn.Linear, a: Tensor, g: Tensor, w: Tensor) -> Leaves:
-    gc = (g * w.view(-1, *([1] * (g.dim() - 1)))).reshape(-1, g.shape[-1])
-    return _with_bias(layer, gc.T @ a.reshape(-1, a.shape[-1]), gc.sum(0))
+    return _with_bias(layer, *weight_clipped_sum(a, g, w))
