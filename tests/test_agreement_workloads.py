@@ -146,3 +146,21 @@ def test_run_agreement_every_method(model):
     report = run_agreement(init_weights(0, model=model), x, y, model=model)
     assert report.ok, report.format_table()
     assert "torch/float64/compile" in report.methods
+
+
+def test_methods_not_run_by_default_are_listed_with_the_reason(monkeypatch):
+    """The default method list leaves out ``NOT_RUN_BY_DEFAULT`` (torch.compile on the 256-step lstm: 13 min) and
+    says why in ``not_applicable``; naming the method in ``methods=`` runs it. Checked on logreg (fast), with the
+    table patched to hold it; the real entry is checked to exist for the lstm."""
+    from compare.agreement import report as rep
+
+    assert ("torch", "lstm", "compile") in rep.NOT_RUN_BY_DEFAULT
+    monkeypatch.setitem(rep.NOT_RUN_BY_DEFAULT, ("torch", "logreg", "vmap"), "not run by default: a test's reason")
+    x, y = make_batch(3, seed=1, model="logreg")
+    w = init_weights(0, model="logreg")
+    report = run_agreement(w, x, y, frameworks=("torch",), model="logreg", method="per_layer")
+    assert report.not_applicable["torch/vmap"] == "not run by default: a test's reason"
+    assert "torch/float64/vmap" not in report.methods and "torch/float64/per_layer" in report.methods
+    named = run_agreement(w, x, y, frameworks=("torch",), model="logreg", method="per_layer",
+                          methods=("vmap",))
+    assert "torch/float64/vmap" in named.methods and named.ok
