@@ -11,7 +11,8 @@
 # 3 the agreement check on the device (float32 and float64) for every workload (compare.spec.MODELS), 4 a sweep
 # of the seed CNN sized to ~60% of the time left (every method, B = 16, 64, 256, 1024, 4096; --budget stops
 # starting points in time), 5 the other workloads (the fast-dpsgd suite's steps and fast per-sample methods at
-# GPU_CHECK_WORKLOAD_SIZES, default 64,1024) in the rest, 6 figures of both. Everything is written under
+# GPU_CHECK_WORKLOAD_SIZES, default 64,1024; the sequence workloads lstm and transformer included) in the rest,
+# 6 figures of both. Everything is written under
 # OUT_DIR: check.log (all output), stages.tsv, env.txt/env.json, pytest-gpu.xml, sweep/ (agreement.json,
 # points.jsonl, results.json, figures/), workloads/ (the same for the other workloads). Exit 0 when every stage passed; a failing stage does not stop the
 # later ones (except the env stage: without a GPU nothing else can run).
@@ -41,11 +42,11 @@ exec > >(tee -a "$OUT/check.log") 2>&1
 if ((DRY)); then
     DEVICE=cpu; SIZES=2,4; METHODS=(--methods per_layer,dp_sgd); AGREE_B=4
     TIMEOUT=60; TOTAL=${GPU_CHECK_SECONDS:-240}; EXTRA=(--group-points method)  # exercise the GPU grouping
-    WL_MODELS=logreg,mnist_cnn; WL_SIZES=2; WL_METHODS=(--methods per_layer,dp_bk)
+    WL_MODELS=logreg,mnist_cnn,transformer; WL_SIZES=2; WL_METHODS=(--methods per_layer,dp_bk)
 else
     DEVICE=cuda; SIZES=${GPU_CHECK_BATCH_SIZES:-16,64,256,1024,4096}; METHODS=(); AGREE_B=64
     TIMEOUT=${GPU_CHECK_TIMEOUT:-90}; TOTAL=${GPU_CHECK_SECONDS:-420}; EXTRA=()
-    WL_MODELS=logreg,ffnn,mnist_cnn,cifar10_cnn,embed; WL_SIZES=${GPU_CHECK_WORKLOAD_SIZES:-64,1024}; WL_METHODS=()
+    WL_MODELS=logreg,ffnn,mnist_cnn,cifar10_cnn,embed,lstm,transformer; WL_SIZES=${GPU_CHECK_WORKLOAD_SIZES:-64,1024}; WL_METHODS=()
 fi
 SECONDS=0
 FAILED=()
