@@ -34,9 +34,8 @@ way, once per point on the point's own batch: every parameterised layer as the e
 (``per_layer.output_cotangents``), and ``rules.norm_sq(layer, a, g)`` for a layer called once (None = materialise;
 JAX: traced by ``jax.eval_shape``, nothing computed). Every linear layer on T > 1 positions is also judged from its
 shapes alone, ``gram_is_cheaper(T, d, p, LINEAR_GRAM_SLACK)`` of that framework's rules; both are recorded (``route``
-and ``model``; tests/test_seq_length_panel.py holds them equal), and every other layer's route too (at the time of
-writing the attention's packed in-projection is no hook-visible layer: its module, kind "other", is materialised by
-the vmap fallback in every private step; see torch_impl/models/transformer.py).
+and ``model``; tests/test_seq_length_panel.py holds them equal), and every other layer's route too (the attention's
+packed in-projection is the attention module's site, kind "projection": the linear rules on d loss / d qkv).
 
   python scripts/seq_length_panel.py [--seq-lens 32,128,512] [--batch-size 64] [--frameworks torch,jax]
                                      [--repeats 3] [--min-seconds 1] [--out paper/cpu-seq-panel]
