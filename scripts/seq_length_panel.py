@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -75,6 +76,11 @@ DTYPE = "float32"
 DEVICE = "cpu"
 METHODS: tuple[str, ...] = DP_METHODS  # sgd, dp_sgd, dp_ghost, dp_bk
 ROUTED: tuple[str, ...] = ("dp_ghost", "dp_bk")  # the steps whose norms take the per-layer routes
+LINEAR_KINDS: tuple[str, ...] = ("linear", "projection")  # kinds whose norm is Gram or materialise by the cost model
+# "dp_bk@gram" / "dp_bk@materialize": the bk step with EVERY linear(-kind) layer on T positions forced to that norm
+# form (``{fw}_impl.rules.linear.gram_is_cheaper`` patched for the point, on a freshly built Net so no cached JAX
+# trace is reused): where the two cross is where ghost norms overtake materialising in a whole step.
+FORCED: tuple[str, ...] = ("dp_bk@gram", "dp_bk@materialize")
 MIN_REPEATS = 3
 ARCH_KEYS: tuple[str, ...] = ("vocab", "width", "heads", "ff", "num_layers", "classes")
 DEFAULT_OUT = Path("paper/cpu-seq-panel")
@@ -153,10 +159,10 @@ def _layer_info(framework: str, name: str, kind: str, sites: int, a_shape: tuple
     rules, linear = impl_module(framework, "rules"), impl_module(framework, "rules.linear")
     positions = math.prod(a_shape[1:-1]) if len(a_shape) > 2 else 1
     d, p = int(a_shape[-1]), int(g_shape[-1])
-    on_positions = kind == "linear" and positions > 1
+    on_positions = kind in LINEAR_KINDS and positions > 1
     if not has_norm_rule:
         route = "fallback" if kind == "other" else "materialize"
-    elif kind == "linear":
+    elif kind in LINEAR_KINDS:
         route = "gram" if positions > 1 else "rank_one"
     else:
         route = "rule"
@@ -240,6 +246,25 @@ def _base(spec: dict, method: str) -> dict:
             "weights": spec["weights"]}
 
 
+@contextlib.contextmanager
+def _forced_route(framework: str, route: str | None):
+    """Within: every linear(-kind) layer on T positions takes ``route`` ("gram" / "materialize"); None: the model."""
+    if route is None:
+        yield
+        return
+    if route not in ("gram", "materialize"):
+        raise ValueError(f"unknown forced route {route!r}; expected gram or materialize")
+    import importlib
+
+    linear = importlib.import_module(f"{framework}_impl.rules.linear")
+    saved = linear.gram_is_cheaper
+    linear.gram_is_cheaper = lambda *args, **kwargs: route == "gram"
+    try:
+        yield
+    finally:
+        linear.gram_is_cheaper = saved
+
+
 def measure_point(spec: dict, emit=None) -> dict:
     """Time every method of ``spec["methods"]`` for one (framework, T) IN THIS PROCESS; returns
     {"point": {...}, "records": [...]}. ``emit(kind, obj)`` (optional) gets the point header and each record as soon
@@ -276,13 +301,16 @@ def measure_point(spec: dict, emit=None) -> dict:
     tgt, sync = target("dp"), sync_fn(fw, DEVICE)
     records = []
     for method in spec["methods"]:
+        base, _, forced = method.partition("@")
         record = failure_record(_base(spec, method), FAILED, "")
-        record.update(T=seq_len, **tgt.details(fw, method))
+        record.update(T=seq_len, forced_route=forced or None, **tgt.details(fw, base))
         try:
-            fn, args = tgt.build(fw, method, weights, x, y, dtype=DTYPE, device=DEVICE, loss=LOSS, chunk_size=None,
-                                 model=net)
-            timing = measure(fn, args, sync, min_repeats=spec["min_repeats"], min_seconds=spec["min_seconds"],
-                             warmup=spec["warmup"])
+            with _forced_route(fw, forced or None):
+                step_net = build_net(fw, wl, seq_len, spec.get("arch")) if forced else net
+                fn, args = tgt.build(fw, base, weights, x, y, dtype=DTYPE, device=DEVICE, loss=LOSS,
+                                     chunk_size=None, model=step_net)
+                timing = measure(fn, args, sync, min_repeats=spec["min_repeats"], min_seconds=spec["min_seconds"],
+                                 warmup=spec["warmup"])
             record.update(median_ms=timing.median_ms, iqr_ms=timing.iqr_ms, min_ms=timing.min_ms,
                           repeats=timing.repeats, compile_ms=timing.compile_ms, first_call_ms=timing.first_call_ms,
                           compile_source=timing.compile_source, times_ms=list(timing.times_ms), status="ok")
@@ -292,6 +320,9 @@ def measure_point(spec: dict, emit=None) -> dict:
             record.update(status=_status(err), reason=f"{type(err).__name__}: {err}"[:2000])
         if method in ROUTED and point["layers"] is not None:
             record["norm_routes"] = route_summary(point["layers"])
+        elif forced and point["layers"] is not None:
+            record["norm_routes"] = {k: (forced if i["kind"] in LINEAR_KINDS and i.get("positions") else i["route"])
+                                     for k, i in ((i["layer"], i) for i in point["layers"])}
         log.info("%-5s T=%-4d B=%-3d %-8s %s", fw, seq_len, spec["batch_size"], method,
                  f"{record['median_ms']:.2f} ms (IQR {record['iqr_ms']:.2f}, {record['repeats']} calls)"
                  if record["status"] == "ok" else f"{record['status']}: {record['reason'][:200]}")
@@ -494,7 +525,7 @@ def _route_cell(layers: list[dict]) -> str:
     """Linear layers on T positions grouped by route, each name once with its count over the blocks."""
     groups: dict[str, dict[str, int]] = {}
     for info in layers:
-        if info["kind"] == "linear" and info.get("positions"):
+        if info["kind"] in LINEAR_KINDS and info.get("positions"):
             names = groups.setdefault(info["route"], {})
             names[_short(info["layer"])] = names.get(_short(info["layer"]), 0) + 1
     parts = []
@@ -506,7 +537,7 @@ def _route_cell(layers: list[dict]) -> str:
 
 
 def _counts(layers: list[dict]) -> tuple[int, int]:
-    on_t = [i for i in layers if i["kind"] == "linear" and i.get("positions")]
+    on_t = [i for i in layers if i["kind"] in LINEAR_KINDS and i.get("positions")]
     return sum(i["route"] == "gram" for i in on_t), sum(i["route"] == "materialize" for i in on_t)
 
 
@@ -551,15 +582,15 @@ def markdown(data: dict) -> str:
         row.append(next(iter(cells.values())) if same else " / ".join(f"{fw}: {c}" for fw, c in cells.items()))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-    for method in ("dp_ghost", "dp_bk"):
-        for fw, c in crossovers(data, method).items():
+    for method, against in (("dp_ghost", "dp_sgd"), ("dp_bk", "dp_sgd"), ("dp_bk@gram", "dp_bk@materialize")):
+        for fw, c in crossovers(data, method, against).items():
             if not c["ratios"]:
                 continue
             ratio_text = " / ".join(f"{c['ratios'][str(t)]:.2f}" for t in ts if str(t) in c["ratios"])
             t_text = " / ".join(str(t) for t in ts if str(t) in c["ratios"])
             cross = "; ".join(f"crosses 1 between T = {x['between'][0]} and {x['between'][1]} (~{x['at']:.0f} by "
                               f"log-log interpolation; {x['direction']})" for x in c["crossings"])
-            lines.append(f"- {fw}: {method} / dp_sgd = {ratio_text} at T = {t_text}"
+            lines.append(f"- {fw}: {method} / {against} = {ratio_text} at T = {t_text}"
                          + (f"; {cross}." if cross else "; no crossing of 1 in this range."))
     lines += ["", "## Norm routes per linear layer on T positions", "",
               "route = the rules' answer (`rules.norm_sq` on the layer's real input and output cotangent, as the "
@@ -570,7 +601,7 @@ def markdown(data: dict) -> str:
     for t in ts:
         per_fw = {fw: {i["layer"]: i for i in routes.get((fw, t), [])} for fw in fws}
         names = list(dict.fromkeys(n for fw in fws for n, i in per_fw[fw].items()
-                                   if i["kind"] == "linear" and i.get("positions")))
+                                   if i["kind"] in LINEAR_KINDS and i.get("positions")))
         for name in names:
             first = next(per_fw[fw][name] for fw in fws if name in per_fw[fw])
             row = [str(t), name, str(first["d"]), str(first["p"]), f"{first['cost_ratio']:.3g}", f"{first['slack']:g}",
@@ -582,7 +613,7 @@ def markdown(data: dict) -> str:
     other = {}
     for (fw, t), layers in routes.items():
         for i in layers:
-            if not (i["kind"] == "linear" and i.get("positions")):
+            if not (i["kind"] in LINEAR_KINDS and i.get("positions")):
                 other.setdefault(f"{i['route']}", set()).add(_short(i["layer"]))
     if other:
         lines += ["", "Other layers (their routes in this run): " + "; ".join(
@@ -611,6 +642,16 @@ def markdown(data: dict) -> str:
     return "\n".join(lines)
 
 
+def _marker(method: str) -> str:
+    from compare.benchmark.figures import MARKERS
+
+    return {"dp_bk@gram": "<", "dp_bk@materialize": ">"}.get(method, MARKERS.get(method, "o"))
+
+
+def _style(method: str) -> str:
+    return "--" if method == "sgd" else ":" if "@" in method else "-"
+
+
 def draw(data: dict, out: Path) -> list[Path]:
     """<out>/seq_length_panel.{pdf,png}: one panel per framework (the repo's figure style: framework colour,
     a marker per method, the non-private step dashed), x = T (log 2), y = median ms per step (log); tick labels
@@ -626,7 +667,10 @@ def draw(data: dict, out: Path) -> list[Path]:
     from compare.benchmark.figures import COLORS, COLUMN_WIDTH_IN, MARKERS, RC, _plain_log_y
 
     fws, ts, methods = _frameworks(data), _seq_lens(data), _methods(data)
-    idx, routes, cross = _index(data), _routes_by_point(data), crossovers(data)
+    idx, routes = _index(data), _routes_by_point(data)
+    forced = all(any(r["method"] == m for r in data["records"]) for m in FORCED)
+    shade = ("dp_bk@gram", "dp_bk@materialize") if forced else ("dp_ghost", "dp_sgd")
+    cross = crossovers(data, *shade)
     written = []
     with plt.rc_context(RC):
         fig, axes = plt.subplots(1, len(fws), sharey=True, squeeze=False, figsize=(COLUMN_WIDTH_IN, 2.4))
@@ -635,8 +679,8 @@ def draw(data: dict, out: Path) -> list[Path]:
             for m in methods:
                 pts = [(t, idx[(fw, t, m)]["median_ms"]) for t in ts if _ok(idx.get((fw, t, m)))]
                 if pts:
-                    ax.plot(*zip(*pts), color=color, marker=MARKERS.get(m, "o"),
-                            linestyle="--" if m == "sgd" else "-", fillstyle="none" if fw == "jax" else "full")
+                    ax.plot(*zip(*pts), color=color, marker=_marker(m), linestyle=_style(m),
+                            fillstyle="none" if fw == "jax" else "full")
             for x in cross.get(fw, {}).get("crossings", []):
                 ax.axvspan(*x["between"], color="0.5", alpha=0.12, linewidth=0)
             ax.set_xscale("log", base=2)
@@ -654,16 +698,16 @@ def draw(data: dict, out: Path) -> list[Path]:
         axes[0][0].set_ylabel("median time per step (ms)")
         for ax in axes[0]:
             _plain_log_y(ax)
-        handles = [Line2D([], [], color="0.3", marker=MARKERS.get(m, "o"), linestyle="--" if m == "sgd" else "-",
-                          label=m) for m in methods]
+        handles = [Line2D([], [], color="0.3", marker=_marker(m), linestyle=_style(m), label=m) for m in methods]
         handles.append(Line2D([], [], color="0.5", alpha=0.3, linewidth=5, label="crossing"))
-        fig.tight_layout(rect=(0, 0.1, 1, 1), w_pad=0.6)
-        fig.legend(handles=handles, loc="center", ncol=len(handles), frameon=False, handlelength=1.6,
-                   columnspacing=0.8, handletextpad=0.5, bbox_to_anchor=(0.5, 0.06))
+        rows = 1 if len(handles) <= 5 else 2
+        fig.tight_layout(rect=(0, 0.1 + 0.06 * (rows - 1), 1, 1), w_pad=0.6)
+        fig.legend(handles=handles, loc="center", ncol=math.ceil(len(handles) / rows), frameon=False,
+                   handlelength=1.6, columnspacing=0.8, handletextpad=0.5, bbox_to_anchor=(0.5, 0.06 + 0.03 * (rows - 1)))
         v, s = data["meta"].get("versions", {}), data["meta"]["config"]
         fig.text(0.01, 0.0, f"transformer, B={s['batch_size']}, {s['dtype']}; {data['meta'].get('device', '?')}; "
                  f"torch {v.get('torch')}, jax {v.get('jax')}\nnG mM: of the linear layers on T positions, n with "
-                 "Gram, m with materialised norms\nshaded: where dp_ghost / dp_sgd crosses 1", fontsize=4.5,
+                 f"Gram, m with materialised norms\nshaded: where {shade[0]} / {shade[1]} crosses 1", fontsize=4.5,
                  color="0.35", ha="left", va="top")
         out.mkdir(parents=True, exist_ok=True)
         for ext in ("pdf", "png"):
@@ -697,6 +741,14 @@ def _ints(text: str) -> list[int]:
     return items
 
 
+def _methods_arg(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in METHODS + FORCED]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {bad}; expected from {METHODS + FORCED}")
+    return names
+
+
 def _frameworks_arg(text: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     bad = [t for t in items if t not in ("torch", "jax")]
@@ -728,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/seq_length_panel.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seq-lens", type=_ints, default=[32, 128, 512], help="T values (default 32,128,512)")
+    p.add_argument("--methods", type=_methods_arg, default=list(METHODS + FORCED),
+                   help=f"default {','.join(METHODS + FORCED)}")
     p.add_argument("--batch-size", type=int, default=64, help="B (default 64)")
     p.add_argument("--frameworks", type=_frameworks_arg, default=["torch", "jax"], help="default torch,jax")
     p.add_argument("--repeats", type=int, default=MIN_REPEATS, help=f"minimum timed calls per point (>= {MIN_REPEATS})")
@@ -765,7 +819,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.batch_size < 1 or a.min_seconds < 0 or a.warmup < 0 or a.timeout <= 0:
         p.error("need --batch-size >= 1, --min-seconds >= 0, --warmup >= 0, --timeout > 0")
     out = a.out or DEFAULT_OUT
-    data = run_panel(a.seq_lens, a.batch_size, a.frameworks, arch=a.arch, min_repeats=a.repeats,
+    data = run_panel(a.seq_lens, a.batch_size, a.frameworks, arch=a.arch, methods=tuple(a.methods),
+                     min_repeats=a.repeats,
                      min_seconds=a.min_seconds, warmup=a.warmup, seed=a.seed, timeout=a.timeout, malloc=a.malloc,
                      env=tuple(a.env), argv=sys.argv[1:] if argv is None else argv)
     for path in write_outputs(data, out):
