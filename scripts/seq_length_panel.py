@@ -654,7 +654,8 @@ def _style(method: str) -> str:
 
 def draw(data: dict, out: Path) -> list[Path]:
     """<out>/seq_length_panel.{pdf,png}: one panel per framework (the repo's figure style: framework colour,
-    a marker per method, the non-private step dashed), x = T (log 2), y = median ms per step (log); tick labels
+    a marker per method, the non-private step dashed), x = T (log 2), y = each step's median / the same framework's
+    SGD step at that T (linear: the strategies differ by 1.0-3x, which a log scale of absolute ms hides); tick labels
     carry the linear layers' norm routes (G = Gram, M = materialised); the T interval where dp_ghost / dp_sgd
     crosses 1 is shaded."""
     import matplotlib
@@ -664,7 +665,7 @@ def draw(data: dict, out: Path) -> list[Path]:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FixedLocator, NullLocator
 
-    from compare.benchmark.figures import COLORS, COLUMN_WIDTH_IN, MARKERS, RC, _plain_log_y
+    from compare.benchmark.figures import COLORS, COLUMN_WIDTH_IN, RC
 
     fws, ts, methods = _frameworks(data), _seq_lens(data), _methods(data)
     idx, routes = _index(data), _routes_by_point(data)
@@ -673,18 +674,18 @@ def draw(data: dict, out: Path) -> list[Path]:
     cross = crossovers(data, *shade)
     written = []
     with plt.rc_context(RC):
-        fig, axes = plt.subplots(1, len(fws), sharey=True, squeeze=False, figsize=(COLUMN_WIDTH_IN, 2.4))
+        fig, axes = plt.subplots(1, len(fws), sharey=True, squeeze=False, figsize=(COLUMN_WIDTH_IN, 2.6))
         for ax, fw in zip(axes[0], fws):
             color = COLORS.get(fw, "k")
             for m in methods:
-                pts = [(t, idx[(fw, t, m)]["median_ms"]) for t in ts if _ok(idx.get((fw, t, m)))]
+                pts = [(t, idx[(fw, t, m)]["median_ms"] / idx[(fw, t, "sgd")]["median_ms"]) for t in ts
+                       if _ok(idx.get((fw, t, m))) and _ok(idx.get((fw, t, "sgd")))]
                 if pts:
                     ax.plot(*zip(*pts), color=color, marker=_marker(m), linestyle=_style(m),
                             fillstyle="none" if fw == "jax" else "full")
             for x in cross.get(fw, {}).get("crossings", []):
                 ax.axvspan(*x["between"], color="0.5", alpha=0.12, linewidth=0)
             ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
             ax.xaxis.set_major_locator(FixedLocator(ts))
             ax.xaxis.set_minor_locator(NullLocator())
             labels = []
@@ -695,17 +696,18 @@ def draw(data: dict, out: Path) -> list[Path]:
             ax.set_title(fw, loc="left", fontsize=7, color=color, pad=2)
             ax.set_xlabel("sequence length T")
             ax.tick_params(axis="x", labelsize=5.5)
-        axes[0][0].set_ylabel("median time per step (ms)")
+        axes[0][0].set_ylabel("time / own SGD step")
         for ax in axes[0]:
-            _plain_log_y(ax)
+            ax.grid(axis="y", color="0.9", linewidth=0.5)
         handles = [Line2D([], [], color="0.3", marker=_marker(m), linestyle=_style(m), label=m) for m in methods]
         handles.append(Line2D([], [], color="0.5", alpha=0.3, linewidth=5, label="crossing"))
         rows = 1 if len(handles) <= 5 else 2
-        fig.tight_layout(rect=(0, 0.1 + 0.06 * (rows - 1), 1, 1), w_pad=0.6)
+        fig.tight_layout(rect=(0, 0.2 + 0.05 * (rows - 1), 1, 1), w_pad=0.6)
         fig.legend(handles=handles, loc="center", ncol=math.ceil(len(handles) / rows), frameon=False,
-                   handlelength=1.6, columnspacing=0.8, handletextpad=0.5, bbox_to_anchor=(0.5, 0.06 + 0.03 * (rows - 1)))
+                   handlelength=1.6, columnspacing=0.8, handletextpad=0.5, bbox_to_anchor=(0.5, 0.13 + 0.025 * (rows - 1)),
+                   fontsize=5.5)
         v, s = data["meta"].get("versions", {}), data["meta"]["config"]
-        fig.text(0.01, 0.0, f"transformer, B={s['batch_size']}, {s['dtype']}; {data['meta'].get('device', '?')}; "
+        fig.text(0.01, 0.06, f"transformer, B={s['batch_size']}, {s['dtype']}; {data['meta'].get('device', '?')}; "
                  f"torch {v.get('torch')}, jax {v.get('jax')}\nnG mM: of the linear layers on T positions, n with "
                  f"Gram, m with materialised norms\nshaded: where {shade[0]} / {shade[1]} crosses 1", fontsize=4.5,
                  color="0.35", ha="left", va="top")
