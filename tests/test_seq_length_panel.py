@@ -54,7 +54,7 @@ def expected_choice(fw: str, t: int, d: int, p: int) -> str:
 
 
 def linear_on_positions(layers: list[dict]) -> dict[str, dict]:
-    return {i["layer"]: i for i in layers if i["kind"] == "linear" and i["positions"]}
+    return {i["layer"]: i for i in layers if i["kind"] in panel.LINEAR_KINDS and i["positions"]}
 
 
 # ---- the variant ---------------------------------------------------------------------------------------------
@@ -79,10 +79,10 @@ def test_routes_flip_where_the_cost_model_says_on_the_tiny_variant(fw: str):
     """Width 8, MLP 12: out_proj (8 -> 8) takes the Gram form below T = 6.4, linear1 / linear2 (8 <-> 12) below
     T = 7.68 (slack 1.6): all Gram at T = 4, out_proj alone materialised at T = 7, all materialised at T = 8.
     Every recorded route = the rules' ``gram_is_cheaper`` from the shapes; fc (one position) rank one; the
-    attention module (packed in-projection, kind "other") the fallback."""
-    expected = {4: {"out_proj": "gram", "linear1": "gram", "linear2": "gram"},
-                7: {"out_proj": "materialize", "linear1": "gram", "linear2": "gram"},
-                8: {"out_proj": "materialize", "linear1": "materialize", "linear2": "materialize"}}
+    attention module (its packed in-projection 8 -> 24, kind "projection": Gram below T = 9.6) a linear layer."""
+    expected = {4: {"self_attn": "gram", "out_proj": "gram", "linear1": "gram", "linear2": "gram"},
+                7: {"self_attn": "gram", "out_proj": "materialize", "linear1": "gram", "linear2": "gram"},
+                8: {"self_attn": "gram", "out_proj": "materialize", "linear1": "materialize", "linear2": "materialize"}}
     for t, want in expected.items():
         layers = routes(fw, t, TINY, batch=2)
         on_t = linear_on_positions(layers)
@@ -90,16 +90,17 @@ def test_routes_flip_where_the_cost_model_says_on_the_tiny_variant(fw: str):
         for name, i in on_t.items():
             assert i["positions"] == t and i["route"] == i["model"] == expected_choice(fw, t, i["d"], i["p"]), name
         by = {i["layer"]: i for i in layers}
-        assert by["fc"]["route"] == "rank_one" and by["encoder.layers.0.self_attn"]["route"] == "fallback"
+        assert by["fc"]["route"] == "rank_one" and by["encoder.layers.0.self_attn"]["kind"] == "projection"
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_routes_of_the_registered_transformer_at_the_panels_T(fw: str):
-    """What the default panel will record: the 6 linear layers on positions (out_proj, linear1, linear2 of 2
-    blocks) all Gram at T = 32 and 128, all materialised at T = 512 (cost ratio 2.5-4 > 1.6); route = model."""
+    """What the default panel will record: the 8 linear-kind layers on positions (in-projection, out_proj,
+    linear1, linear2 of 2 blocks) all Gram at T = 32 and 128, all materialised at T = 512 (cost ratio 2.5-4 >
+    1.6); route = model."""
     for t, want in ((32, "gram"), (128, "gram"), (512, "materialize")):
         on_t = linear_on_positions(routes(fw, t, None))
-        assert len(on_t) == 6 and {i["route"] for i in on_t.values()} == {want}, (fw, t)
+        assert len(on_t) == 8 and {i["route"] for i in on_t.values()} == {want}, (fw, t)
         assert all(i["model"] == i["route"] == expected_choice(fw, t, i["d"], i["p"]) for i in on_t.values())
 
 
@@ -191,3 +192,31 @@ def test_a_killed_point_is_recorded_not_lost(tmp_path: Path):
 def test_cli_rejects_fewer_than_three_calls(tmp_path: Path):
     with pytest.raises(SystemExit):
         panel.main(["--repeats", "2", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("route", ["gram", "materialize"])
+def test_forced_route_forces_every_linear_layer_on_positions_and_is_undone(fw: str, route: str):
+    """``dp_bk@gram`` / ``dp_bk@materialize`` time the bk step with every linear-kind layer on T positions forced to
+    one norm form: inside the context the rules answer that form for a layer the model would route the other way
+    (T = 512 materialises, T = 4 takes Gram), and the model's answer is back afterwards."""
+    linear = impl_module(fw, "rules.linear")
+    before = linear.gram_is_cheaper
+    with panel._forced_route(fw, route):
+        for t in (4, 512):
+            assert linear.weight_norm_sq(*_zeros(fw, t), True) is not None if route == "gram" else \
+                linear.weight_norm_sq(*_zeros(fw, t), True) is None
+    assert linear.gram_is_cheaper is before
+    assert linear.weight_norm_sq(*_zeros(fw, 512), True) is None and linear.weight_norm_sq(*_zeros(fw, 4), True) is not None
+    with pytest.raises(ValueError, match="unknown forced route"):
+        with panel._forced_route(fw, "sometimes"):
+            pass
+
+
+def _zeros(fw: str, t: int):
+    """(a, g) of a 256 -> 256 linear layer on t positions, one example."""
+    if fw == "torch":
+        import torch
+        return torch.zeros(1, t, 256), torch.zeros(1, t, 256)
+    import jax.numpy as jnp
+    return jnp.zeros((1, t, 256)), jnp.zeros((1, t, 256))
