@@ -65,12 +65,16 @@ def torch_arrays(seq_len: int, batch: int) -> dict[str, tuple]:
     p = "encoder.layers.0"
     out = {name: (inputs[f"{p}.{site}"], cots[f"{p}.{site}"])
            for name, site in (("out_proj", "self_attn.out_proj"), ("linear1", "linear1"), ("linear2", "linear2"))}
-    a_attn, g_attn = inputs[f"{p}.self_attn"], cots[f"{p}.self_attn"]
+    # The attention module's site is its Projection child's call (kind "projection"): a = its input, g = d loss /
+    # d qkv. The module's own output is out_proj's, so its output cotangent (for the fallback's timing) is out_proj's.
+    a_attn, g_qkv = inputs[f"{p}.self_attn"], cots[f"{p}.self_attn"]
+    g_attn = cots[f"{p}.self_attn.out_proj"]
     w_in, b_in = weights[f"{p}.self_attn.in_proj_weight"], weights[f"{p}.self_attn.in_proj_bias"]
-    with torch.enable_grad():  # d loss / d qkv from the attention's output cotangent
+    with torch.enable_grad():  # check: d loss / d qkv recomputed from the attention's output cotangent
         qkv = F.linear(a_attn, w_in, b_in).requires_grad_(True)
         o = F.linear(attend(qkv, 4), weights[f"{p}.self_attn.out_proj.weight"], weights[f"{p}.self_attn.out_proj.bias"])
-        (g_qkv,) = torch.autograd.grad(o, qkv, g_attn)
+        (g_check,) = torch.autograd.grad(o, qkv, g_attn)
+    torch.testing.assert_close(g_check, g_qkv)
     out["in_proj"] = (a_attn, g_qkv)
     arrays = {k: (a.numpy().copy(), g.numpy().copy()) for k, (a, g) in out.items()}
     attn_params = {k[len(f"{p}.self_attn."):]: v.numpy().copy() for k, v in weights.items()

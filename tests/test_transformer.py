@@ -352,3 +352,21 @@ def test_what_opacus_does_with_each_layer():
         expected.update({f"{p}.self_attn": "functorch", f"{p}.linear1": "ghost", f"{p}.linear2": "ghost",
                          f"{p}.norm1": "hook", f"{p}.norm2": "hook"})
     assert got == expected
+
+
+def test_seq_cost_model_reads_the_projection_site():
+    """scripts/seq_cost_model.py times the in-projection on the engine's own site: a = the attention's input,
+    g = d loss / d qkv (checked inside against a recomputation from out_proj's cotangent); shapes at T = 8."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "seq_cost_model.py"
+    spec = importlib.util.spec_from_file_location("seq_cost_model", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("seq_cost_model", module)
+    spec.loader.exec_module(module)
+    arrays = module.torch_arrays(8, 2)
+    a, g = arrays["in_proj"]
+    assert a.shape == (2, 8, 256) and g.shape == (2, 8, 768) and np.abs(g).max() > 0
+    assert arrays["out_proj"][1].shape == (2, 8, 256)
