@@ -138,7 +138,7 @@ def test_from_json_gives_the_same_table_and_figure(tiny_panel: dict, tmp_path: P
     written = panel.write_outputs(tiny_panel, first)
     assert {p.name for p in written} == {"panel.json", "panel.md", "seq_length_panel.pdf", "seq_length_panel.png"}
     md = (first / "panel.md").read_text()
-    assert "| 4 |" in md and "gram: linear1, linear2, self_attn.out_proj; materialize: -" in md
+    assert "| 4 |" in md and "gram: linear1, linear2, self_attn, self_attn.out_proj; materialize: -" in md
     again = tmp_path / "redrawn"
     assert panel.main(["--from-json", str(first / "panel.json"), "--out", str(again)]) == 0
     assert (again / "panel.md").read_text() == md
@@ -169,14 +169,18 @@ def test_cli_measures_each_point_in_its_own_process(tmp_path: Path):
     assert panel.main(["--seq-lens", "4", "--batch-size", "2", "--frameworks", "torch", "--min-seconds", "0",
                        "--warmup", "0", "--arch", arch, "--out", str(out)]) == 0
     data = json.loads((out / "panel.json").read_text())
-    assert [r["status"] for r in data["records"]] == ["ok"] * 4
+    assert [(r["method"], r["status"]) for r in data["records"]] == \
+        [(m, "ok") for m in panel.METHODS + panel.FORCED]  # the CLI's default adds the forced-route bk steps
+    forced = {r["method"]: r for r in data["records"] if r["forced_route"]}
+    assert set(forced) == {"dp_bk@gram", "dp_bk@materialize"}
+    assert set(forced["dp_bk@gram"]["norm_routes"].values()) >= {"gram"}
     assert all(r["model"] == "transformer_T4_custom" and r["T"] == 4 for r in data["records"])
     (point,) = data["points"]
     assert point["process_failure"] is None and point["threads"]["torch_intra_op"] >= 1
     assert point["startup"]["import_s"] > 0 and point["num_params"] == sum(
         v.size for v in panel.canonical_weights(4, TINY).values())
     assert data["meta"]["env"]["MALLOC_MMAP_MAX_"] == "0" and data["meta"]["config"]["arch"] == TINY
-    assert len(linear_on_positions(point["layers"])) == 3
+    assert len(linear_on_positions(point["layers"])) == 4  # in-projection, out_proj, linear1, linear2
     assert (out / "panel.md").is_file() and (out / "seq_length_panel.pdf").is_file()
 
 
