@@ -130,7 +130,8 @@ def bk_clipped_sum(
     gradient, so its clipped sum is the weighted sum ``tensordot(c m, dW)`` of that."""
     inputs, cots, losses = _outputs(params, x, y, loss, model)
     found = layers(params, model)
-    cheap, materialised = _split(found, inputs, cots)
+    with rules.bookkeeping():  # a materialised layer's sum is a tensordot here: the norm forms are chosen for bk
+        cheap, materialised = _split(found, inputs, cots)
     sq = list(cheap.values()) + [_per_example_sq(leaves) for leaves in materialised.values()]
     weights = _weights(_norms(dict(enumerate(sq))), clip, mask)
     sums: dict[str, Arrays] = {}

@@ -169,8 +169,8 @@ def _layer_info(framework: str, name: str, kind: str, sites: int, a_shape: tuple
     info = {"layer": name, "kind": kind, "sites": sites, "a_shape": list(a_shape[1:]), "g_shape": list(g_shape[1:]),
             "route": route, "positions": None, "d": None, "p": None, "cost_ratio": None, "slack": None,
             "model": None}
-    if on_positions and sites == 1:
-        slack = linear.LINEAR_GRAM_SLACK
+    if on_positions and sites == 1:  # the rule's slack: book-keeping's (BK_MATERIALISE_COST / T) inside bookkeeping()
+        slack = linear.BK_MATERIALISE_COST / positions if rules.in_bookkeeping() else linear.LINEAR_GRAM_SLACK
         info.update(positions=positions, d=d, p=p, cost_ratio=positions * (d + p) / (d * p), slack=slack,
                     model="gram" if rules.gram_is_cheaper(positions, d, p, slack) else "materialize")
     return info
@@ -276,7 +276,7 @@ def measure_point(spec: dict, emit=None) -> dict:
     from compare.benchmark.point import start_up
     from compare.benchmark.results import failure_record
     from compare.benchmark.targets import measure, sync_fn, target
-    from compare.frameworks import per_sample_module
+    from compare.frameworks import impl_module, per_sample_module
     from compare.spec import make_batch
     from compare.weights import load_weights
 
@@ -288,10 +288,13 @@ def measure_point(spec: dict, emit=None) -> dict:
     net = build_net(fw, wl, seq_len, spec.get("arch"))
     x, y = make_batch(spec["batch_size"], spec["seed"], model=wl)
     point = {"framework": fw, "T": seq_len, "batch_size": spec["batch_size"], "model": wl.name,
-             "num_params": wl.num_params, "startup": startup, "layers": None, "layers_error": None}
+             "num_params": wl.num_params, "startup": startup, "layers": None, "layers_bk": None,
+             "layers_error": None}
     try:
         params, xn, yn = per_sample_module(fw).native_inputs(weights, x, y, dtype=DTYPE, device=DEVICE, model=net)
         point["layers"] = ROUTES[fw](net, params, xn, yn)
+        with impl_module(fw, "rules").bookkeeping():  # dp_bk chooses its linear norms by the bk rule
+            point["layers_bk"] = ROUTES[fw](net, params, xn, yn)
         del params, xn, yn
     except Exception as err:  # noqa: BLE001 - recorded; the timings still run
         log.exception("%s T=%d: the norm routes could not be read", fw, seq_len)
@@ -318,7 +321,9 @@ def measure_point(spec: dict, emit=None) -> dict:
         except Exception as err:  # noqa: BLE001 - a failing point is data, the panel goes on
             log.exception("%s T=%d %s failed", fw, seq_len, method)
             record.update(status=_status(err), reason=f"{type(err).__name__}: {err}"[:2000])
-        if method in ROUTED and point["layers"] is not None:
+        if method == "dp_bk" and point.get("layers_bk") is not None:
+            record["norm_routes"] = route_summary(point["layers_bk"])
+        elif method in ROUTED and point["layers"] is not None:
             record["norm_routes"] = route_summary(point["layers"])
         elif forced and point["layers"] is not None:
             record["norm_routes"] = {k: (forced if i["kind"] in LINEAR_KINDS and i.get("positions") else i["route"])
@@ -563,7 +568,8 @@ def markdown(data: dict) -> str:
         "Each cell: median ms per step, and (x) its ratio to the same framework's `sgd` at the same T. Norm routes: "
         "the linear layers on T positions by the rules' answer, Gram or materialised (xN: in N blocks); every other "
         "layer's route is listed under the second table (fallback = materialised by the vmap fallback).", ""]
-    head = ["T"] + [f"{fw} {m}" for fw in fws for m in methods] + ["norm routes (dp_ghost, dp_bk)"]
+    head = ["T"] + [f"{fw} {m}" for fw in fws for m in methods] + ["norm routes (dp_ghost)", "norm routes (dp_bk)"]
+    routes_bk = {(p["framework"], p["T"]): p.get("layers_bk") or p.get("layers") or [] for p in data["points"]}
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in ts:
         row = [str(t)]
@@ -577,9 +583,10 @@ def markdown(data: dict) -> str:
                     row.append(_ms(r["median_ms"]))
                 else:
                     row.append(f"{_ms(r['median_ms'])} ({r['median_ms'] / base['median_ms']:.2f}x)")
-        cells = {fw: _route_cell(routes.get((fw, t), [])) for fw in fws}
-        same = len(set(cells.values())) == 1
-        row.append(next(iter(cells.values())) if same else " / ".join(f"{fw}: {c}" for fw, c in cells.items()))
+        for table in (routes, routes_bk):
+            cells = {fw: _route_cell(table.get((fw, t), [])) for fw in fws}
+            same = len(set(cells.values())) == 1
+            row.append(next(iter(cells.values())) if same else " / ".join(f"{fw}: {c}" for fw, c in cells.items()))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     for method, against in (("dp_ghost", "dp_sgd"), ("dp_bk", "dp_sgd"), ("dp_bk@gram", "dp_bk@materialize")):

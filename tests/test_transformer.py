@@ -261,6 +261,31 @@ def test_registered_linear_norm_routes_follow_the_cost_model(fw: str):
         assert (linear.linear_norm_sq(layer, a, g) is None) == (route == "materialize"), (t, d, p)
 
 
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_bookkeeping_routes_follow_its_own_cost_model(fw: str):
+    """Inside ``rules.bookkeeping()`` (the bk step's route choice) a linear layer on T positions takes Gram when
+    T^2 (d + p) < BK_MATERIALISE_COST d p (25, measured: paper/cpu-seq-panel*): every linear-kind layer of the
+    transformer (in-projection 256 -> 768, out_proj, linear1, linear2) takes Gram at T = 32 and materialises at
+    T = 128 and 512; outside (dp_ghost) T = 128 stays Gram. The bk step enters that context and leaves it."""
+    rules = impl_module(fw, "rules")
+    linear = importlib.import_module(f"{fw}_impl.rules.linear")
+    assert linear.BK_MATERIALISE_COST == 25.0
+    shapes = ((256, 768), (256, 256), (256, 1024), (1024, 256))
+    for t, route in ((32, "gram"), (128, "materialize"), (512, "materialize")):
+        for d, p in shapes:
+            if fw == "torch":
+                a, g = torch.zeros(1, t, d), torch.zeros(1, t, p)
+            else:
+                import jax.numpy as jnp
+                a, g = jnp.zeros((1, t, d)), jnp.zeros((1, t, p))
+            with rules.bookkeeping():
+                assert rules.in_bookkeeping()
+                assert (linear.weight_norm_sq(a, g, True) is None) == (route == "materialize"), (t, d, p)
+            assert not rules.in_bookkeeping()
+            if t == 128:
+                assert linear.weight_norm_sq(a, g, True) is not None, (d, p)  # dp_ghost's rule: Gram
+
+
 # ---- exactness: every method, every strategy, torch = JAX --------------------------------------------------
 
 def _methods(fw: str) -> list[str]:

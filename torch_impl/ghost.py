@@ -162,7 +162,8 @@ def bk_clipped_sum(
         inputs, cots, losses = _cotangents(params, x, y, loss, mask, False, net)
     loss_sum = _mask_sum(losses, mask)
     del losses  # its graph's saved activations are already freed by the backward; drop the nodes too
-    cheap, names = _split(net, inputs, cots)
+    with rules.bookkeeping():  # a materialised layer's sum is a tensordot here: the norm forms are chosen for bk
+        cheap, names = _split(net, inputs, cots)
     batch = x.shape[0]
     cheap_sq = sum(cheap.values()) if cheap else torch.zeros(batch, dtype=params[next(iter(params))].dtype,
                                                              device=x.device)

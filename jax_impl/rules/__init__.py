@@ -14,7 +14,9 @@ parameters through a parameter-free ``Projection`` child is recorded at that chi
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextvars
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -92,6 +94,26 @@ def kind_of(layer: nnx.Module) -> str:
 # gram: mean penalty over all points 1.066 -> 1.005, worst 2.98x -> 1.13x (mnist_cnn conv2, ratio 0.88, a near-tie:
 # 1.08-1.13x either way). Linear layers over T positions: ``rules.linear.LINEAR_GRAM_SLACK`` (measured there).
 CONV_GRAM_SLACK = 2.5
+
+
+# Set while book-keeping chooses its norm routes (``ghost.bk_clipped_sum``): there a materialised layer's clipped
+# sum is a tensordot of the per-example gradients already written, while a Gram-normed layer needs one more weight
+# gradient for its sum, so the Gram form pays off at shorter T than for a norm alone (``rules/linear.py``).
+_BOOKKEEPING: contextvars.ContextVar[bool] = contextvars.ContextVar("bookkeeping", default=False)
+
+
+@contextmanager
+def bookkeeping() -> Iterator[None]:
+    """Within: norm rules choose their form for a book-keeping step (see ``_BOOKKEEPING``)."""
+    token = _BOOKKEEPING.set(True)
+    try:
+        yield
+    finally:
+        _BOOKKEEPING.reset(token)
+
+
+def in_bookkeeping() -> bool:
+    return _BOOKKEEPING.get()
 
 
 def gram_is_cheaper(positions: int, d_in: int, d_out: int, slack: float = 1.0) -> bool:
