@@ -22,7 +22,7 @@ examples:
   python -m compare.run --device cuda --full            # GPU: B=16..8192, one process per (framework, method)
   python -m compare.run --device cuda --agreement-only --dtype float64   # agreement check alone -> DIR/agreement.json
   python -m compare.run --model mnist_cnn,embed          # other workloads (compare.spec.MODELS; 'all' for every one)
-  python -m compare.run --suite fast-dpsgd --out paper/cpu-suite   # the peer study's six workloads, B=16..256
+  python -m compare.run --suite fast-dpsgd --out paper/cpu-suite   # the peer study's workloads (every registered one), B=16..256
 
 Workloads (``--model``, default seed_cnn): each gets its own weights file (DIR/weights_seed0.safetensors for the
 seed CNN, DIR/weights_<model>_seed0.safetensors for the others), its own agreement check and its points; every
