@@ -227,14 +227,6 @@ def route_summary(layers: list[dict]) -> dict[str, str]:
 
 # ---- one (framework, T) point: the worker ------------------------------------------------------------------------
 
-def _thread_counts() -> dict:
-    counts = {"cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0))}
-    if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        counts.update(torch_intra_op=torch.get_num_threads(), torch_inter_op=torch.get_num_interop_threads())
-    return counts
-
-
 def _status(err: BaseException) -> str:
     text = f"{type(err).__name__}: {err}"
     return "oom" if isinstance(err, MemoryError) or "OutOfMemory" in text or "RESOURCE_EXHAUSTED" in text else FAILED
@@ -273,7 +265,7 @@ def measure_point(spec: dict, emit=None) -> dict:
     spec: framework, T, batch_size, arch (None: registered), param_shapes (the variant's canonical {name: shape}),
     weights (safetensors path of its canonical weights), model (its name), methods, min_repeats, min_seconds,
     warmup, seed (of the batch), launched_at."""
-    from compare.benchmark.point import start_up
+    from compare.benchmark.point import _thread_counts, start_up  # the harness's own record of threads
     from compare.benchmark.results import failure_record
     from compare.benchmark.targets import measure, sync_fn, target
     from compare.frameworks import impl_module, per_sample_module
@@ -776,14 +768,8 @@ def _arch_arg(text: str) -> dict[str, int]:
     return out
 
 
-def _env_pair(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
-
-
 def main(argv: list[str] | None = None) -> int:
+    from compare.benchmark.cli import _env_pair  # compare.run's --env parser, shared
     from compare.paths import output_dir
 
     p = argparse.ArgumentParser(prog="scripts/seq_length_panel.py", description=__doc__,
