@@ -9,8 +9,8 @@ PNG into DIR/figures/ (the file's directory for a file), sized for one paper col
   4. agreement:        each framework's float32 per-parameter error against the float64 reference;
   5. dp_overhead:      one training step, DP-SGD vs non-private SGD, vs batch size (top), and their ratio, the
                        DP overhead (bottom). Figures 1-3 are about gradients and leave the DP steps out.
-Colours are per framework, markers per method, identical in every figure; baselines (the batched reference,
-the non-private step) are dashed.
+Colours are per framework, markers per method (``contract.peers``), identical in every figure; baselines (the
+batched reference, the non-private step) are dashed.
 
 Several workloads in one file (``compare.run --model a,b`` or ``--suite``): figures 1-5 per workload in
 figures/<model>/, and across workloads (``compare.benchmark.suite``): 6. suite_steps, small multiples of ms per
