@@ -29,9 +29,9 @@ MALLOC_ENV = {
 # ``--suite NAME``: a named study, i.e. presets for --model, --batch-sizes and --methods (explicit options win).
 # "fast-dpsgd": the six workloads of the peer study (Subramani, Vadivelu & Kamath, NeurIPS 2021) at B = 16..256;
 # per framework the non-private step, every private step (the best of which is reported), every peer step of
-# contract.peers (Opacus' hooks-materialise and ghost steps; jax-privacy) and the fast per-sample methods (against the floor). loop,
-# vmap_nojit, compile and Opacus' per-sample modes are left out: on the seed CNN (paper/cpu, --full) none of them
-# is ever the fastest, and torch.compile alone would cost ~1 min of compilation per point on 2 cores.
+# contract.peers (Opacus' hooks-materialise and ghost steps; jax-privacy) and the fast per-sample methods (against
+# the floor). loop, vmap_nojit, compile and Opacus' per-sample modes are left out: on the seed CNN (paper/cpu,
+# --full) none of them is ever the fastest, and torch.compile alone would cost ~1 min of compilation per point on 2 cores.
 SUITES: dict[str, dict[str, tuple]] = {
     "fast-dpsgd": {
         "models": tuple(MODELS),  # every registered workload

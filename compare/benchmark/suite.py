@@ -105,9 +105,9 @@ def markdown_tables(rows: list[dict]) -> str:
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
         out += [f"**{model}**", "",
-                f"| B | torch sgd ms | torch best private (x sgd) | {peer_heading('torch')} (x sgd) | torch best "
-                f"per-sample / floor | JAX sgd ms | JAX best private (x sgd) | {peer_heading('jax')} (x sgd) | JAX best "
-                "per-sample / floor |",
+                f"| B | torch sgd ms | torch best private (x sgd) | {peer_heading('torch')} (x sgd) "
+                f"| torch best per-sample / floor | JAX sgd ms | JAX best private (x sgd) "
+                f"| {peer_heading('jax')} (x sgd) | JAX best per-sample / floor |",
                 "|---:|---:|---|---|---|---:|---|---|---|"]
         for r in (r for r in rows if r["model"] == model):
             out.append("| " + " | ".join([str(r["batch_size"]), *_cells(r["torch"]), *_cells(r["jax"])]) + " |")
