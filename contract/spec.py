@@ -138,7 +138,11 @@ NUM_PARAMS = _SEED.num_params  # 1,199,882
 # "seed": nll_loss on raw logits (-logit[y]); the seed discards log_softmax (`output = x`).
 LOSSES: tuple[str, ...] = ("nll_log_softmax", "seed")
 DEFAULT_LOSS = "nll_log_softmax"
-DTYPES: tuple[str, ...] = ("float32", "float64")
+DTYPES: tuple[str, ...] = ("float32", "float64", "bfloat16")
+# Mixed precision (docs/precision.md): "bfloat16" keeps float32 master parameters, inputs and returned arrays
+# (numpy has no bfloat16) and computes in bfloat16 (torch autocast, a JAX cast policy); norms, clip factors and
+# clipped sums stay float32.
+MIXED: dict[str, str] = {"bfloat16": "float32"}
 
 
 def check_loss(loss: str) -> str:
@@ -151,6 +155,16 @@ def check_dtype(dtype: str) -> str:
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; expected one of {DTYPES}")
     return dtype
+
+
+def storage_dtype(dtype: str) -> str:
+    """The dtype parameters, inputs and returned arrays are held in: "float32" for "bfloat16", else ``dtype``."""
+    return MIXED.get(check_dtype(dtype), dtype)
+
+
+def is_mixed(dtype: str) -> bool:
+    """Whether ``dtype`` computes below its storage precision (float32 masters, bfloat16 compute)."""
+    return check_dtype(dtype) in MIXED
 
 
 def check_chunk_size(chunk_size: int | None) -> int | None:
@@ -254,7 +268,7 @@ def available_memory_bytes() -> int | None:
 def check_output_fits(batch_size: int, dtype: str, model: str | Workload = DEFAULT_MODEL) -> None:
     """The returned per-sample gradients alone need B x (the workload's parameters) values in host memory;
     refuse early."""
-    need = batch_size * check_model(model).num_params * np.dtype(dtype).itemsize
+    need = batch_size * check_model(model).num_params * np.dtype(storage_dtype(dtype)).itemsize
     avail = available_memory_bytes()
     if avail is not None and need > avail:
         raise MemoryError(

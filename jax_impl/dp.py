@@ -27,8 +27,8 @@ import optax
 from flax import nnx
 
 from contract.privacy import check_dp_params
-from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_batch, check_dtype, check_loss
-from jax_impl import ghost
+from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_batch, check_dtype, check_loss, storage_dtype
+from jax_impl import ghost, precision
 from jax_impl.model import PRECISION, Net, apply, resolve
 from jax_impl.per_sample import batch_loss, native_fn, native_x, sample_loss
 from jax_impl.weights import resolve_device, to_native
@@ -75,13 +75,20 @@ def optax_dpsgd(*, lr: float, clip: float, noise_multiplier: float, key: jax.Arr
 
 
 def _per_example_fn(
-    method: str, loss: str, model: str | Net = DEFAULT_MODEL
+    method: str, loss: str, model: str | Net = DEFAULT_MODEL, dtype: str = "float32"
 ) -> Callable[[Params, jax.Array, jax.Array], tuple[Params, jax.Array]]:
-    """``(params, x, y) -> (per-example grads, mean loss)`` with any method of ``per_sample.METHODS``.
+    """``(params, x, y) -> (per-example grads, mean loss)`` with any method of ``per_sample.METHODS``, computed
+    in ``dtype``'s precision, returned in float32 for bfloat16 (``precision.policy``).
 
     'vmap' gets the losses from the same pass (``value_and_grad``); other methods return gradients only, so
     their mean loss costs one extra batched forward (inside the same jit, where XLA may share it).
     """
+    return precision.policy(_method_with_losses(method, loss, model), dtype)
+
+
+def _method_with_losses(
+    method: str, loss: str, model: str | Net
+) -> Callable[[Params, jax.Array, jax.Array], tuple[Params, jax.Array]]:
     if method == "vmap":
         per_example = jax.vmap(jax.value_and_grad(partial(sample_loss, loss=loss, model=model)), in_axes=(None, 0, 0))
         return lambda params, x, y: (lambda v, g: (g, jnp.mean(v)))(*per_example(params, x, y))
@@ -100,10 +107,11 @@ def check_clipping(clipping: str) -> str:
 
 def _materialized_sum(
     params: Params, x: jax.Array, y: jax.Array, *, clip: float, loss: str, per_sample_method: str,
-    mask: jax.Array | None, model: str | Net,
+    mask: jax.Array | None, model: str | Net, dtype: str = "float32",
 ) -> tuple[Params, jax.Array]:
-    """Today's path: per-example gradients -> optax's per-example clip -> sum (mask: weights after clipping)."""
-    grads, mean_loss = _per_example_fn(per_sample_method, loss, model)(params, x, y)
+    """Per-example gradients -> optax's per-example clip -> sum (mask: weights after clipping); the gradients
+    arrive in float32 whatever ``dtype`` computed them, so the clipping is float32 arithmetic."""
+    grads, mean_loss = _per_example_fn(per_sample_method, loss, model, dtype)(params, x, y)
     batch = x.shape[0]
     if mask is None:
         leaves, treedef = jax.tree.flatten(grads)
@@ -115,66 +123,70 @@ def _materialized_sum(
     m = jnp.asarray(mask, x.dtype)
     weights = clip_factors(grads, clip) * m
     summed = jax.tree.map(lambda g: jnp.tensordot(weights, g, axes=1, precision=PRECISION), grads)
-    return summed, (ghost.example_losses(apply(params, x, model), y, loss) * m).sum()  # one batched forward
+    logits = apply(precision.to_compute(params, dtype), precision.to_compute(x, dtype), model)
+    return summed, (ghost.example_losses(logits, y, loss) * m).sum()  # one batched forward
 
 
-@partial(jax.jit, static_argnames=("loss", "clipping", "per_sample_method", "model"))
+@partial(jax.jit, static_argnames=("loss", "clipping", "per_sample_method", "model", "dtype"))
 def _clipped_grad_sum(
     params: Params, x: jax.Array, y: jax.Array, clip: float, mask: jax.Array | None, *, loss: str, clipping: str,
-    per_sample_method: str, model: str | Net,
+    per_sample_method: str, model: str | Net, dtype: str,
 ) -> tuple[Params, jax.Array]:
     if clipping == "materialize":
         return _materialized_sum(params, x, y, clip=clip, loss=loss, per_sample_method=per_sample_method,
-                                 mask=mask, model=model)
+                                 mask=mask, model=model, dtype=dtype)
     if clipping == "ghost":
-        return ghost.ghost_clipped_sum(params, x, y, clip=clip, loss=loss, mask=mask, model=model)
-    return ghost.bk_clipped_sum(params, x, y, clip=clip, loss=loss, mask=mask, model=model)
+        return ghost.ghost_clipped_sum(params, x, y, clip=clip, loss=loss, mask=mask, model=model, dtype=dtype)
+    return ghost.bk_clipped_sum(params, x, y, clip=clip, loss=loss, mask=mask, model=model, dtype=dtype)
 
 
 def clipped_grad_sum(
     params: Params, x: jax.Array, y: jax.Array, *, clip: float, loss: str = DEFAULT_LOSS,
     clipping: str = "materialize", per_sample_method: str = "vmap", mask: jax.Array | None = None,
-    model: str | Net = DEFAULT_MODEL,
+    model: str | Net = DEFAULT_MODEL, dtype: str = "float32",
 ) -> tuple[Params, jax.Array]:
     """(sum_b m_b c_b g_b shaped like params, sum_b m_b loss_b), c_b = min(1, clip / ||g_b||) (NaN -> 1).
 
     SUMS, not means: a data-parallel step all-reduces them, then calls ``noisy_update`` once.
     ``mask``: (B,) weights, 0 = padding example (None: all ones). ``per_sample_method`` is used only by
     "materialize"; "ghost" and "bk" are ``jax_impl.ghost``'s. Jitted (clip traced, so a new clip does not
-    recompile); inside another jit it is inlined.
+    recompile); inside another jit it is inlined. ``dtype="bfloat16"``: the forward/backward in bfloat16 on the
+    float32 ``params``; norms, factors and sums in float32 (docs/precision.md).
     """
     check_loss(loss)
     check_clipping(clipping)
+    check_dtype(dtype)
     resolve(model)
     if clipping == "materialize":
         _per_example_fn(per_sample_method, loss, model)  # an unknown method fails here, before any work
     return _clipped_grad_sum(params, x, y, clip, mask, loss=loss, clipping=clipping,
-                             per_sample_method=per_sample_method, model=model)
+                             per_sample_method=per_sample_method, model=model, dtype=dtype)
 
 
-@partial(jax.jit, static_argnames=("loss", "clipping", "per_sample_method", "model"))
+@partial(jax.jit, static_argnames=("loss", "clipping", "per_sample_method", "model", "dtype"))
 def _per_example_norms(
     params: Params, x: jax.Array, y: jax.Array, *, loss: str, clipping: str, per_sample_method: str,
-    model: str | Net,
+    model: str | Net, dtype: str,
 ) -> jax.Array:
     if clipping == "materialize":
-        grads, _ = _per_example_fn(per_sample_method, loss, model)(params, x, y)
+        grads, _ = _per_example_fn(per_sample_method, loss, model, dtype)(params, x, y)
         return jax.vmap(optax.tree.norm)(grads)
-    return ghost.ghost_norms(params, x, y, loss=loss, model=model)
+    return ghost.ghost_norms(params, x, y, loss=loss, model=model, dtype=dtype)
 
 
 def per_example_norms(
     params: Params, x: jax.Array, y: jax.Array, *, loss: str = DEFAULT_LOSS, clipping: str = "ghost",
-    per_sample_method: str = "vmap", model: str | Net = DEFAULT_MODEL,
+    per_sample_method: str = "vmap", model: str | Net = DEFAULT_MODEL, dtype: str = "float32",
 ) -> jax.Array:
     """(B,) each example's global gradient L2 norm by that strategy's route ("ghost" and "bk" share theirs)."""
     check_loss(loss)
     check_clipping(clipping)
+    check_dtype(dtype)
     resolve(model)
     if clipping == "materialize":
         _per_example_fn(per_sample_method, loss, model)
     return _per_example_norms(params, x, y, loss=loss, clipping=clipping, per_sample_method=per_sample_method,
-                              model=model)
+                              model=model, dtype=dtype)
 
 
 def noisy_update(
@@ -199,17 +211,19 @@ def noisy_update(
 
 def make_step(
     *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, per_sample_method: str = "vmap",
-    clipping: str = "materialize", model: str | Net = DEFAULT_MODEL,
+    clipping: str = "materialize", model: str | Net = DEFAULT_MODEL, dtype: str = "float32",
 ) -> DPStepFn:
     """One jitted DP-SGD step ``step(params, x, y, noise) -> (new_params, mean loss before the step)``.
 
     = ``clipped_grad_sum`` (strategy ``clipping``, one of ``CLIPPINGS``) + ``noisy_update`` with B = len(x).
     For "materialize", per-sample gradients come from ``per_sample_method`` (any of ``per_sample.METHODS``;
-    default the idiomatic ``vmap(grad)``; the benchmark also times the fastest, 'per_layer').
+    default the idiomatic ``vmap(grad)``; the benchmark also times the fastest, 'per_layer'). ``dtype="bfloat16"``:
+    bfloat16 compute on float32 master parameters; the update is float32 (docs/precision.md).
     """
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
     check_loss(loss)
     check_clipping(clipping)
+    check_dtype(dtype)
     resolve(model)
     if clipping == "materialize":
         _per_example_fn(per_sample_method, loss, model)  # an unknown method fails here, before any work
@@ -217,7 +231,7 @@ def make_step(
     @jax.jit
     def step(params: Params, x: jax.Array, y: jax.Array, noise: Params | None = None) -> tuple[Params, jax.Array]:
         summed, loss_sum = clipped_grad_sum(params, x, y, clip=clip, loss=loss, clipping=clipping,
-                                            per_sample_method=per_sample_method, model=model)
+                                            per_sample_method=per_sample_method, model=model, dtype=dtype)
         batch = x.shape[0]
         new = noisy_update(params, summed, lr=lr, clip=clip, noise_multiplier=noise_multiplier,
                            batch_size=batch, noise=noise)
@@ -226,11 +240,16 @@ def make_step(
     return step
 
 
-def make_sgd_step(*, lr: float, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL) -> SGDStepFn:
-    """The non-private baseline: ``step(params, x, y) -> (new_params, loss)`` from the batched mean gradient."""
+def make_sgd_step(
+    *, lr: float, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL, dtype: str = "float32"
+) -> SGDStepFn:
+    """The non-private baseline: ``step(params, x, y) -> (new_params, loss)`` from the batched mean gradient
+    (``dtype="bfloat16"``: bfloat16 compute, float32 update)."""
     check_dp_params(lr=lr, clip=math.inf, noise_multiplier=0.0)
+    check_dtype(dtype)
     resolve(model)
-    value_and_grad = jax.value_and_grad(partial(batch_loss, loss=check_loss(loss), model=model))
+    value_and_grad = precision.policy(jax.value_and_grad(partial(batch_loss, loss=check_loss(loss), model=model)),
+                                      dtype)
     sgd = optax.sgd(lr)
 
     @jax.jit
@@ -254,7 +273,7 @@ def native_noise(
     model: str | Net = DEFAULT_MODEL,
 ) -> Params:
     """A shared canonical draw ``{name: float32 array}`` -> native State (layouts permuted like weights)."""
-    return to_native(noise, check_dtype(dtype), device, model=model)
+    return to_native(noise, storage_dtype(dtype), device, model=model)
 
 
 def native_batch(
@@ -266,7 +285,7 @@ def native_batch(
     if model is not None:
         check_batch(x, y, resolve(model).spec)
     dev = resolve_device(device)
-    return native_x(x, check_dtype(dtype), dev), jax.device_put(y.astype(np.int32), dev)
+    return native_x(x, storage_dtype(dtype), dev), jax.device_put(y.astype(np.int32), dev)
 
 
 @partial(jax.jit, static_argnames=("model",))

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from contract.spec import DEFAULT_MODEL
-from jax_impl import rules
+from jax_impl import precision, rules
 from jax_impl.model import PRECISION, Net, apply, loss_fn, resolve
 from jax_impl.per_layer import fill, forward_to_outputs, layer_grads, layers, site_layer, zero_probes
 
@@ -40,6 +40,7 @@ Arrays = dict[str, jax.Array]
 
 def example_losses(logits: jax.Array, y: jax.Array, loss: str) -> jax.Array:
     """(B,) each example's own loss: ``model.loss_fn`` of a batch of one, row by row."""
+    logits = precision.to_float32(logits)  # the loss head runs in float32 (docs/precision.md)
     return jax.vmap(lambda lg, t: loss_fn(lg[None], t[None], loss))(logits, y)
 
 
@@ -48,15 +49,22 @@ def factors_from_norms(norms: jax.Array, clip: float) -> jax.Array:
     return jnp.nan_to_num(jnp.minimum(clip / norms, 1.0), nan=1.0)
 
 
-def _outputs(params: Params, x: jax.Array, y: jax.Array, loss: str, model: str | Net) -> tuple[Arrays, Arrays, jax.Array]:
-    """(site inputs, per-example site output cotangents, (B,) per-example losses) from one forward + backward."""
+def _outputs(params: Params, x: jax.Array, y: jax.Array, loss: str, model: str | Net,
+             dtype: str = "float32") -> tuple[Arrays, Arrays, jax.Array]:
+    """(site inputs, per-example site output cotangents, (B,) per-example losses) from one forward + backward.
+
+    The forward and backward run in ``dtype``'s compute precision; the inputs and cotangents come back as
+    float32 copies (bfloat16 values, exactly), so every norm, factor and bk sum after this is float32 arithmetic.
+    """
+    params, x = precision.to_compute(params, dtype), precision.to_compute(x, dtype)
+
     def total(p: Arrays) -> tuple[jax.Array, tuple[Arrays, jax.Array]]:
         logits, inputs = forward_to_outputs(params, x, p, model)
         losses = example_losses(logits, y, loss)
         return losses.sum(), (inputs, losses)  # the sum: each example's cotangent is its own gradient
 
     cots, (inputs, losses) = jax.grad(total, has_aux=True)(zero_probes(params, x, model))
-    return inputs, cots, losses
+    return precision.to_float32(inputs), precision.to_float32(cots), losses
 
 
 def _split(found: dict[str, nnx.Module], inputs: Arrays, cots: Arrays) -> tuple[Arrays, dict[str, Arrays]]:
@@ -91,9 +99,10 @@ def _norms(sq: Arrays) -> jax.Array:
     return jnp.sqrt(sum(sq.values()))
 
 
-def ghost_norms(params: Params, x: jax.Array, y: jax.Array, *, loss: str, model: str | Net = DEFAULT_MODEL) -> jax.Array:
+def ghost_norms(params: Params, x: jax.Array, y: jax.Array, *, loss: str, model: str | Net = DEFAULT_MODEL,
+                dtype: str = "float32") -> jax.Array:
     """(B,) each example's global gradient L2 norm, without writing a cheap-rule layer's per-example gradients."""
-    inputs, cots, _ = _outputs(params, x, y, loss, model)
+    inputs, cots, _ = _outputs(params, x, y, loss, model, dtype)
     return _norms(layer_norms_sq(inputs, cots, model, params))
 
 
@@ -108,27 +117,29 @@ def _masked_sum(losses: jax.Array, mask: jax.Array | None) -> jax.Array:
 
 def ghost_clipped_sum(
     params: Params, x: jax.Array, y: jax.Array, *, clip: float, loss: str, mask: jax.Array | None = None,
-    model: str | Net = DEFAULT_MODEL,
+    model: str | Net = DEFAULT_MODEL, dtype: str = "float32",
 ) -> tuple[Params, jax.Array]:
-    """(sum_b m_b c_b g_b shaped like params, sum_b m_b loss_b): ghost norms, then a second backward."""
-    inputs, cots, losses = _outputs(params, x, y, loss, model)
+    """(sum_b m_b c_b g_b shaped like params, sum_b m_b loss_b): ghost norms, then a second backward (in
+    ``dtype``'s compute precision: docs/precision.md bounds an example's contribution in bfloat16)."""
+    inputs, cots, losses = _outputs(params, x, y, loss, model, dtype)
     weights = jax.lax.stop_gradient(_weights(_norms(layer_norms_sq(inputs, cots, model, params)), clip, mask))
 
     def weighted(p: Params) -> jax.Array:
-        return (weights * example_losses(apply(p, x, model), y, loss)).sum()
+        logits = apply(precision.to_compute(p, dtype), precision.to_compute(x, dtype), model)
+        return (weights * example_losses(logits, y, loss)).sum()
 
     return jax.grad(weighted)(params), _masked_sum(losses, mask)
 
 
 def bk_clipped_sum(
     params: Params, x: jax.Array, y: jax.Array, *, clip: float, loss: str, mask: jax.Array | None = None,
-    model: str | Net = DEFAULT_MODEL,
+    model: str | Net = DEFAULT_MODEL, dtype: str = "float32",
 ) -> tuple[Params, jax.Array]:
     """(sum_b m_b c_b g_b shaped like params, sum_b m_b loss_b) by book-keeping: no second backward.
 
     A materialised layer (seed CNN: both convs, 288 / 18432 weights per example) already holds its per-example
     gradient, so its clipped sum is the weighted sum ``tensordot(c m, dW)`` of that."""
-    inputs, cots, losses = _outputs(params, x, y, loss, model)
+    inputs, cots, losses = _outputs(params, x, y, loss, model, dtype)
     found = layers(params, model)
     with rules.bookkeeping():  # a materialised layer's sum is a tensordot here: the norm forms are chosen for bk
         cheap, materialised = _split(found, inputs, cots)

@@ -75,6 +75,8 @@ def log_probs(logits: jax.Array) -> jax.Array:
 def loss_fn(logits: jax.Array, y: jax.Array, loss: str) -> jax.Array:
     """Mean over the batch. ``"seed"`` is the seed's ``nll_loss`` on raw logits, i.e. ``-mean(logits[y])``."""
     check_loss(loss)
+    if logits.dtype in (jnp.bfloat16, jnp.float16):  # the loss head runs in float32 (docs/precision.md)
+        logits = logits.astype(jnp.float32)
     scores = logits if loss == "seed" else log_probs(logits)
     return -jnp.mean(jnp.take_along_axis(scores, y[:, None], axis=1))
 

@@ -31,8 +31,10 @@ from contract.spec import (
     check_loss,
     check_method,
     check_output_fits,
+    is_mixed,
+    storage_dtype,
 )
-from jax_impl import model_patches
+from jax_impl import model_patches, precision
 from jax_impl.model import Net, apply, loss_fn, resolve
 from jax_impl.per_layer import per_layer_grads
 from jax_impl.weights import JAX_DTYPES, resolve_device, to_canonical, to_native
@@ -84,12 +86,23 @@ def _vmap(loss: str, chunk_size: int | None, forward: Callable[[Params, jax.Arra
     return lambda params, x, y: jax.lax.map(lambda xy: sample_grad(params, *xy), (x, y), batch_size=chunk_size)
 
 
-@lru_cache(maxsize=None)  # one jit/compile per (method, loss, chunk, model): no recompiling per call
+@lru_cache(maxsize=None)  # one jit/compile per (method, loss, chunk, model, dtype): no recompiling per call
 def native_fn(
     method: str = "vmap", *, loss: str = DEFAULT_LOSS, chunk_size: int | None = None,
-    model: str | Net = DEFAULT_MODEL,
+    model: str | Net = DEFAULT_MODEL, dtype: str = "float32",
 ) -> GradFn:
-    """The framework-native per-sample gradient function: ``(params, x, y) -> State of (B, *shape)``."""
+    """The framework-native per-sample gradient function: ``(params, x, y) -> State of (B, *shape)``.
+
+    ``dtype``: the compute precision; "bfloat16" casts params and x to bfloat16 inside the function
+    (``jax_impl.precision``) and returns float32 gradients. float32 / float64 compute in the inputs' dtype."""
+    check_dtype(dtype)
+    fn = _method_fn(method, loss, chunk_size, model)
+    if method in ("loop", "vmap_nojit"):  # not jitted: the cast runs eagerly around the method
+        return precision.policy(fn, dtype)
+    return jax.jit(precision.policy(fn, dtype)) if is_mixed(dtype) else fn
+
+
+def _method_fn(method: str, loss: str, chunk_size: int | None, model: str | Net) -> GradFn:
     check_loss(loss)
     check_chunk_size(chunk_size)
     check_method(method, METHODS, chunk_size)
@@ -106,10 +119,11 @@ def native_fn(
     return _vmap(loss, chunk_size, forward)
 
 
-def reference_fn(*, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL) -> GradFn:
+def reference_fn(*, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL, dtype: str = "float32") -> GradFn:
     """Ordinary training's gradient: one batched forward+backward of the mean loss (no per-sample axis)."""
     resolve(model)
-    return jax.jit(jax.grad(partial(batch_loss, loss=check_loss(loss), model=model)))
+    grad_fn = jax.grad(partial(batch_loss, loss=check_loss(loss), model=model))
+    return jax.jit(precision.policy(grad_fn, check_dtype(dtype)))
 
 
 def native_x(x: np.ndarray, dtype: str, dev: jax.Device) -> jax.Array:
@@ -123,12 +137,12 @@ def native_inputs(
     weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, dtype: str = "float32", device: str | None = None,
     model: str | Net = DEFAULT_MODEL,
 ) -> tuple[Params, jax.Array, jax.Array]:
-    """Validate, then move canonical weights and a numpy batch onto ``device`` in ``dtype``."""
-    check_dtype(dtype)
+    """Validate, then move canonical weights and a numpy batch onto ``device`` in ``storage_dtype(dtype)``."""
     check_batch(x, y, resolve(model).spec)
     dev = resolve_device(device)
-    params = to_native(weights, dtype, device, model=model)
-    xj = native_x(x, dtype, dev)
+    held = storage_dtype(dtype)  # bfloat16 computes on float32 masters (jax_impl.precision)
+    params = to_native(weights, held, device, model=model)
+    xj = native_x(x, held, dev)
     yj = jax.device_put(y.astype(np.int32), dev)
     return params, xj, yj
 
@@ -145,8 +159,10 @@ def per_sample_grads(
     device: str | None = None,
     model: str | Net = DEFAULT_MODEL,
 ) -> dict[str, np.ndarray]:
-    """Per-sample gradients in canonical names/layouts with a leading batch axis: ``{name: (B, *shape)}``."""
-    fn = native_fn(method, loss=loss, chunk_size=chunk_size, model=model)
+    """Per-sample gradients in canonical names/layouts with a leading batch axis: ``{name: (B, *shape)}``;
+    for ``dtype="bfloat16"`` computed in bfloat16 and returned as float32 arrays (numpy has no bfloat16)."""
+    check_dtype(dtype)
+    fn = native_fn(method, loss=loss, chunk_size=chunk_size, model=model, dtype=dtype)
     params, xj, yj = native_inputs(weights, x, y, dtype=dtype, device=device, model=model)
     check_output_fits(x.shape[0], dtype, resolve(model).spec)
     try:

@@ -29,8 +29,8 @@ import torch
 from torch.func import functional_call, grad_and_value, vmap
 
 from contract.privacy import check_dp_params
-from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_batch, check_dtype, check_loss
-from torch_impl import ghost
+from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_batch, check_dtype, check_loss, storage_dtype
+from torch_impl import ghost, precision
 from torch_impl.model import Net, resolve
 from torch_impl.per_sample import batch_loss, native_fn, native_x, sample_loss
 from torch_impl.weights import resolve_device, to_native
@@ -51,6 +51,7 @@ def clip_factors(per_example: Params, clip: float) -> torch.Tensor:
 
 
 def _materialized_norms(per_example: Params) -> torch.Tensor:
+    per_example = precision.to_float32(per_example)  # a clipping norm never sums in bfloat16
     rows = [torch.linalg.vector_norm(g.reshape(g.shape[0], g.shape[1], -1), dim=-1) for g in per_example.values()]
     return torch.linalg.vector_norm(torch.cat(rows, dim=1), dim=1)
 
@@ -75,13 +76,20 @@ def private_mean(
 
 
 def _per_example_fn(
-    method: str, loss: str, model: str | Net = DEFAULT_MODEL
+    method: str, loss: str, model: str | Net = DEFAULT_MODEL, dtype: str = "float32"
 ) -> Callable[[Params, torch.Tensor, torch.Tensor], tuple[Params, torch.Tensor]]:
-    """``(params, x, y) -> (per-example grads, per-example losses (B,))`` with any ``per_sample.METHODS`` method.
+    """``(params, x, y) -> (per-example grads, per-example losses (B,))`` with any ``per_sample.METHODS`` method,
+    computed in ``dtype``'s precision, returned in float32 for bfloat16 (``precision.policy``).
 
     'vmap' gets the losses from the same pass (``grad_and_value``); other methods return gradients only, so
     their losses cost one extra batched forward.
     """
+    return precision.policy(_method_with_losses(method, loss, model), dtype)
+
+
+def _method_with_losses(
+    method: str, loss: str, model: str | Net
+) -> Callable[[Params, torch.Tensor, torch.Tensor], tuple[Params, torch.Tensor]]:
     if method == "vmap":
         return vmap(grad_and_value(partial(sample_loss, loss=loss, model=model)), in_dims=(None, 0, 0))
     grads_fn = native_fn(method, loss=loss, model=model)
@@ -122,8 +130,12 @@ def clipped_grad_sum(
     per_sample_method: str = "vmap",
     mask: torch.Tensor | None = None,
     model: str | Net = DEFAULT_MODEL,
+    dtype: str = "float32",
 ) -> tuple[Params, torch.Tensor]:
     """(sum_b m_b f_b g_b {name: shape}, sum_b m_b loss_b scalar): SUMS, for a data-parallel all-reduce.
+
+    ``dtype="bfloat16"``: the forward/backward in bfloat16 on the float32 ``params``; norms, factors and sums in
+    float32 (docs/precision.md).
 
     f_b = min(1, clip / ||g_b||) (NaN -> 1; clip = inf -> 1); mask (B,) bool/0-1 float, 0 = padding example
     (contributes nothing; None = all ones). ``per_sample_method`` is used by "materialize" only.
@@ -131,13 +143,14 @@ def clipped_grad_sum(
     """
     check_clipping(clipping)
     check_loss(loss)
+    check_dtype(dtype)
     resolve(model)
     m = _check_mask(mask, x, params)
     if clipping == "ghost":
-        return ghost.ghost_clipped_sum(params, x, y, clip=clip, loss=loss, mask=m, model=model)
+        return ghost.ghost_clipped_sum(params, x, y, clip=clip, loss=loss, mask=m, model=model, dtype=dtype)
     if clipping == "bk":
-        return ghost.bk_clipped_sum(params, x, y, clip=clip, loss=loss, mask=m, model=model)
-    grads, losses = _per_example_fn(per_sample_method, loss, model)(params, x, y)
+        return ghost.bk_clipped_sum(params, x, y, clip=clip, loss=loss, mask=m, model=model, dtype=dtype)
+    grads, losses = _per_example_fn(per_sample_method, loss, model, dtype)(params, x, y)
     weights = clip_factors(grads, clip)
     if m is not None:
         weights, losses = weights * m, losses * m
@@ -153,13 +166,15 @@ def per_example_norms(
     clipping: str = "ghost",
     per_sample_method: str = "vmap",
     model: str | Net = DEFAULT_MODEL,
+    dtype: str = "float32",
 ) -> torch.Tensor:
     """(B,) each example's global gradient L2 norm by ``clipping``'s route ("ghost" and "bk" share theirs)."""
     check_clipping(clipping)
     check_loss(loss)
+    check_dtype(dtype)
     if clipping == "materialize":
-        return _materialized_norms(_per_example_fn(per_sample_method, loss, model)(params, x, y)[0])
-    return ghost.ghost_norms(params, x, y, loss=loss, model=model)
+        return _materialized_norms(_per_example_fn(per_sample_method, loss, model, dtype)(params, x, y)[0])
+    return ghost.ghost_norms(params, x, y, loss=loss, model=model, dtype=dtype)
 
 
 def noisy_update(
@@ -193,24 +208,28 @@ def make_step(
     per_sample_method: str = "vmap",
     clipping: str = "materialize",
     model: str | Net = DEFAULT_MODEL,
+    dtype: str = "float32",
 ) -> DPStepFn:
     """One DP-SGD step ``step(params, x, y, noise) -> (new_params, mean loss before the step)``:
     ``clipped_grad_sum`` then ``noisy_update`` with batch_size = B.
 
     ``clipping``: one of ``CLIPPINGS`` (checked here, before any work). Per-sample gradients for
     "materialize" come from ``per_sample_method`` (any of ``per_sample.METHODS``; default the tutorial's
-    torch.func 'vmap'; the benchmark also times the fastest, 'per_layer').
+    torch.func 'vmap'; the benchmark also times the fastest, 'per_layer'). ``dtype="bfloat16"``: bfloat16
+    compute on float32 master parameters; the update is float32 (docs/precision.md).
     """
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
     check_clipping(clipping)
     check_loss(loss)
+    check_dtype(dtype)
     resolve(model)
 
     def step(params: Params, x: torch.Tensor, y: torch.Tensor, noise: Params | None = None) -> tuple[Params, torch.Tensor]:
         if noise is None and noise_multiplier != 0:  # before the gradient work, not after it
             raise ValueError(f"noise_multiplier={noise_multiplier} needs a noise draw; got noise=None")
         sums, loss_sum = clipped_grad_sum(
-            params, x, y, clip=clip, loss=loss, clipping=clipping, per_sample_method=per_sample_method, model=model
+            params, x, y, clip=clip, loss=loss, clipping=clipping, per_sample_method=per_sample_method, model=model,
+            dtype=dtype,
         )
         batch = x.shape[0]
         new = noisy_update(
@@ -221,11 +240,15 @@ def make_step(
     return step
 
 
-def make_sgd_step(*, lr: float, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL) -> SGDStepFn:
-    """The non-private baseline: ``step(params, x, y) -> (new_params, loss)`` from the batched mean gradient."""
+def make_sgd_step(
+    *, lr: float, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL, dtype: str = "float32"
+) -> SGDStepFn:
+    """The non-private baseline: ``step(params, x, y) -> (new_params, loss)`` from the batched mean gradient
+    (``dtype="bfloat16"``: bfloat16 compute, float32 update)."""
     check_dp_params(lr=lr, clip=math.inf, noise_multiplier=0.0)
+    check_dtype(dtype)
     resolve(model)
-    value_and_grad = grad_and_value(partial(batch_loss, loss=check_loss(loss), model=model))
+    value_and_grad = precision.policy(grad_and_value(partial(batch_loss, loss=check_loss(loss), model=model)), dtype)
 
     def step(params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[Params, torch.Tensor]:
         grads, value = value_and_grad(params, x, y)
@@ -246,7 +269,7 @@ def native_noise(
     model: str | Net = DEFAULT_MODEL,
 ) -> Params:
     """A shared canonical draw ``{name: float32 array}`` -> native tensors (same values on both sides)."""
-    return to_native(noise, check_dtype(dtype), device, model=model)
+    return to_native(noise, storage_dtype(dtype), device, model=model)
 
 
 def native_batch(
@@ -258,7 +281,7 @@ def native_batch(
     if model is not None:
         check_batch(x, y, resolve(model).spec)
     dev = resolve_device(device)
-    return native_x(x, check_dtype(dtype), dev), torch.as_tensor(y, dtype=torch.int64, device=dev)
+    return native_x(x, storage_dtype(dtype), dev), torch.as_tensor(y, dtype=torch.int64, device=dev)
 
 
 def predict(params: Params, x: torch.Tensor, model: str | Net = DEFAULT_MODEL) -> np.ndarray:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from contract.spec import DEFAULT_MODEL
-from torch_impl import rules
+from torch_impl import precision, rules
 from torch_impl.model import Net, resolve
 from torch_impl.per_layer import forward_to_outputs, layer_grads, param_layers, site_cotangents, site_layer
 
@@ -44,6 +44,7 @@ CHUNK = 256
 
 def example_losses(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     """(B,) each example's own loss (= ``model.loss_fn`` of a batch of one); logits (B, classes), y (B,) int64."""
+    logits = precision.to_float32(logits)  # the loss head runs in float32 (docs/precision.md)
     if loss == "seed":
         return -logits.gather(1, y.unsqueeze(1)).squeeze(1)
     return -F.log_softmax(logits, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
@@ -56,13 +57,19 @@ def factors_from_norms(norms: torch.Tensor, clip: float) -> torch.Tensor:
 
 def _cotangents(
     params: Params, x: torch.Tensor, y: torch.Tensor, loss: str, mask: torch.Tensor | None, keep_graph: bool,
-    net: Net,
+    net: Net, dtype: str = "float32",
 ) -> tuple[Arrays, Arrays, torch.Tensor]:
-    """(site inputs, d(sum_b m_b loss_b)/d(site outputs), per-example losses (B,) with the graph when kept)."""
-    logits, inputs, outputs = forward_to_outputs(params, x, net)
-    losses = example_losses(logits, y, loss)
-    total = (losses if mask is None else losses * mask).sum()
-    return inputs, site_cotangents(total, outputs, keep_graph), losses
+    """(site inputs, d(sum_b m_b loss_b)/d(site outputs), per-example losses (B,) with the graph when kept).
+
+    The forward and backward run in ``dtype``'s compute precision; the inputs and cotangents come back as
+    float32 copies (bfloat16 values, exactly), so every norm, factor and bk sum after this is float32 arithmetic.
+    """
+    with precision.compute(dtype, x.device.type):
+        logits, inputs, outputs = forward_to_outputs(params, x, net)
+        losses = example_losses(logits, y, loss)
+        total = (losses if mask is None else losses * mask).sum()
+        cots = site_cotangents(total, outputs, keep_graph)
+    return precision.to_float32(inputs), precision.to_float32(cots), losses
 
 
 def _sq(v: torch.Tensor) -> torch.Tensor:
@@ -115,12 +122,13 @@ def _global_norms(sq: Arrays) -> torch.Tensor:
 
 
 def ghost_norms(
-    params: Params, x: torch.Tensor, y: torch.Tensor, *, loss: str, model: str | Net = DEFAULT_MODEL
+    params: Params, x: torch.Tensor, y: torch.Tensor, *, loss: str, model: str | Net = DEFAULT_MODEL,
+    dtype: str = "float32",
 ) -> torch.Tensor:
     """(B,) each example's global gradient L2 norm; no per-example gradient of a cheap-rule layer written."""
     net = resolve(model)
     with torch.enable_grad():
-        inputs, cots, _ = _cotangents(params, x, y, loss, None, False, net)
+        inputs, cots, _ = _cotangents(params, x, y, loss, None, False, net, dtype)
     return _global_norms(layer_norms_sq(inputs, cots, net, params))
 
 
@@ -130,16 +138,18 @@ def _mask_sum(losses: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 def ghost_clipped_sum(
     params: Params, x: torch.Tensor, y: torch.Tensor, *, clip: float, loss: str, mask: torch.Tensor | None = None,
-    model: str | Net = DEFAULT_MODEL,
+    model: str | Net = DEFAULT_MODEL, dtype: str = "float32",
 ) -> tuple[Params, torch.Tensor]:
     """(sum_b m_b c_b g_b {name: shape}, sum_b m_b loss_b): ghost norms, then a second backward of
-    sum_b m_b c_b loss_b through the SAME forward graph (c detached)."""
+    sum_b m_b c_b loss_b through the SAME forward graph (c detached; in bfloat16 that backward is the recorded
+    bfloat16 graph's, so an example's contribution is c_b times a second bfloat16 evaluation of its gradient:
+    docs/precision.md bounds it)."""
     net = resolve(model)
     names = list(params)
     leaves = [params[n].detach().requires_grad_(True) for n in names]
     live = dict(zip(names, leaves))
     with torch.enable_grad():
-        inputs, cots, losses = _cotangents(live, x, y, loss, mask, True, net)
+        inputs, cots, losses = _cotangents(live, x, y, loss, mask, True, net, dtype)
         factors = factors_from_norms(_global_norms(layer_norms_sq(inputs, cots, net, params)), clip)
         del inputs, cots
         weights = factors if mask is None else factors * mask
@@ -149,7 +159,7 @@ def ghost_clipped_sum(
 
 def bk_clipped_sum(
     params: Params, x: torch.Tensor, y: torch.Tensor, *, clip: float, loss: str, mask: torch.Tensor | None = None,
-    model: str | Net = DEFAULT_MODEL,
+    model: str | Net = DEFAULT_MODEL, dtype: str = "float32",
 ) -> tuple[Params, torch.Tensor]:
     """(sum_b m_b c_b g_b {name: shape}, sum_b m_b loss_b) by book-keeping: one forward, one backward to the
     layer outputs, the norms, then each layer's clipped sum from (a, c*g) directly.
@@ -159,13 +169,13 @@ def bk_clipped_sum(
     multiply-adds: seed conv2 18432 per example, far below another weight-gradient's b x P x |W|)."""
     net = resolve(model)
     with torch.enable_grad():
-        inputs, cots, losses = _cotangents(params, x, y, loss, mask, False, net)
+        inputs, cots, losses = _cotangents(params, x, y, loss, mask, False, net, dtype)
     loss_sum = _mask_sum(losses, mask)
     del losses  # its graph's saved activations are already freed by the backward; drop the nodes too
     with rules.bookkeeping():  # a materialised layer's sum is a tensordot here: the norm forms are chosen for bk
         cheap, names = _split(net, inputs, cots)
     batch = x.shape[0]
-    cheap_sq = sum(cheap.values()) if cheap else torch.zeros(batch, dtype=params[next(iter(params))].dtype,
+    cheap_sq = sum(cheap.values()) if cheap else torch.zeros(batch, dtype=next(iter(cots.values())).dtype,
                                                              device=x.device)
     weights = torch.empty_like(cheap_sq)
     sums: Params = {}

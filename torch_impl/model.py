@@ -66,6 +66,8 @@ def log_probs(logits: torch.Tensor) -> torch.Tensor:
 def loss_fn(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     """Mean over the batch. ``"seed"`` is the seed's ``nll_loss`` on raw logits, i.e. ``-mean(logits[y])``."""
     check_loss(loss)
+    if logits.dtype in (torch.bfloat16, torch.float16):  # the loss head runs in float32 (docs/precision.md)
+        logits = logits.float()
     if loss == "seed":
         return F.nll_loss(logits, y)
     return F.nll_loss(log_probs(logits), y)

@@ -36,10 +36,12 @@ from contract.spec import (
     check_loss,
     check_method,
     check_output_fits,
+    storage_dtype,
 )
 from torch_impl.model import Net, loss_fn, resolve
 from torch_impl.opacus_methods import OPACUS_METHODS, opacus_fn
 from torch_impl.opacus_methods import not_applicable as opacus_not_applicable
+from torch_impl import precision
 from torch_impl.per_layer import per_layer_grads
 from torch_impl.weights import TORCH_DTYPES, resolve_device, to_canonical, to_native
 
@@ -118,12 +120,20 @@ def _compiled(loss: str, chunk_size: int | None, mode: str | None = None, model:
     return call
 
 
-@lru_cache(maxsize=None)  # one jit/compile per (method, loss, chunk, model): no recompiling per call
+@lru_cache(maxsize=None)  # one jit/compile per (method, loss, chunk, model, dtype): no recompiling per call
 def native_fn(
     method: str = "vmap", *, loss: str = DEFAULT_LOSS, chunk_size: int | None = None,
-    model: str | Net = DEFAULT_MODEL,
+    model: str | Net = DEFAULT_MODEL, dtype: str = "float32",
 ) -> GradFn:
-    """The framework-native per-sample gradient function: ``(params, x, y) -> {name: (B, *shape)}``."""
+    """The framework-native per-sample gradient function: ``(params, x, y) -> {name: (B, *shape)}``.
+
+    ``dtype``: the compute precision; "bfloat16" runs ``_method_fn`` under autocast (``torch_impl.precision``)
+    on float32 params and x and returns float32 gradients. float32 / float64 compute in the inputs' dtype."""
+    check_dtype(dtype)
+    return precision.policy(_method_fn(method, loss, chunk_size, model), dtype)
+
+
+def _method_fn(method: str, loss: str, chunk_size: int | None, model: str | Net) -> GradFn:
     check_loss(loss)
     check_chunk_size(chunk_size)
     model = resolve(model)  # the Net itself from here: no registry lookup inside traced code (torch.compile)
@@ -144,9 +154,9 @@ def native_fn(
     return _compiled(loss, chunk_size, model=model)
 
 
-def reference_fn(*, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL) -> GradFn:
+def reference_fn(*, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL, dtype: str = "float32") -> GradFn:
     """Ordinary training's gradient: one batched forward+backward of the mean loss (no per-sample axis)."""
-    return grad(partial(batch_loss, loss=check_loss(loss), model=resolve(model)))
+    return precision.policy(grad(partial(batch_loss, loss=check_loss(loss), model=resolve(model))), dtype)
 
 
 def native_x(x: np.ndarray, dtype: str, dev: torch.device) -> torch.Tensor:
@@ -160,12 +170,12 @@ def native_inputs(
     weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, dtype: str = "float32", device: str | None = None,
     model: str | Net = DEFAULT_MODEL,
 ) -> tuple[Params, torch.Tensor, torch.Tensor]:
-    """Validate, then move canonical weights and a numpy batch onto ``device`` in ``dtype``."""
-    check_dtype(dtype)
+    """Validate, then move canonical weights and a numpy batch onto ``device`` in ``storage_dtype(dtype)``."""
     check_batch(x, y, resolve(model).spec)
     dev = resolve_device(device)  # on cuda: TF32 off (torch_impl.weights.full_float32)
-    params = to_native(weights, dtype, str(dev.type), model=model)
-    xt = native_x(x, dtype, dev)
+    held = storage_dtype(dtype)  # bfloat16 computes on float32 masters (torch_impl.precision)
+    params = to_native(weights, held, str(dev.type), model=model)
+    xt = native_x(x, held, dev)
     yt = torch.as_tensor(y, dtype=torch.int64, device=dev)
     return params, xt, yt
 
@@ -182,8 +192,10 @@ def per_sample_grads(
     device: str | None = None,
     model: str | Net = DEFAULT_MODEL,
 ) -> dict[str, np.ndarray]:
-    """Per-sample gradients in canonical names/layouts with a leading batch axis: ``{name: (B, *shape)}``."""
-    fn = native_fn(method, loss=loss, chunk_size=chunk_size, model=model)
+    """Per-sample gradients in canonical names/layouts with a leading batch axis: ``{name: (B, *shape)}``;
+    for ``dtype="bfloat16"`` computed in bfloat16 and returned as float32 arrays (numpy has no bfloat16)."""
+    check_dtype(dtype)
+    fn = native_fn(method, loss=loss, chunk_size=chunk_size, model=model, dtype=dtype)
     params, xt, yt = native_inputs(weights, x, y, dtype=dtype, device=device, model=model)
     check_output_fits(x.shape[0], dtype, resolve(model).spec)
     try:

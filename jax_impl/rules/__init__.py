@@ -85,7 +85,9 @@ def kind_of(layer: nnx.Module) -> str:
 
 
 def sq(v: jax.Array) -> jax.Array:
-    """(B,) squared L2 norm of each row of v (any trailing shape)."""
+    """(B,) squared L2 norm of each row of v (any trailing shape); a bfloat16 / float16 v is upcast to float32
+    before squaring (a clipping norm never sums in bfloat16: docs/precision.md)."""
+    v = v.astype(jnp.promote_types(v.dtype, jnp.float32))
     return jnp.square(v).reshape(v.shape[0], -1).sum(axis=1)
 
 

@@ -84,8 +84,10 @@ def kind_of(layer: nn.Module) -> str:
 
 
 def sq(v: Tensor) -> Tensor:
-    """(B,) squared L2 norm of each row of v (any trailing shape), without writing v.square()."""
-    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1).square()
+    """(B,) squared L2 norm of each row of v (any trailing shape), without writing v.square(); a bfloat16 /
+    float16 v is accumulated in float32 (a clipping norm never sums in bfloat16: docs/precision.md)."""
+    acc = torch.float32 if v.dtype in (torch.bfloat16, torch.float16) else None
+    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1, dtype=acc).square()
 
 
 def leaf_params(layer: nn.Module, params: Leaves) -> Leaves:
@@ -111,6 +113,8 @@ def fallback_per_example(layer: nn.Module, params: Leaves, a: Tensor, g: Tensor)
 def per_example(layer: nn.Module, params: Leaves, a: Tensor, g: Tensor) -> Leaves:
     """The layer kind's grad sampler, or the fallback (no kind, or an instance the kind's rule does not cover)."""
     site = site_module(layer)
+    if a.is_floating_point() and a.dtype != g.dtype:  # autocast: a float32 input whose op ran in bfloat16
+        a = a.to(g.dtype)
     sampler = GRAD_SAMPLERS.get(type(site))
     out = None if sampler is None else sampler(site, a, g)
     return out if out is not None else fallback_per_example(layer, params, a, g)
