@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from contract.spec import DTYPES
+
 BENCH_DIR = Path(__file__).resolve().parent / "tests" / "benchmarks"
 
 
@@ -23,6 +25,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-rounds", type=int, default=5, help="timed rounds per benchmark (default 5)")
     group.addoption("--bench-device", choices=("cpu", "cuda"), default=None,
                     help="default: cuda when torch sees a GPU, else cpu")
+    group.addoption("--dtype", choices=DTYPES, default="float32",
+                    help="compute dtype of the benchmark suite (bfloat16: float32 masters, bfloat16 compute; "
+                    "docs/precision.md)")
     group.addoption("--model", default="seed_cnn", help="workload(s) of the benchmark suite: NAME[,NAME...] or "
                     "'all' (compare.spec.MODELS; default seed_cnn)")
 

@@ -35,8 +35,9 @@ from functools import partial
 
 import jax
 
-from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_loss
+from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_dtype, check_loss, is_mixed
 from contract.privacy import check_dp_params
+from jax_impl import precision
 from jax_impl.dp import DPStepFn, Params, noisy_update
 from jax_impl.model import Net, resolve
 from jax_impl.per_sample import batch_loss
@@ -47,14 +48,19 @@ JAX_PRIVACY_AVAILABLE: bool = importlib.util.find_spec("jax_privacy") is not Non
 def make_jax_privacy_step(
     *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, nan_safe: bool = False,
     microbatch_size: int | None = None, keep_batch_dim: bool = True, model: str | Net = DEFAULT_MODEL,
+    dtype: str = "float32",
 ) -> DPStepFn:
     """One jitted step ``step(params, x, y, noise=None) -> (new_params, mean loss before the step)``.
 
+    ``dtype="bfloat16"``: the loss jax-privacy differentiates casts params and x to bfloat16 inside
+    (``precision.policy``), so each example's gradient comes back float32 and jax-privacy clips and sums it in
+    float32 (its ``dtype=`` argument, the aggregate's dtype, is set to float32).
     = ``p - lr * (clipped_grad(..., normalize_by=B) + C * sigma * noise / B)``, i.e. ``dp.make_step``'s update.
     Raises ImportError (before any work) when jax-privacy is not installed (e.g. on a GPU box without it).
     """
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
     check_loss(loss)
+    check_dtype(dtype)
     resolve(model)
     if microbatch_size is not None and (not isinstance(microbatch_size, int) or microbatch_size < 1):
         raise ValueError(f"microbatch_size must be a positive integer or None, got {microbatch_size!r}")
@@ -66,9 +72,11 @@ def make_jax_privacy_step(
     def step(params: Params, x: jax.Array, y: jax.Array, noise: Params | None = None) -> tuple[Params, jax.Array]:
         batch = x.shape[0]
         grad_fn = jax_privacy.clipped_grad(
-            partial(batch_loss, loss=loss, model=model),  # each example arrives as a batch of one: its own loss
+            # each example arrives as a batch of one: its own loss
+            precision.policy(partial(batch_loss, loss=loss, model=model), dtype),
             l2_clip_norm=clip, normalize_by=batch, batch_argnums=(1, 2), return_values=True,
             nan_safe=nan_safe, microbatch_size=microbatch_size, keep_batch_dim=keep_batch_dim,
+            **({"dtype": jax.numpy.float32} if is_mixed(dtype) else {}),
         )
         with warnings.catch_warnings():  # jax-privacy 2.0.0 calls optax.global_norm, deprecated in optax 0.2.8
             warnings.filterwarnings("ignore", "optax.global_norm is deprecated", DeprecationWarning)

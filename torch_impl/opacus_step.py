@@ -37,8 +37,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_loss
+from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_dtype, check_loss
 from contract.privacy import check_dp_params
+from torch_impl import precision
 from torch_impl.model import Net, loss_fn
 from torch_impl.opacus_methods import live_module
 
@@ -91,16 +92,21 @@ def _backward(loss: torch.Tensor) -> None:
 
 
 def _make_step(live: dict[str, nn.Parameter], optimizer: object, batch_loss: Callable[[torch.Tensor, torch.Tensor],
-               torch.Tensor], *, lr: float, std: float, noise_multiplier: float) -> DPStepFn:
+               torch.Tensor], *, lr: float, std: float, noise_multiplier: float, dtype: str = "float32") -> DPStepFn:
     """The step both peers share: copy the parameters in, one Opacus backward of ``batch_loss(x, y)`` and the
-    optimizer's step (clipping inside Opacus), then our noise draw; returns copies of the updated parameters."""
+    optimizer's step (clipping inside Opacus), then our noise draw; returns copies of the updated parameters.
+
+    ``dtype="bfloat16"``: the forward under ``torch.autocast`` (Opacus 1.6's mixed-precision mode; its hooks
+    then see bfloat16 activations and output gradients, and its per-example gradients and norms are computed in
+    the dtype Opacus chooses: docs/precision.md), parameters and the update float32."""
 
     def step(params: Params, x: torch.Tensor, y: torch.Tensor, noise: Params | None = None) -> tuple[Params, torch.Tensor]:
         _check_noise(noise, noise_multiplier)
         _load(live, params)
         optimizer.expected_batch_size = x.shape[0]
         optimizer.zero_grad(set_to_none=True)  # drops p.grad, p.grad_sample and p.summed_grad
-        value = batch_loss(x, y)
+        with precision.compute(dtype, x.device.type):
+            value = batch_loss(x, y)
         _backward(value)
         optimizer.step()
         return _noised_copy(live, noise, lr * std / x.shape[0]), value.detach()
@@ -109,7 +115,8 @@ def _make_step(live: dict[str, nn.Parameter], optimizer: object, batch_loss: Cal
 
 
 def make_opacus_hooks_step(
-    *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL
+    *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL,
+    dtype: str = "float32",
 ) -> DPStepFn:
     """``step(params, x, y, noise=None) -> (new_params, mean loss before the step)`` by Opacus' standard path:
     ``GradSampleModule`` (hooks, per-example gradients materialised in ``p.grad_sample``) + ``DPOptimizer``.
@@ -120,6 +127,7 @@ def make_opacus_hooks_step(
     max_grad_norm, and 0 * inf = NaN would reach ``torch.normal``; every factor is still exactly 1.
     """
     _require_opacus(lr, clip, noise_multiplier, loss)
+    check_dtype(dtype)
     import sys
 
     from opacus.grad_sample import GradSampleModule
@@ -136,11 +144,12 @@ def make_opacus_hooks_step(
         loss_reduction="mean",
     )
     return _make_step(dict(model.named_parameters()), optimizer, lambda x, y: loss_fn(gsm(x), y, loss), lr=lr,
-                      std=clip * noise_multiplier, noise_multiplier=noise_multiplier)
+                      std=clip * noise_multiplier, noise_multiplier=noise_multiplier, dtype=dtype)
 
 
 def make_opacus_ghost_step(
-    *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL
+    *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL,
+    dtype: str = "float32",
 ) -> DPStepFn:
     """``step(params, x, y, noise=None) -> (new_params, mean loss before the step)`` by Opacus ghost clipping.
 
@@ -148,6 +157,7 @@ def make_opacus_ghost_step(
     shaped like params (None only when noise_multiplier == 0). Raises ModuleNotFoundError without opacus.
     """
     _require_opacus(lr, clip, noise_multiplier, loss)
+    check_dtype(dtype)
     from opacus.grad_sample import GradSampleModuleFastGradientClipping
     from opacus.optimizers import DPOptimizerFastGradientClipping
     from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
@@ -166,4 +176,4 @@ def make_opacus_ghost_step(
     )
     criterion = DPLossFastGradientClipping(gsm, optimizer, _criterion(loss), loss_reduction="mean")
     return _make_step(dict(model.named_parameters()), optimizer, lambda x, y: criterion(gsm(x), y), lr=lr,
-                      std=clip * noise_multiplier, noise_multiplier=noise_multiplier)
+                      std=clip * noise_multiplier, noise_multiplier=noise_multiplier, dtype=dtype)

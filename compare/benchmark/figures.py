@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.spec import storage_dtype  # the bytes a per-sample gradient is returned in
 from compare.paths import output_dir
 from compare.benchmark.floor import floor_ms
 from compare.spec import DEFAULT_MODEL, check_model
@@ -158,7 +159,7 @@ def fig_time(ax, timings, floor, markers, framework_legend: bool = True) -> list
     if floor:
         refs = _series([r for r in timings if r["kind"] == "reference"], lambda r: r["median_ms"])
         for (fw, _), (b, v) in refs.items():
-            item = np.dtype(timings[0]["dtype"]).itemsize
+            item = np.dtype(storage_dtype(timings[0]["dtype"])).itemsize
             ax.plot(b, [floor_ms(t, int(n), item, floor["bytes_per_s"], _num_params(timings)) for n, t in zip(b, v)],
                     color=COLORS.get(fw, "k"), linestyle=":", linewidth=1.4)
         extra.append(Line2D([], [], color="0.3", linestyle=":", linewidth=1.4,
@@ -202,7 +203,7 @@ def fig_memory(ax, timings, markers) -> None:
     fws = _plot_lines(ax, _series(timings, lambda r: r.get("peak_mem_bytes") and r["peak_mem_bytes"] / 2**20),
                       markers)
     sizes = np.array(sorted({r["batch_size"] for r in timings}))
-    item = np.dtype(timings[0]["dtype"]).itemsize
+    item = np.dtype(storage_dtype(timings[0]["dtype"])).itemsize
     ax.plot(sizes, sizes * _num_params(timings) * item / 2**20, color="0.2", linestyle="-.", linewidth=0.8)
     ax.set_yscale("log")
     ax.set_ylabel("peak memory above baseline (MiB)")

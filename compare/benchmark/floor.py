@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from contract.spec import storage_dtype  # the bytes a per-sample gradient is returned in
 from compare.spec import NUM_PARAMS, check_model
 
 log = logging.getLogger("compare.benchmark.floor")
@@ -99,7 +100,7 @@ def add_floors(timings: list[dict], bytes_per_s: float | None) -> list[dict]:
             continue
         ref = refs.get(key(r))
         fl = None if ref is None or not bytes_per_s else floor_ms(
-            ref, r["batch_size"], np.dtype(r["dtype"]).itemsize, bytes_per_s, check_model(key(r)[0]).num_params)
+            ref, r["batch_size"], np.dtype(storage_dtype(r["dtype"])).itemsize, bytes_per_s, check_model(key(r)[0]).num_params)
         r["floor_ms"] = fl
         r["ratio_to_floor"] = r["median_ms"] / fl if fl and r["status"] == "ok" else None
     return timings

@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from contract.spec import storage_dtype  # the bytes a per-sample gradient is returned in
 from compare.benchmark.targets import TARGETS, not_applicable
 from compare.benchmark.floor import add_floors, run_floor
 from compare.benchmark.config import grouping_for
@@ -156,7 +157,7 @@ def _skip_reason(spec: PointSpec, gave_up: dict[tuple, tuple[int, str]]) -> str 
     prev = gave_up.get(_method_key(spec))
     if prev is not None:
         return f"not tried: B={prev[0]} already ended in {prev[1]}"
-    need = spec.batch_size * check_model(spec.model).num_params * np.dtype(spec.dtype).itemsize
+    need = spec.batch_size * check_model(spec.model).num_params * np.dtype(storage_dtype(spec.dtype)).itemsize
     avail = available_memory_bytes()
     holds = TARGETS[spec.kind].holds_per_sample(spec.method)
     if holds and spec.device == "cpu" and avail is not None and need > avail:

@@ -25,6 +25,7 @@ import numpy as np
 
 from compare.frameworks import side
 from compare.spec import DEFAULT_MODEL, make_batch
+from contract.spec import is_mixed
 from contract.peers import names as peer_names
 from contract.peers import peer
 
@@ -73,7 +74,7 @@ def _build_per_sample(framework: str, method: str, weights: dict, x: np.ndarray,
                       dtype: str, device: str | None, loss: str, chunk_size: int | None, model: str = DEFAULT_MODEL,
                       ) -> tuple[NativeFn, tuple]:
     mod = side(framework)
-    fn = mod.native_fn(method, loss=loss, chunk_size=chunk_size, model=model)
+    fn = mod.native_fn(method, loss=loss, chunk_size=chunk_size, model=model, dtype=dtype)
     return fn, mod.native_inputs(weights, x, y, dtype=dtype, device=device, model=model)
 
 
@@ -85,7 +86,7 @@ def _build_reference(framework: str, method: str, weights: dict, x: np.ndarray, 
     if chunk_size is not None:
         raise ValueError("chunk_size does not apply to the batched reference")
     mod = side(framework)
-    return (mod.reference_fn(loss=loss, model=model),
+    return (mod.reference_fn(loss=loss, model=model, dtype=dtype),
             mod.native_inputs(weights, x, y, dtype=dtype, device=device, model=model))
 
 
@@ -150,8 +151,8 @@ def _build_dp(framework: str, method: str, weights: dict, x: np.ndarray, y: np.n
     params, xn, yn = side(framework).native_inputs(weights, x, y, dtype=dtype, device=device,
                                                                 model=model)
     if method == "sgd":
-        return dp.make_sgd_step(lr=DP_HPARAMS["lr"], loss=loss, model=model), (params, xn, yn)
-    step = dp_step_factory(framework, method)(**DP_HPARAMS, loss=loss, model=model)
+        return dp.make_sgd_step(lr=DP_HPARAMS["lr"], loss=loss, model=model, dtype=dtype), (params, xn, yn)
+    step = dp_step_factory(framework, method)(**DP_HPARAMS, loss=loss, model=model, dtype=dtype)
     return step, (params, xn, yn, NOISE[framework](dp, params, NOISE_SEED))
 
 
@@ -186,6 +187,9 @@ def _build_distributed(framework: str, method: str, weights: dict, x: np.ndarray
         raise ValueError("chunk_size does not apply to the distributed kind")
     if model != DEFAULT_MODEL:
         raise ValueError(_DIST_MODEL_REASON)
+    if is_mixed(dtype):
+        raise ValueError(f"not supported in {dtype}: <fw>_impl.distributed computes in the parameters' dtype "
+                         "(no mixed-precision policy on the data-parallel path)")
     n = run_devices() or 1
     xg, yg = make_batch(x.shape[0] * n, 0)
     return side(framework).benchmark_call(

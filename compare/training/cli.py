@@ -49,6 +49,7 @@ from typing import Callable, Iterator, TextIO
 import numpy as np
 
 from contract.devices import DevicesError, check_count, force_host_devices
+from contract.spec import is_mixed, storage_dtype
 from compare.env import require_gpu, share_gpu_memory
 from compare.lock import lock_status, versions
 from compare.paths import output_dir
@@ -148,6 +149,9 @@ def check_config(cfg: Config) -> None:
     check_count(cfg.devices)
     if cfg.weights is not None and len(cfg.models) > 1:
         raise DPConfigError(f"--weights is one workload's file; give one --model, not {','.join(cfg.models)}")
+    if is_mixed(cfg.dtype) and cfg.devices > 1:
+        raise DevicesError(f"--dtype {cfg.dtype} runs on one device: <fw>_impl.distributed's step computes in the "
+                           "parameters' dtype; use --devices 1")
     if cfg.devices > 1 and cfg.models != (DEFAULT_MODEL,):
         others = ",".join(m for m in cfg.models if m != DEFAULT_MODEL)
         raise DevicesError(f"--devices {cfg.devices}: the data-parallel step (<fw>_impl.distributed) trains "
@@ -186,7 +190,7 @@ def accuracy(dp: ModuleType, params: object, data: Dataset, cfg: Config) -> floa
 
 def sgd_step_ms(dp: ModuleType, params: object, data: Dataset, cfg: Config) -> float:
     """Median time of the non-private step on the same batch size: the DP overhead's denominator."""
-    step = dp.make_sgd_step(lr=cfg.lr, loss=DEFAULT_LOSS, model=cfg.model)
+    step = dp.make_sgd_step(lr=cfg.lr, loss=DEFAULT_LOSS, model=cfg.model, dtype=cfg.dtype)
     x, y = dp.native_batch(data.x_train[: cfg.batch_size], data.y_train[: cfg.batch_size],
                            dtype=cfg.dtype, device=cfg.device, model=cfg.model)
     times = []
@@ -277,9 +281,9 @@ def train_framework(
     """Run ``steps`` DP-SGD steps in one framework, on ``cfg.devices`` devices; losses stream to ``progress``."""
     dp = wmod = side(fw)
     if cfg.devices == 1:
-        step = dp.make_step(**_dp_hparams(cfg), model=cfg.model)
-        params, losses, times = run_steps(fw, dp, step, wmod.to_native(weights, cfg.dtype, cfg.device, model=cfg.model),
-                                          data, cfg, steps, progress)
+        step = dp.make_step(**_dp_hparams(cfg), model=cfg.model, dtype=cfg.dtype)  # bfloat16: float32 masters
+        params, losses, times = run_steps(fw, dp, step, wmod.to_native(weights, storage_dtype(cfg.dtype), cfg.device,
+                                                                       model=cfg.model), data, cfg, steps, progress)
         return summarize(fw, dp, params, data, cfg, losses, times)
     if fw == "torch":
         if progress is not None:

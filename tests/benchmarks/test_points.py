@@ -5,7 +5,7 @@ and its on-device inputs; ``sync_fn`` makes the clock wait for the result), with
 warm-up round (compilation happens there), then ``--bench-rounds`` timed rounds of one call. Unlike
 ``compare.run``, all points share this one process; use ``compare.run`` for the paper numbers. ``--model``
 picks the workload(s) (default seed_cnn); groups are ``<model> B=<B>``; a method that cannot apply to a workload
-is skipped with the reason (``compare.benchmark.targets.not_applicable``).
+is skipped with the reason (``compare.benchmark.targets.not_applicable``); ``--dtype`` the compute dtype.
 """
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from compare.frameworks import FRAMEWORKS
 from compare.benchmark.results import versions
 from compare.spec import DEFAULT_LOSS, parse_models
 from compare.weights import init_weights
-
-DTYPE = "float32"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -50,12 +48,13 @@ def test_point(benchmark, point: tuple[str, str, str, str, int], device: str, re
     reason = not_applicable(framework, kind, method, model)
     if reason is not None:
         pytest.skip(f"{model}: {reason}")
-    fn, args = prepare(framework, kind, method, model_weights(model), batch_size, dtype=DTYPE, device=device,
+    dtype = request.config.getoption("dtype")
+    fn, args = prepare(framework, kind, method, model_weights(model), batch_size, dtype=dtype, device=device,
                        loss=DEFAULT_LOSS, model=model)
     sync = sync_fn(framework, device)
     benchmark.group = f"{model} B={batch_size}"
     benchmark.extra_info.update(model=model, framework=framework, kind=kind, method=method, batch_size=batch_size,
-                                dtype=DTYPE, device=device, versions=versions())
+                                dtype=dtype, device=device, versions=versions())
     out = benchmark.pedantic(lambda: sync(fn(*args)), rounds=request.config.getoption("bench_rounds"),
                              iterations=1, warmup_rounds=1)
     assert out is not None  # the timed call produced a result (a failing method raises before this)
