@@ -20,6 +20,7 @@ from flax import nnx
 
 from contract import sites as S
 from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL
+from jax_impl import precision
 from jax_impl.model import Net, loss_fn, resolve
 from jax_impl.models.common import decision_hook
 from jax_impl.per_sample import native_inputs
@@ -159,7 +160,8 @@ def forward_decisions(
     weights: dict[str, np.ndarray], x: np.ndarray, *, dtype: str = "float32", device: str | None = None,
     model: str | Net = DEFAULT_MODEL, scales: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Pre-activations and decisions of the forward in ``dtype`` (``jit(vmap)`` per-sample, like method "vmap").
+    """Pre-activations and decisions of the forward in ``dtype`` (``jit(vmap)`` per-sample, like method "vmap";
+    "bfloat16": the cast policy, pre-activations returned as float32 arrays of bfloat16 values).
 
     Per ReLU site (``contract.sites``): ``{layer}.pre`` (B, ...) in ``dtype`` and ``{layer}.relu``
     bool gates (pre > 0: JAX's ReLU passes no gradient at 0); with ``scales``, ``{layer}.scale`` = S.
@@ -172,7 +174,9 @@ def forward_decisions(
     params, xj, _ = native_inputs(weights, x, y, dtype=dtype, device=device, model=net)
     if not sites:
         return {}
-    raw = {k: _nchw(np.asarray(v)) for k, v in jax.block_until_ready(_forward(net, scales)(params, xj)).items()}
+    params, xj = precision.to_compute(params, dtype), precision.to_compute(xj, dtype)  # bfloat16: the cast policy
+    out = precision.to_float32(jax.block_until_ready(_forward(net, scales)(params, xj)))
+    raw = {k: _nchw(np.asarray(v)) for k, v in out.items()}
     decisions: dict[str, np.ndarray] = {}
     for site in sites:
         if site.kind == "relu":

@@ -93,7 +93,7 @@ def test_labels_of_wrong_dtype_or_shape(framework: str, weights, batch, make_y, 
     [
         ("method", "vmapp", "unknown method 'vmapp'; expected one of"),
         ("loss", "cross_entropy", r"unknown loss 'cross_entropy'; expected one of \('nll_log_softmax', 'seed'\)"),
-        ("dtype", "float16", r"unknown dtype 'float16'; expected one of \('float32', 'float64'\)"),
+        ("dtype", "float16", r"unknown dtype 'float16'; expected one of \('float32', 'float64', 'bfloat16'\)"),
         ("dtype", np.float64, "unknown dtype"),  # a numpy type, not the name
         ("device", "tpu", "unknown device 'tpu'"),
     ],

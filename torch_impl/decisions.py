@@ -23,6 +23,7 @@ from torch.overrides import TorchFunctionMode
 
 from contract import sites as S
 from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, make_batch
+from torch_impl import precision
 from torch_impl.model import Net, loss_fn, resolve
 from torch_impl.per_layer import param_layers
 from torch_impl.per_sample import native_inputs
@@ -157,7 +158,8 @@ def forward_decisions(
     weights: dict[str, np.ndarray], x: np.ndarray, *, dtype: str = "float32", device: str | None = None,
     model: str | Net = DEFAULT_MODEL, scales: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Pre-activations and decisions of the forward in ``dtype`` (vmapped per-sample, like method "vmap").
+    """Pre-activations and decisions of the forward in ``dtype`` (vmapped per-sample, like method "vmap";
+    "bfloat16": under autocast, pre-activations returned as float32 arrays of bfloat16 values).
 
     Per ReLU site (``contract.sites``): ``{layer}.pre`` (B, ...) in ``dtype`` and ``{layer}.relu``
     bool gates (pre > 0: torch's ReLU passes no gradient at 0); with ``scales``, ``{layer}.scale`` = S.
@@ -170,9 +172,9 @@ def forward_decisions(
     params, xt, _ = native_inputs(weights, x, y, dtype=dtype, device=device, model=net)
     if not sites:
         return {}
-    with torch.no_grad():
+    with torch.no_grad(), precision.compute(dtype, xt.device.type):  # bfloat16: autocast, like per_sample's methods
         out = vmap(lambda p, xi: _sample_forward(p, xi, net, scales), in_dims=(None, 0))(params, xt)
-    raw = {k: v.cpu().numpy() for k, v in out.items()}
+    raw = {k: precision.to_float32(v).cpu().numpy() for k, v in out.items()}
     decisions: dict[str, np.ndarray] = {}
     for site in sites:
         if site.kind == "relu":
