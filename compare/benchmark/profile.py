@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from compare.frameworks import FRAMEWORKS, impl_module, per_sample_module
+from compare.paths import output_file
 from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, LOSSES, MODELS, InputError, make_batch, parse_models
 from compare.weights import init_weights
 
@@ -65,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--framework", choices=FRAMEWORKS, required=True)
     p.add_argument("--model", type=model_arg, default=(DEFAULT_MODEL,), metavar="NAME[,NAME...]|all",
                    help=f"workloads to profile in turn (default: {DEFAULT_MODEL}; one of {', '.join(MODELS)})")
-    p.add_argument("--json", type=Path, default=None, help="also write the stage timings as JSON records "
+    p.add_argument("--json", type=output_file, default=None, help="also write the stage timings as JSON records "
                    "(model, framework, method, section, stage, wall_ms, cpu_ms) to this file")
     p.add_argument("--method", default="per_layer", help="a per-sample method, or 'reference' (batched gradient)")
     p.add_argument("--batch-size", type=int, default=256)
