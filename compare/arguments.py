@@ -47,3 +47,14 @@ class ExtendUnique(argparse.Action):
                  option_string: str | None = None) -> None:
         flat = [v for group in values for v in group]  # type: ignore[union-attr]
         setattr(namespace, self.dest, tuple(dict.fromkeys(flat)))
+
+
+def models_arg(text: str) -> tuple[str, ...]:
+    """argparse ``type=`` for ``--model NAME[,NAME...]|all``: an empty entry or an unknown name is one usage line."""
+    from compare.spec import InputError, parse_models
+
+    split_csv(text)
+    try:
+        return parse_models(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None

@@ -52,9 +52,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from compare.arguments import ExtendUnique, csv_list
+from compare.arguments import ExtendUnique, csv_list, models_arg
 from compare.paths import input_file, output_dir
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, DTYPES, LOSSES, DeviceError, InputError, parse_models
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, DTYPES, LOSSES, DeviceError
 from compare.weights import WeightsError, init_weights, load_weights, save_weights
 
 from compare.benchmark.agreement_stage import agreement_only, read_agreement_file, run_agreement_check
@@ -73,11 +73,7 @@ def _csv(kind: type, choices: tuple[str, ...] | None = None):
     return csv_list(kind, choices, positive=kind is int)
 
 
-def _models(text: str) -> tuple[str, ...]:
-    try:
-        return parse_models(text)
-    except InputError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+_models = models_arg  # an empty entry or an unknown name: one usage line
 
 
 def _env_pair(text: str) -> tuple[str, str]:

@@ -26,9 +26,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from compare.arguments import models_arg
 from compare.frameworks import FRAMEWORKS, impl_module, per_sample_module
 from compare.paths import output_file
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, LOSSES, MODELS, InputError, make_batch, parse_models
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, LOSSES, MODELS, make_batch
 from compare.weights import init_weights
 
 
@@ -46,12 +47,7 @@ class Config:
     json: Path | None = None
 
 
-def model_arg(text: str) -> tuple[str, ...]:
-    """argparse ``type=`` for ``--model``: a bad name is one usage line (exit 2)."""
-    try:
-        return parse_models(text)
-    except InputError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+model_arg = models_arg  # an empty entry or an unknown name: one usage line
 
 
 def not_applicable(framework: str, method: str, model: str) -> str | None:

@@ -50,7 +50,7 @@ import numpy as np
 
 from compare.devices import DevicesError, check_count, check_devices, force_host_devices
 from compare.env import require_gpu, share_gpu_memory
-from compare.arguments import ExtendUnique, csv_list
+from compare.arguments import ExtendUnique, csv_list, models_arg
 from compare.interrupt import exit_status, interruptible, signal_name
 from compare.logs import setup_logging
 from compare.paths import input_file, output_dir
@@ -59,7 +59,7 @@ from compare.training.report import kept_line, meta, plot, write_json
 from compare.training.data import DataError, Dataset, batch_indices, load_for_model
 from compare.frameworks import FRAMEWORKS, impl_module
 from compare.training.privacy import ACCOUNTANTS, DPConfigError, check_delta, check_dp_params, epsilon
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, DTYPES, MODELS, DeviceError, InputError, parse_models
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, DTYPES, MODELS, DeviceError
 from compare.weights import WeightsError, init_weights, load_weights
 
 log = logging.getLogger("compare.train")
@@ -94,12 +94,7 @@ class Config:
     model: str = DEFAULT_MODEL  # this run's workload (one of ``models``)
 
 
-def model_arg(text: str) -> tuple[str, ...]:
-    """argparse ``type=`` for ``--model``: a bad name is one usage line (exit 2) before anything is imported."""
-    try:
-        return parse_models(text)
-    except InputError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+model_arg = models_arg  # an empty entry or an unknown name: one usage line
 
 
 def run_dir(out: Path, models: tuple[str, ...], model: str) -> Path:
