@@ -60,7 +60,7 @@ from compare.weights import WeightsError, init_weights, load_weights, save_weigh
 from compare.benchmark.agreement_stage import agreement_only, read_agreement_file, run_agreement_check
 from compare.benchmark.run_state import interrupted_line, prepare_out, start_lines
 from compare.benchmark.verdict import COLUMNS_HELP, format_verdict
-from compare.interrupt import exit_status, interruptible, signal_name
+from compare.interrupt import exit_status, interruptible, kill_children, signal_name
 from compare.logs import setup_logging
 from compare.benchmark.config import (
     FULL_BATCH_SIZES, FULL_GPU_BATCH_SIZES, GROUPINGS, MALLOC_ENV, QUICK_BATCH_SIZES, SUITES, Config,
@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _run(cfg, argv)
         except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the children are gone, the temporary files too
+            kill_children()
             print(interrupted_line(cfg, argv, signal_name(err)), file=sys.stderr)
             return exit_status(err)
 

@@ -51,7 +51,7 @@ import numpy as np
 from compare.devices import DevicesError, check_count, check_devices, force_host_devices
 from compare.env import require_gpu, share_gpu_memory
 from compare.arguments import ExtendUnique, csv_list, models_arg
-from compare.interrupt import exit_status, interruptible, signal_name
+from compare.interrupt import exit_status, interruptible, kill_children, signal_name
 from compare.logs import setup_logging
 from compare.paths import input_file, output_dir
 from compare.rundir import keep_earlier_run
@@ -360,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _main(cfg)
         except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: one line, what was kept
+            kill_children(b"multiprocessing")  # spawned data-parallel torch replicas, if any
             print(interrupted_line(cfg, signal_name(err)), file=sys.stderr)
             return exit_status(err)
 
