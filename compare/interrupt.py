@@ -57,13 +57,12 @@ def interruptible() -> Iterator[None]:
 
 def kill_children(marker: bytes = b"compare.benchmark.") -> list[int]:
     """SIGKILL and reap this process's children still running whose command line holds ``marker`` (the point
-    and floor processes: ``python -m compare.benchmark.point`` ...; Linux ``/proc``), and reap any that already
-    died (a zombie has no command line); returns their ids."""
+    and floor processes: ``python -m compare.benchmark.point`` ...; Linux ``/proc``); returns their ids."""
     pids: list[int] = []
     for task in Path("/proc/self/task").glob("*"):
         with contextlib.suppress(OSError, ValueError):
             pids += [int(p) for p in (task / "children").read_text().split()]
-    pids = [p for p in pids if _zombie(p) or marker in _cmdline(p)]  # a dead child is reaped whatever it was
+    pids = [p for p in pids if marker in _cmdline(p)]
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
@@ -77,10 +76,3 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
