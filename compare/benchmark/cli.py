@@ -250,10 +250,10 @@ def _run(cfg: Config, argv: list[str]) -> int:
     try:  # every check before anything is written: device, methods, --agreement-file, --resume
         cfg, device = prepare_device(cfg)
         if cfg.devices is not None:
-            from compare.devices import check_devices
+            from compare.frameworks import side
 
             for fw in cfg.frameworks:
-                check_devices(cfg.devices, fw, device)
+                side(fw).check_devices(cfg.devices, device)
         weights_paths = {m: cfg.weights or weights_file(cfg.out, m) for m in cfg.models}
         plan = [] if cfg.agreement_only else plan_points(cfg, weights_paths, device)
         if cfg.agreement_file is not None:
