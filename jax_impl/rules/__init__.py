@@ -18,6 +18,8 @@ parameters through a parameter-free ``Projection`` child is recorded at that chi
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable
 
 import jax
@@ -134,4 +136,10 @@ def clipped_sum(layer: nnx.Module, a: jax.Array, g: jax.Array, w: jax.Array) -> 
     return SUM_SAMPLERS[type(site)](site, a, g, w)
 
 
-from jax_impl.rules import conv, embedding, groupnorm, layernorm, linear, lstm, param_add, projection  # noqa: E402,F401
+def _register_every_kind() -> None:
+    """Import every module of this package: each registers its kind, so adding a kind is adding its file."""
+    for kind in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{kind.name}")
+
+
+_register_every_kind()

@@ -22,6 +22,8 @@ applied by a parameter-free child: ``site_module``); their layer classes that to
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable
 
 import torch
@@ -151,4 +153,10 @@ def clipped_sum(layer: nn.Module, a: Tensor, g: Tensor, w: Tensor, params: Leave
     return _call(SUM_SAMPLERS[type(site_module(layer))], layer, params, a, g, w)
 
 
-from torch_impl.rules import conv, embedding, groupnorm, layernorm, linear, lstm, param_add, projection  # noqa: E402,F401
+def _register_every_kind() -> None:
+    """Import every module of this package: each registers its kind, so adding a kind is adding its file."""
+    for kind in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{kind.name}")
+
+
+_register_every_kind()
