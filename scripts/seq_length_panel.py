@@ -179,7 +179,7 @@ def _torch_routes(net, params, x, y) -> list[dict]:
     import torch
 
     from torch_impl import rules
-    from torch_impl.per_layer import output_cotangents, param_layers, site_layer
+    from torch_impl.per_layer import layer_params, output_cotangents, param_layers, site_layer
 
     inputs, cots = output_cotangents(params, x, y, LOSS, net)
     out = []
@@ -187,7 +187,7 @@ def _torch_routes(net, params, x, y) -> list[dict]:
         for name, layer in param_layers(net.module).items():
             sites = [s for s in inputs if site_layer(s) == name]
             a, g = inputs[sites[0]], cots[sites[0]]
-            norm = rules.norm_sq(layer, a, g) if len(sites) == 1 else None
+            norm = rules.norm_sq(layer, a, g, layer_params(params, name, layer)) if len(sites) == 1 else None
             out.append(_layer_info("torch", name, rules.kind_of(layer), len(sites), tuple(a.shape), tuple(g.shape),
                                    norm is not None))
     return out

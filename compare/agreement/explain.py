@@ -50,7 +50,9 @@ class DecisionPoint:
     def describe(self) -> str:
         where = ",".join(f"{n}={i}" for n, i in zip(("c", "h", "w"), self.index))
         change = f" {self.float64}->{self.float32}" if self.float32 >= 0 else ""
-        return f"sample {self.sample} {self.decision}[{where}]{change} margin {self.margin:.2g} u*S"
+        margin = (f"margin {self.margin:.2g} u*S" if self.margin == self.margin else
+                  "margin unknown (the gated layer is no dot product: no rounding scale S)")
+        return f"sample {self.sample} {self.decision}[{where}]{change} {margin}"
 
     def to_json(self) -> dict:
         return {**asdict(self), "index": list(self.index)}

@@ -165,6 +165,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         group_points=suite.get("group_points", a.group_points) if a.group_points == "auto" else a.group_points,
         budget=a.budget, agreement_only=a.agreement_only, agreement_file=a.agreement_file,
         devices=a.devices, models=models, suite=a.suite,
+        cpu_batch_sizes=() if a.batch_sizes else tuple(suite.get("cpu_batch_sizes", {}).items()),
     )
 
 

@@ -101,7 +101,11 @@ def _plan_model(cfg: Config, weights_path: Path, device: str, model: str) -> lis
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; the frameworks {cfg.frameworks} have {sorted(known)}")
     plan = []
-    for bsz in sorted(cfg.batch_sizes):
+    sizes = cfg.batch_sizes_of(model, device)
+    if sizes != cfg.batch_sizes:
+        log.info("%s on %s: batch sizes %s only (the suite's cpu_batch_sizes)", model, device,
+                 ",".join(map(str, sizes)))
+    for bsz in sorted(sizes):
         for fw in cfg.frameworks:
             for kind, methods in per_fw[fw].items():
                 for m in _selected(cfg, kind, methods):
