@@ -87,9 +87,6 @@ def dp_update(fw: str, weights, x, y, model, *, clipping: str | None, clip: floa
     return {k: v - before[k] for k, v in wmod.to_canonical(new, model=model).items()}
 
 
-PEER_EPS = {fw: next(iter(peers.values()))[2] for fw, peers in PEERS.items()}  # the default peer's
-
-
 PEER_LIBRARY = {"torch": "opacus", "jax": "jax_privacy"}
 
 

@@ -12,9 +12,6 @@ from contract.spec import DEFAULT_MODEL, DeviceError, InputError
 from contract.weights import validate_weights
 from torch_impl.model import Net, resolve
 
-# canonical name -> (native name, permutation applied to the canonical array); identity here.
-TRANSPOSES: dict[str, tuple[int, ...]] = {}
-
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
