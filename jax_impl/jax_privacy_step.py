@@ -54,7 +54,7 @@ def make_jax_privacy_step(
     """One jitted step ``step(params, x, y, noise=None) -> (new_params, mean loss before the step)``.
 
     = ``p - lr * (clipped_grad(..., normalize_by=B) + C * sigma * noise / B)``, i.e. ``dp.make_step``'s update.
-    Raises ImportError (before any work) when jax-privacy is not installed (e.g. on a GPU box without it).
+    Raises ImportError (before any work) when jax-privacy is not installed (e.g. on a GPU image without it).
     """
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
     check_loss(loss)

@@ -41,7 +41,7 @@ from jax_impl.models.lstm import LSTM as _LSTM  # noqa: E402
 
 KIND_LAYOUTS[_LSTM] = {"kernel_ih": ("weight_ih_l0", (1, 0)), "kernel_hh": ("weight_hh_l0", (1, 0)),
                        "bias_ih": ("bias_ih_l0", None), "bias_hh": ("bias_hh_l0", None)}
-# The transformer's kinds (issue 16; jax_impl/models/transformer.py documents the q/k/v and head order):
+# The transformer's kinds (jax_impl/models/transformer.py documents the q/k/v and head order):
 #   nnx.LayerNorm           scale <- weight, bias <- bias
 #   MultiheadSelfAttention  in_proj_kernel (d, 3d) <- in_proj_weight (3d, d) transposed ([q | k | v] columns,
 #                           heads contiguous within each); in_proj_bias (3d,) unchanged; its out_proj is nnx.Linear

@@ -1,4 +1,4 @@
-"""Issue 16, item 3: the transformer's training step against the sequence length T, at B = 64, both frameworks.
+"""The transformer's training step against the sequence length T, at B = 64, both frameworks.
 
 Why: a linear layer applied at T positions has two exact per-example gradient norms, the Gram ("ghost") form
 (~T^2 (d + p) multiply-adds per example) and the materialised gradient (~T d p); ``rules.gram_is_cheaper(T, d, p,
@@ -539,7 +539,7 @@ def markdown(data: dict) -> str:
     v = meta.get("versions", {})
     arch = settings["arch"]
     lines = [
-        "# The transformer's training step vs sequence length T (issue 16)", "",
+        "# The transformer's training step vs sequence length T", "",
         f"`{meta['command']}` on {meta['device']} ({meta['cores']} cores, {meta.get('cores_available')} available), "
         f"{meta['date']}, commit {meta.get('git_commit')}. torch {v.get('torch')}, jax {v.get('jax')}, flax "
         f"{v.get('flax')}, optax {v.get('optax')}, numpy {v.get('numpy')}, Python {v.get('python')}; "

@@ -1,4 +1,4 @@
-"""The agreement check per workload (issue 15, item 4): float64 against each framework's loop and torch against
+"""The agreement check per workload: float64 against each framework's loop and torch against
 JAX for every applicable method, the float32 explanation by decision replay wherever a workload has ReLU or
 max-pool decisions, and mirrored decision sites found from the models themselves."""
 from __future__ import annotations

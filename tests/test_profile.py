@@ -23,7 +23,7 @@ def test_unknown_method_is_rejected() -> None:
         main(["--framework", "jax", "--method", "nope"])
 
 
-# ---------------------------------------------------------------- --model (issue 15 item 4)
+# ---------------------------------------------------------------- --model
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
