@@ -100,7 +100,7 @@ def _compiled(loss: str, chunk_size: int | None, mode: str | None = None, model:
     next call (each call marks a new step; torch raises if an overwritten output is read, it never returns
     stale values silently). Every caller here consumes the result before calling again (the benchmark drops
     it, ``per_sample_grads`` copies it to the host, the DP step reduces it), so no clone is paid; a clone
-    would add one more write of B x 1,199,882 values to every call.
+    would add one more write of B x |params| values to every call.
     """
     compiled = torch.compile(_vmap(loss, chunk_size, model), mode=mode)
     name = "compile" if mode is None else "compile_cudagraphs"
