@@ -19,8 +19,9 @@ Canonical = dict[str, np.ndarray]
 
 # name -> the mirrored module (same file name on both sides) that defines it.
 EXPORTS: dict[str, str] = {
-    **dict.fromkeys(("METHODS", "CUDA_METHODS", "MISSING", "applicable_methods", "per_sample_grads", "native_fn",
-                     "native_inputs", "native_x", "reference_fn", "batch_loss", "sample_loss"), "per_sample"),
+    **dict.fromkeys(("METHODS", "CUDA_METHODS", "MISSING", "applicable_methods", "not_run_by_default",
+                     "per_sample_grads", "native_fn", "native_inputs", "native_x", "reference_fn", "batch_loss",
+                     "sample_loss"), "per_sample"),
     **dict.fromkeys(("CLIPPINGS", "make_step", "make_sgd_step", "clipped_grad_sum", "per_example_norms",
                      "noisy_update", "sample_noise", "native_noise", "native_batch", "predict",
                      "block_until_ready"), "dp"),
@@ -46,6 +47,7 @@ class FrameworkSide(Protocol):
 
     # per-sample gradients
     def applicable_methods(self, model: Any = ...) -> dict[str, str | None]: ...
+    def not_run_by_default(self, model: Any = ...) -> dict[str, str]: ...
     def per_sample_grads(self, weights: Canonical, x: np.ndarray, y: np.ndarray, **options: Any) -> Canonical: ...
     def native_fn(self, method: str, **options: Any) -> Callable[..., Any]: ...
     def native_inputs(self, weights: Canonical, x: np.ndarray, y: np.ndarray, **options: Any) -> tuple: ...
