@@ -635,10 +635,10 @@ def markdown(data: dict) -> str:
     return "\n".join(lines)
 
 
-def _marker(method: str) -> str:
-    from compare.benchmark.figures import MARKERS
+def _marker(method: str) -> object:
+    from contract.peers import markers
 
-    return {"dp_bk@gram": "<", "dp_bk@materialize": ">"}.get(method, MARKERS.get(method, "o"))
+    return {"dp_bk@gram": "<", "dp_bk@materialize": ">"}.get(method, markers().get(method, "o"))
 
 
 def _style(method: str) -> str:

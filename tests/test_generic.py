@@ -181,4 +181,4 @@ def test_every_dp_strategy(fw, case, conv_rule, monkeypatch):
     if conv_rule is None and tied_opacus:
         skip_without_peer(fw)
         with pytest.raises(NotImplementedError, match="Parameter tying is not supported with Ghost Clipping"):
-            dp_update(fw, weights, *batch, nets[fw], clipping=None, clip=1.0, nm=0.0, noise=None, peer=True)
+            dp_update(fw, weights, *batch, nets[fw], clipping=None, clip=1.0, nm=0.0, noise=None, peer="opacus_ghost")

@@ -9,8 +9,8 @@ PNG into DIR/figures/ (the file's directory for a file), sized for one paper col
   4. agreement:        each framework's float32 per-parameter error against the float64 reference;
   5. dp_overhead:      one training step, DP-SGD vs non-private SGD, vs batch size (top), and their ratio, the
                        DP overhead (bottom). Figures 1-3 are about gradients and leave the DP steps out.
-Colours are per framework, markers per method, identical in every figure; baselines (the batched reference,
-the non-private step) are dashed.
+Colours are per framework, markers per method (``contract.peers``), identical in every figure; baselines (the
+batched reference, the non-private step) are dashed.
 
 Several workloads in one file (``compare.run --model a,b`` or ``--suite``): figures 1-5 per workload in
 figures/<model>/, and across workloads (``compare.benchmark.suite``): 6. suite_steps, small multiples of ms per
@@ -31,14 +31,15 @@ import numpy as np
 from compare.paths import output_dir
 from compare.benchmark.floor import floor_ms
 from compare.spec import DEFAULT_MODEL, check_model
+from contract.peers import Marker, markers
 
 log = logging.getLogger("compare.benchmark.figures")
 
 COLUMN_WIDTH_IN = 3.3
 COLORS = {"torch": "#d9480f", "jax": "#1c7ed6"}  # PyTorch orange / JAX blue
-MARKERS = {"batched": "s", "loop": "o", "vmap": "^", "compile": "v", "vmap_nojit": "x", "sgd": "D", "dp_sgd": "h",
-           "dp_ghost": "P", "dp_bk": "*", "opacus_sgd": "H", "opacus_ghost": "X", "jax_privacy": "d"}
-SPARE_MARKERS = ("<", ">", "p", "+", "1", "2", "3", "4", "8", "|")
+# Markers: one per method and peer, from contract.peers; a method registered nowhere (a results file of other
+# code) gets one of these, which no registered method uses: an n-armed asterisk.
+SPARE_MARKERS = tuple((n, 2, 0) for n in (5, 7, 8, 9, 10))
 BASELINES = ("batched", "sgd")  # drawn dashed: what the other lines are measured against
 RC = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 5.5, "xtick.labelsize": 6,
       "ytick.labelsize": 6, "lines.linewidth": 0.8, "lines.markersize": 3.2, "axes.grid": True,
@@ -73,9 +74,9 @@ def _from_pytest_benchmark(data: dict) -> dict:
     return {"meta": meta, "agreement": None, "floor": None, "timings": timings}
 
 
-def _markers(methods: set[str]) -> dict[str, str]:
-    spare = iter(SPARE_MARKERS)
-    return {m: MARKERS.get(m) or next(spare, "o") for m in sorted(methods)}
+def _markers(methods: set[str]) -> dict[str, Marker]:
+    known, spare = markers(), iter(SPARE_MARKERS)
+    return {m: known.get(m) or next(spare, "o") for m in sorted(methods)}
 
 
 def _caption(fig, ax, meta: dict, dtype: str, model: str = DEFAULT_MODEL) -> None:
