@@ -31,6 +31,7 @@ EXPORTS: dict[str, str] = {
     **dict.fromkeys(("device_count", "check_devices", "benchmark_call"), "distributed"),
     **dict.fromkeys(("per_layer_stages", "reference_stages"), "profile"),
     "make_peer_step": "peers",
+    **dict.fromkeys(("layer_cotangents", "layer_routes", "layer_stages"), "probe"),
 }
 # Whole modules the harness may hold: the data-parallel runtime differs by framework (torch.distributed process
 # groups against a JAX device mesh), so ``compare.train`` drives each through its own module.
@@ -95,6 +96,13 @@ class FrameworkSide(Protocol):
     def reference_stages(self, params: Any, x: Any, y: Any, loss: str, model: Any,
                          subsets: dict[str, tuple[str, ...]]) -> tuple[dict[str, Callable[[], Any]],
                                                                         Callable[[Any], Any]]: ...
+
+    # inside the per-layer engine, for experiments: each layer's (a, g), kind and norm route, its rules to time
+    def layer_cotangents(self, params: Any, x: Any, y: Any, loss: str,
+                         model: Any) -> tuple[dict[str, Any], dict[str, Any]]: ...
+    def layer_routes(self, params: Any, x: Any, y: Any, loss: str, model: Any) -> list[dict]: ...
+    def layer_stages(self, params: Any, x: Any, y: Any, loss: str, model: Any,
+                     layer: str) -> tuple[dict[str, Callable[[], Any]], Callable[[Any], Any]]: ...
 
 
 def lazy_exports(package: str) -> Callable[[str], Any]:
