@@ -49,6 +49,7 @@ def test_bad_model_name_is_one_usage_line(capsys):
 
 
 def test_weights_file_with_several_models_is_refused(capsys, tmp_path):
+    (tmp_path / "w.safetensors").write_bytes(b"")
     with pytest.raises(SystemExit):
         parse_args(["--model", "logreg,ffnn", "--weights", str(tmp_path / "w.safetensors")])
     assert "--weights names one workload's file" in capsys.readouterr().err

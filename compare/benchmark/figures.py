@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compare.logs import setup_logging
 from compare.paths import output_dir
 from compare.benchmark.floor import floor_ms
 from compare.spec import DEFAULT_MODEL, check_model
@@ -47,8 +48,23 @@ RC = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize
 
 
 def load_results(path: Path) -> dict:
-    """``results.json`` as is; a pytest-benchmark JSON converted to the same {meta, timings} shape."""
-    data = json.loads(path.read_text())
+    """``results.json`` as is; a pytest-benchmark JSON converted to the same {meta, timings} shape.
+    ``ValueError`` naming the file when it is missing, not JSON (e.g. cut off by a kill) or of another kind."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file (give a compare.run results directory or a results JSON "
+                         "file)") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a directory, not a results file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a JSON text file") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); a file cut "
+                         "off by an interrupted write? compare.run writes results.json atomically; its points "
+                         "are in points.jsonl") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object with 'timings', got a JSON {type(data).__name__}")
     if "timings" in data:
         return data
     if "benchmarks" in data:
@@ -361,11 +377,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path", type=Path, help="results directory (with results.json) or a JSON file")
     p.add_argument("--out", type=output_dir, help="output directory (default: <dir>/figures)")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         written = make_figures(a.path, a.out)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError) as err:
         log.error("%s", err)
+        return 2
+    except (KeyError, TypeError) as err:  # a record without a field the figures need
+        log.error("%s: a record lacks %s or has the wrong type: not a compare.run results file?", a.path, err)
         return 2
     for w in written:
         log.info("wrote %s", w)

@@ -26,8 +26,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from compare.arguments import models_arg
 from compare.frameworks import FRAMEWORKS, side
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, LOSSES, MODELS, InputError, make_batch, parse_models
+from compare.paths import output_file
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, LOSSES, MODELS, make_batch
 from compare.weights import init_weights
 
 
@@ -45,12 +47,7 @@ class Config:
     json: Path | None = None
 
 
-def model_arg(text: str) -> tuple[str, ...]:
-    """argparse ``type=`` for ``--model``: a bad name is one usage line (exit 2)."""
-    try:
-        return parse_models(text)
-    except InputError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+model_arg = models_arg  # an empty entry or an unknown name: one usage line
 
 
 def not_applicable(framework: str, method: str, model: str) -> str | None:
@@ -65,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--framework", choices=FRAMEWORKS, required=True)
     p.add_argument("--model", type=model_arg, default=(DEFAULT_MODEL,), metavar="NAME[,NAME...]|all",
                    help=f"workloads to profile in turn (default: {DEFAULT_MODEL}; one of {', '.join(MODELS)})")
-    p.add_argument("--json", type=Path, default=None, help="also write the stage timings as JSON records "
+    p.add_argument("--json", type=output_file, default=None, help="also write the stage timings as JSON records "
                    "(model, framework, method, section, stage, wall_ms, cpu_ms) to this file")
     p.add_argument("--method", default="per_layer", help="a per-sample method, or 'reference' (batched gradient)")
     p.add_argument("--batch-size", type=int, default=256)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from compare.env import memory_settings
+from compare.env_vars import behaviour_env
 from compare.lock import below_oldest, lock_status, versions
 from compare.spec import DEFAULT_MODEL
 
@@ -33,9 +34,6 @@ KEY_FIELDS: tuple[str, ...] = ("model", "framework", "kind", "method", "batch_si
 # "not_applicable": the method cannot run on the point's workload (the reason says why, e.g. no convolution for
 # JAX's vmap_patches); "skipped": it could, but was not run here (a missing library, memory, the budget).
 STATUSES: tuple[str, ...] = ("ok", "oom", "error", "timeout", "skipped", "not_applicable")
-# Environment variables that change what a point measures; recorded in meta and identical for every point.
-ENV_PREFIXES: tuple[str, ...] = ("OMP_", "MKL_", "OPENBLAS_", "MALLOC_", "XLA_", "JAX_", "TF_", "CUDA_",
-                                 "PYTORCH_", "TORCH_", "LD_PRELOAD", "NPROC")
 
 
 def point_key(record: dict) -> tuple:
@@ -116,7 +114,9 @@ def device_name(device: str) -> str:
 
 
 def relevant_env(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in sorted(env.items()) if k.startswith(ENV_PREFIXES)}
+    """The variables that change what a point measures (``compare.env_vars.BEHAVIOUR_ENV``, by name): recorded in
+    meta, identical for every point."""
+    return behaviour_env(env)
 
 
 def make_meta(*, argv: list[str], device: str, env: dict[str, str], config: dict) -> dict:
