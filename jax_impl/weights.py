@@ -63,8 +63,6 @@ def layout(model: str | Net = DEFAULT_MODEL) -> dict[str, Entry]:
     return _layout(resolve(model))
 
 
-LAYOUT = layout(DEFAULT_MODEL)  # the seed's table
-
 
 def precision_flags() -> dict[str, object]:
     """The precision in force (recorded with GPU results): every dot and convolution at ``PRECISION``."""

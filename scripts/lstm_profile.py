@@ -1,4 +1,4 @@
-"""Where the lstm workload's time goes (issue 16): per_layer and DP-SGD's bk / ghost at B=64, T=256, both sides.
+"""Where the lstm workload's time goes: per_layer and DP-SGD's bk / ghost at B=64, T=256, both sides.
 
 Each stage is timed on its own (min of ``--repeats`` calls after one warm-up: a shared machine; JAX stages jitted separately,
 so XLA cannot fuse across them), float32, CPU:

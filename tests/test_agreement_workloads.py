@@ -1,4 +1,4 @@
-"""The agreement check per workload (issue 15, item 4): float64 against each framework's loop and torch against
+"""The agreement check per workload: float64 against each framework's loop and torch against
 JAX for every applicable method, the float32 explanation by decision replay wherever a workload has ReLU or
 max-pool decisions, and mirrored decision sites found from the models themselves."""
 from __future__ import annotations
@@ -153,13 +153,15 @@ def test_run_agreement_every_method(model):
 
 
 def test_methods_not_run_by_default_are_listed_with_the_reason(monkeypatch):
-    """The default method list leaves out ``NOT_RUN_BY_DEFAULT`` (torch.compile on the 256-step lstm: 13 min) and
-    says why in ``not_applicable``; naming the method in ``methods=`` runs it. Checked on logreg (fast), with the
-    table patched to hold it; the real entry is checked to exist for the lstm."""
-    from compare.agreement import report as rep
+    """The default method list leaves out each side's ``not_run_by_default`` (torch.compile on the 256-step lstm:
+    13 min) and says why in ``not_applicable``; naming the method in ``methods=`` runs it. Checked on logreg
+    (fast), with the torch side's answer patched; the real answer is checked for the lstm (and none for JAX)."""
+    from compare.frameworks import impl_module, side
 
-    assert ("torch", "lstm", "compile") in rep.NOT_RUN_BY_DEFAULT
-    monkeypatch.setitem(rep.NOT_RUN_BY_DEFAULT, ("torch", "logreg", "vmap"), "not run by default: a test's reason")
+    assert "256-step recurrence" in side("torch").not_run_by_default("lstm")["compile"]
+    assert side("torch").not_run_by_default("transformer") == {} and side("jax").not_run_by_default("lstm") == {}
+    monkeypatch.setattr(impl_module("torch", "per_sample"), "not_run_by_default",
+                        lambda model: {"vmap": "not run by default: a test's reason"})
     x, y = make_batch(3, seed=1, model="logreg")
     w = init_weights(0, model="logreg")
     report = run_agreement(w, x, y, frameworks=("torch",), model="logreg", method="per_layer")

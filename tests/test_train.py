@@ -85,7 +85,7 @@ def test_noisy_config_reports_finite_epsilon_and_interruption_keeps_progress(tmp
     assert not (tmp_path / "train.json").exists()
 
 
-# ---------------------------------------------------------------- --model (issue 15 item 4)
+# ---------------------------------------------------------------- --model
 
 
 @pytest.mark.parametrize("value", ["nope", "logreg,nope", ",", "LOGREG"])

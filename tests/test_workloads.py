@@ -1,4 +1,4 @@
-"""Issue 15's workloads: registry, parameter counts, inputs, and every method x DP strategy on every workload in
+"""The registered workloads: registry, parameter counts, inputs, and every method x DP strategy on every workload in
 both frameworks (float64: = that framework's loop, torch = JAX), at small B.
 
 The per-method checks live in ``workload_checks`` (shared with the genericity test, tests/test_generic.py).
@@ -16,7 +16,7 @@ from compare.spec import MODELS, InputError, check_batch, make_batch, parse_mode
 from compare.weights import WeightsError, init_weights, load_weights, save_weights, validate_weights
 from workload_checks import assert_close, check_dp, check_methods, per_sample
 
-# The issue's table (exact).
+# Each workload's parameter count (exact).
 PARAM_COUNTS = {"seed_cnn": 1_199_882, "logreg": 210, "ffnn": 5_352, "mnist_cnn": 26_010, "cifar10_cnn": 605_226,
                 "embed": 160_098, "lstm": 1_081_402, "transformer": 4_174_338, "wrn16_4": 2_748_890}
 NEW = tuple(m for m in MODELS if m != "seed_cnn")  # seed_cnn has its own, larger suite
@@ -31,7 +31,7 @@ def weights(model: str) -> dict[str, np.ndarray]:
     return init_weights(0, model)
 
 
-def test_registry_is_the_issue_table():
+def test_registry_has_the_exact_parameter_counts():
     assert tuple(MODELS) == tuple(PARAM_COUNTS)
     assert {m: w.num_params for m, w in MODELS.items()} == PARAM_COUNTS
 

@@ -6,9 +6,9 @@
   per_layer, both frameworks: wall time of each stage (forward, forward+backward to the layer outputs,
          each layer's rule), timed separately after a warm-up;
   reference, both frameworks: the forward alone, then the batched gradient w.r.t. subsets of the parameters
-         (seed_cnn: fc only: no conv backward; conv2 only: adds conv2's weight-gradient convolution; conv1 only:
-         adds conv2's input-gradient convolution), which isolates the convolution backward passes on any backend;
-         other workloads: each parameterised layer alone, then all (``subsets(model)``).
+         (``subsets(model)``: a workload's hand-picked ``CURATED_SUBSETS``, e.g. the seed CNN's fc only / conv2
+         only / conv1 only, which isolate its convolution backward passes on any backend; otherwise each
+         parameterised layer alone, then all).
 ``--model NAME[,NAME...]|all`` (default seed_cnn) profiles each workload in turn; every section header, and every
 record of ``--json``, names its model. The per_layer stages come from the workload's own layers (one rule stage
 per layer call site); a method that does not apply to a workload (``applicable_methods``) is reported as such
@@ -148,23 +148,29 @@ def per_layer_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:
     return [(name, _median_ms(fn, sync, cfg.repeats)) for name, fn in stages.items()]
 
 
-# Parameter subsets whose gradients isolate one piece of the backward pass (the rest is held constant).
-SUBSETS: dict[str, tuple[str, ...]] = {
+# The seed CNN's hand-picked parameter subsets (seed only; the rest held constant): each isolates one of its
+# convolution backward passes. Other workloads take ``layer_subsets``.
+SEED_SUBSETS: dict[str, tuple[str, ...]] = {
     "grad w.r.t. fc1+fc2 only (no conv backward)": ("fc1", "fc2"),
     "grad w.r.t. conv2 only (+ conv2 weight-grad conv)": ("conv2",),
     "grad w.r.t. conv1 only (+ conv2 input-grad conv)": ("conv1",),
     "grad w.r.t. all (the batched reference)": ("conv1", "conv2", "fc1", "fc2"),
 }
+# Hand-picked subsets by workload name, for the workloads that have them.
+CURATED_SUBSETS: dict[str, dict[str, tuple[str, ...]]] = {"seed_cnn": SEED_SUBSETS}
 ALL_STAGE = "grad w.r.t. all (the batched reference)"
 
 
-def subsets(model: str = DEFAULT_MODEL) -> dict[str, tuple[str, ...]]:
-    """The reference stages' parameter subsets of a workload: the seed's ``SUBSETS``; for any other workload,
-    each parameterised layer (top-level canonical name prefix) alone, then all of them."""
-    if model == DEFAULT_MODEL:
-        return dict(SUBSETS)
+def layer_subsets(model: str) -> dict[str, tuple[str, ...]]:
+    """Each parameterised layer (top-level canonical name prefix) of a workload alone, then all of them."""
     layers = tuple(dict.fromkeys(k.split(".")[0] for k in MODELS[model].param_shapes))
     return {**{f"grad w.r.t. {layer} only": (layer,) for layer in layers}, ALL_STAGE: layers}
+
+
+def subsets(model: str = DEFAULT_MODEL) -> dict[str, tuple[str, ...]]:
+    """The reference stages' parameter subsets of a workload: its ``CURATED_SUBSETS`` entry if it has one, else
+    ``layer_subsets``."""
+    return dict(CURATED_SUBSETS[model]) if model in CURATED_SUBSETS else layer_subsets(model)
 
 
 def reference_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:
