@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from compare.benchmark.records import load_results
+
 PER_SAMPLE_ORDER = {"torch": ("batched", "loop", "vmap", "compile", "per_layer", "opacus_hooks", "opacus_ew",
                               "opacus_functorch"),
                     "jax": ("batched", "loop", "vmap", "vmap_nojit", "per_layer", "vmap_patches")}
@@ -20,8 +22,8 @@ DP_ORDER = ("sgd", "dp_sgd", "dp_ghost", "dp_bk", "opacus_sgd", "opacus_ghost", 
 
 
 def load(path: Path) -> tuple[dict, dict]:
-    data = json.loads((Path(path) / "results.json").read_text())
-    return data["meta"], {(r["framework"], r["method"], r["batch_size"]): r for r in data["timings"]}
+    data = load_results(path)
+    return data.meta, {(r["framework"], r["method"], r["batch_size"]): r for r in data.timings}
 
 
 def ok(r: dict | None) -> bool:
@@ -111,7 +113,7 @@ def versions(old: list[Path], new: list[Path], sizes: tuple[int, ...] = (64, 256
 def _agreement_reports(path: Path) -> dict[str, dict]:
     """{model: report} from DIR/results.json's agreement (or DIR/agreement.json)."""
     f = Path(path) / "results.json"
-    data = json.loads(f.read_text())["agreement"] if f.is_file() else json.loads((Path(path) / "agreement.json").read_text())
+    data = load_results(f).agreement if f.is_file() else json.loads((Path(path) / "agreement.json").read_text())
     return data["by_model"] if "by_model" in data else {data.get("model", "seed_cnn"): data}
 
 
@@ -143,7 +145,7 @@ def agreement(path: Path) -> str:
 def suite(path: Path) -> str:
     from compare.benchmark.suite import markdown_tables, suite_rows
 
-    return markdown_tables(suite_rows(json.loads((Path(path) / "results.json").read_text())["timings"]))
+    return markdown_tables(suite_rows(load_results(path).timings))
 
 
 def claims(path: Path) -> str:
@@ -152,7 +154,7 @@ def claims(path: Path) -> str:
     the best private step of each framework and of each peer; then the goals at B = 256."""
     from compare.benchmark.suite import suite_rows
 
-    rows = suite_rows(json.loads((Path(path) / "results.json").read_text())["timings"])
+    rows = suite_rows(load_results(path).timings)
 
     def rng(vals):
         v = [x for x in vals if x is not None]

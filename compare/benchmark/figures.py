@@ -30,6 +30,7 @@ import numpy as np
 
 from compare.paths import output_dir
 from compare.benchmark.floor import floor_ms
+from compare.benchmark.records import ResultsFile, check_record, results_from_json
 from compare.spec import DEFAULT_MODEL, check_model
 
 log = logging.getLogger("compare.benchmark.figures")
@@ -45,18 +46,19 @@ RC = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize
       "grid.alpha": 0.3, "grid.linewidth": 0.5, "savefig.bbox": "tight", "savefig.pad_inches": 0.02}
 
 
-def load_results(path: Path) -> dict:
-    """``results.json`` as is; a pytest-benchmark JSON converted to the same {meta, timings} shape."""
+def load_results(path: Path) -> ResultsFile:
+    """``results.json`` (any readable schema version, ``compare.benchmark.records``); a pytest-benchmark JSON
+    converted to the same shape."""
     data = json.loads(path.read_text())
     if "timings" in data:
-        return data
+        return results_from_json(data, str(path))
     if "benchmarks" in data:
-        return _from_pytest_benchmark(data)
+        return _from_pytest_benchmark(data, str(path))
     raise ValueError(f"{path}: neither a compare.run results.json (no 'timings') nor a pytest-benchmark JSON "
                      "(no 'benchmarks')")
 
 
-def _from_pytest_benchmark(data: dict) -> dict:
+def _from_pytest_benchmark(data: dict, where: str) -> ResultsFile:
     timings = []
     for b in data["benchmarks"]:
         info, stats = b.get("extra_info", {}), b["stats"]
@@ -70,7 +72,8 @@ def _from_pytest_benchmark(data: dict) -> dict:
     first = data["benchmarks"][0].get("extra_info", {})
     meta = {"device": data.get("machine_info", {}).get("cpu", {}).get("brand_raw", "?"),
             "versions": first.get("versions", {}), "source": "pytest-benchmark"}
-    return {"meta": meta, "agreement": None, "floor": None, "timings": timings}
+    return ResultsFile(meta=meta, agreement=None, floor=None,
+                       timings=[check_record(r, f"{where}: benchmark {i}") for i, r in enumerate(timings)])
 
 
 def _markers(methods: set[str]) -> dict[str, str]:
@@ -275,10 +278,11 @@ def make_figures(path: Path, out_dir: Path | None = None) -> list[Path]:
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
-    data = load_results(path)
+    loaded = load_results(path)
+    data = {"meta": loaded.meta, "agreement": loaded.agreement, "floor": loaded.floor, "timings": loaded.timings}
     out_dir = Path(out_dir) if out_dir else path.parent / "figures"
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings, meta = data["timings"], data.get("meta", {})
+    timings, meta = loaded.timings, loaded.meta
     models = models_of(timings) or [DEFAULT_MODEL]
     if len(models) == 1:
         return _figure_set(path, {**data, "agreement": _agreement_of(data.get("agreement"), models[0], False)},
