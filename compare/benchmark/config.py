@@ -73,6 +73,7 @@ class Config:
     devices: int | None = None  # --devices N: also time the data-parallel kind on N devices (batch sizes per device)
     models: tuple[str, ...] = ("seed_cnn",)  # --model: compare.spec.MODELS names, timed one after the other
     suite: str | None = None  # --suite: the SUITES preset this run used (recorded in meta)
+    rounds: int = 15  # --rounds: minimum interleaved rounds of each pair group (compare.benchmark.paired)
 
 
 def batch_sizes_for(full: bool, device: str) -> tuple[int, ...]:

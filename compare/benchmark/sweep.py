@@ -31,6 +31,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from compare.benchmark.targets import TARGETS, not_applicable
 from compare.benchmark.floor import add_floors, run_floor
 from compare.benchmark.config import grouping_for
+from compare.benchmark.floor import floor_ms
+from compare.benchmark.pair import attach, group_key, pair_groups, run_pair
 from compare.benchmark.point import GIVE_UP, PointSpec, run_group, run_point
 from compare.benchmark.results import (
     append_point, failure_record, load_points, make_meta, point_key, relevant_env, write_results,
@@ -102,9 +104,14 @@ def _plan_model(cfg: Config, weights_path: Path, device: str, model: str) -> lis
         for fw in cfg.frameworks:
             for kind, methods in per_fw[fw].items():
                 for m in _selected(cfg, kind, methods):
+                    # a paired kind's own process only probes (compile, memory, an unpaired median): its
+                    # time comes from the pair group's rounds (compare.benchmark.pair)
+                    probe = group_key({"kind": kind, "framework": fw, "batch_size": bsz, "dtype": cfg.dtype,
+                                       "device": device, "model": model}) is not None
                     plan.append(PointSpec(framework=fw, kind=kind, method=m, batch_size=bsz, dtype=cfg.dtype,
                                           device=device, loss=cfg.loss, weights=str(weights_path), seed=cfg.seed,
-                                          min_repeats=cfg.repeats, min_seconds=cfg.min_seconds, model=model))
+                                          min_repeats=cfg.repeats, min_seconds=0.0 if probe else cfg.min_seconds,
+                                          model=model))
     if grouping_for(cfg.group_points, device) == "method":  # one process per (framework, kind, method)
         # kinds in TARGETS order, each method beside the other framework's method of the same rank, so that a
         # --budget cut leaves both frameworks alike; the one-launch-per-example methods (SLOW_LAST) go last in
@@ -173,7 +180,8 @@ def _open_points(out: Path, env: dict[str, str], resume: bool) -> list[dict]:
         if sweep_file.is_file() and json.loads(sweep_file.read_text()) != env_now:
             raise SystemExit(f"cannot --resume in {out}: the environment differs from the recorded one "
                              f"({sweep_file}); use another --out or run without --resume")
-        records = load_points(points)
+        by_key = {point_key(r): r for r in load_points(points)}  # a paired record's later line wins
+        records = list(by_key.values())
         log.info("resuming: %d point(s) already in %s", len(records), points)
     else:
         if points.exists():
@@ -250,6 +258,7 @@ def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device
             for spec in runnable[measured:]:  # after an oom/timeout, or when the budget ran out
                 reason = _skip_reason(spec, gave_up) or f"not started: the run's budget of {cfg.budget:g} s was spent"
                 keep(spec, failure_record(asdict(spec), "skipped", reason))
+    _run_pairs(cfg, plan, records, out, env, floor and floor["bytes_per_s"])
     planned = {s.key() for s in plan}
     timings = add_floors([r for r in records if point_key(r) in planned], floor and floor["bytes_per_s"])
     meta = make_meta(argv=argv, device=device, env=env, config=config)
@@ -258,7 +267,35 @@ def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device
     meta["startup_s"] = startup_summary(timings)
     meta["threads"] = {fw: next((r["threads"] for r in timings if r["framework"] == fw and r.get("threads")), None)
                        for fw in cfg.frameworks}
+    meta["paired"] = {"rounds": cfg.rounds, "min_seconds": cfg.min_seconds, "bootstrap": "percentile, 2000 "
+                      "resamples of the rounds, seed 0", "protocol": "compare.benchmark.paired"}
     path = write_results(out / "results.json", meta=meta, agreement=agreement, floor=floor, timings=timings)
-    print(format_summary(timings, floor and floor["bytes_per_s"]))
+    print(format_summary(timings, floor and floor["bytes_per_s"], rounds=cfg.rounds))
     log.info("wrote %s (%d points)", path, len(timings))
     return path
+
+
+def _run_pairs(cfg: Config, plan: list[PointSpec], records: list[dict], out: Path, env: dict[str, str],
+               bytes_per_s: float | None) -> None:
+    """Time every pair group whose ok points are not all paired yet (``compare.benchmark.pair``), in one child
+    process each; the records get their rounds, ratios and warnings and are appended again to points.jsonl (the
+    later line wins on --resume)."""
+    specs = {s.key(): s for s in plan}
+    by_key = {point_key(r): r for r in records}
+    ok = [specs[k] for k, r in by_key.items() if k in specs and r["status"] == "ok"]
+    todo = [g for g in pair_groups(ok) if any("rounds_ms" not in by_key[s.key()] for s in g)]
+    for i, group in enumerate(tqdm(todo, unit="pair", dynamic_ncols=True, desc="paired rounds")):
+        s0 = group[0]
+        result = run_pair(group, env=env, timeout=cfg.timeout, rounds=cfg.rounds, min_seconds=cfg.min_seconds,
+                          seed=cfg.seed)
+        write_ms = None
+        if bytes_per_s and group_key(s0)[-1] == "grad":
+            write_ms = floor_ms(0.0, s0.batch_size, np.dtype(s0.dtype).itemsize, bytes_per_s,
+                                check_model(s0.model).num_params)
+        members = {s.method: by_key[s.key()] for s in group}
+        attach(members, result, group_id=f"{s0.model}/{s0.framework}/B={s0.batch_size}/{group_key(s0)[-1]}",
+               floor_write_ms=write_ms)
+        for rec in members.values():
+            append_point(out / "points.jsonl", rec)
+        if result.get("error"):
+            log.warning("pair group %s: %s", members[s0.method]["pair"]["id"], result["error"])
