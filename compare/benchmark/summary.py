@@ -160,5 +160,5 @@ def _dp_overhead_lines(rows: list[dict]) -> list[str]:
                 mem = f", peak memory {best['peak_mem_bytes'] / sgd['peak_mem_bytes']:.2f}x sgd's"
             paired = (best.get("ratios") or {}).get("sgd")
             ratio = _verdict_text(paired) if paired else f"{best['median_ms'] / sgd['median_ms']:.2f}x (unpaired)"
-            lines.append(f"best private step {fw}: {best['method']} {ratio} sgd{mem}")
+            lines.append(f"best private step {fw}: {best['method']}, x sgd = {ratio}{mem}")
     return lines

@@ -194,10 +194,11 @@ def _open_points(out: Path, env: dict[str, str], resume: bool) -> list[dict]:
 
 
 def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device: str, agreement: dict | None,
-              argv: list[str], config: dict, runner: Runner | None = None) -> Path:
+              argv: list[str], config: dict, runner: Runner | None = None, pair_runner: Runner | None = None) -> Path:
     """Run ``plan`` (skipping recorded points), then write DIR/results.json and print the summary.
 
-    ``runner(spec, env=, timeout=) -> record`` defaults to ``run_point`` (one subprocess per point).
+    ``runner(spec, env=, timeout=) -> record`` defaults to ``run_point`` (one subprocess per point);
+    ``pair_runner(specs, env=, timeout=, rounds=, min_seconds=, seed=) -> result`` to ``run_pair``.
     """
     runner = runner or run_point
 
@@ -258,7 +259,7 @@ def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device
             for spec in runnable[measured:]:  # after an oom/timeout, or when the budget ran out
                 reason = _skip_reason(spec, gave_up) or f"not started: the run's budget of {cfg.budget:g} s was spent"
                 keep(spec, failure_record(asdict(spec), "skipped", reason))
-    _run_pairs(cfg, plan, records, out, env, floor and floor["bytes_per_s"])
+    _run_pairs(cfg, plan, records, out, env, floor and floor["bytes_per_s"], pair_runner or run_pair)
     planned = {s.key() for s in plan}
     timings = add_floors([r for r in records if point_key(r) in planned], floor and floor["bytes_per_s"])
     meta = make_meta(argv=argv, device=device, env=env, config=config)
@@ -276,7 +277,7 @@ def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device
 
 
 def _run_pairs(cfg: Config, plan: list[PointSpec], records: list[dict], out: Path, env: dict[str, str],
-               bytes_per_s: float | None) -> None:
+               bytes_per_s: float | None, pair_runner: Runner) -> None:
     """Time every pair group whose ok points are not all paired yet (``compare.benchmark.pair``), in one child
     process each; the records get their rounds, ratios and warnings and are appended again to points.jsonl (the
     later line wins on --resume)."""
@@ -286,7 +287,7 @@ def _run_pairs(cfg: Config, plan: list[PointSpec], records: list[dict], out: Pat
     todo = [g for g in pair_groups(ok) if any("rounds_ms" not in by_key[s.key()] for s in g)]
     for i, group in enumerate(tqdm(todo, unit="pair", dynamic_ncols=True, desc="paired rounds")):
         s0 = group[0]
-        result = run_pair(group, env=env, timeout=cfg.timeout, rounds=cfg.rounds, min_seconds=cfg.min_seconds,
+        result = pair_runner(group, env=env, timeout=cfg.timeout, rounds=cfg.rounds, min_seconds=cfg.min_seconds,
                           seed=cfg.seed)
         write_ms = None
         if bytes_per_s and group_key(s0)[-1] == "grad":
