@@ -7,7 +7,7 @@ chosen by these decisions. Comparing them between float32 and float64 explains g
 model calls ``relu`` / ``max_pool`` of ``jax_impl.models.common``, which this module hooks (at trace time, in
 its own forwards only), and every parameterised module of the merged model is wrapped (as in
 ``jax_impl.per_layer``) to say which layer's output a ReLU gates. Keys, shapes and layouts:
-``compare.agreement.sites``. Mirrored by ``torch_impl.decisions`` (same functions, same keys).
+``contract.sites``. Mirrored by ``torch_impl.decisions`` (same functions, same keys).
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from compare.agreement import sites as S
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL
+from contract import sites as S
+from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL
 from jax_impl.model import Net, loss_fn, resolve
 from jax_impl.models.common import decision_hook
 from jax_impl.per_sample import native_inputs
@@ -161,7 +161,7 @@ def forward_decisions(
 ) -> dict[str, np.ndarray]:
     """Pre-activations and decisions of the forward in ``dtype`` (``jit(vmap)`` per-sample, like method "vmap").
 
-    Per ReLU site (``compare.agreement.sites``): ``{layer}.pre`` (B, ...) in ``dtype`` and ``{layer}.relu``
+    Per ReLU site (``contract.sites``): ``{layer}.pre`` (B, ...) in ``dtype`` and ``{layer}.relu``
     bool gates (pre > 0: JAX's ReLU passes no gradient at 0); with ``scales``, ``{layer}.scale`` = S.
     Per max-pool site: its key, (B, C, Ho, Wo) int8 window positions max_pool's backward routes to.
     Seed CNN: ``conv1/conv2/fc1.pre|relu`` and ``pool.winner`` (B, 64, 12, 12) in 0..3.

@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from compare.devices import check_devices
-from compare.spec import DEFAULT_LOSS, check_loss
-from compare.training.privacy import check_dp_params
+from contract import devices as contract_devices
+from contract.privacy import check_dp_params
+from contract.spec import DEFAULT_LOSS, check_loss
 from jax_impl import dp
 from jax_impl.per_sample import native_fn
 from jax_impl.weights import resolve_device, to_canonical
@@ -43,9 +43,21 @@ Params = dp.Params
 Batch = tuple[jax.Array, jax.Array, jax.Array]  # x, y, mask: global arrays sharded on AXIS
 
 
+def device_count(device: str | None) -> int:
+    """Devices JAX can use for ``device`` (None: its GPUs when present, else the CPU cap)."""
+    if device in ("cuda", "gpu") or (device is None and jax.default_backend() != "cpu"):
+        return len(jax.devices())
+    return min(len(jax.devices("cpu")), contract_devices.cpu_max())
+
+
+def check_devices(devices: int, device: str | None) -> int:
+    """``devices`` if JAX can run that many replicas on ``device``, else a DevicesError naming why."""
+    return contract_devices.check_devices(devices, "jax", device, device_count(device))
+
+
 def make_mesh(devices: int, device: str | None = None) -> Mesh:
     """A 1-D mesh over the first ``devices`` devices of ``device``'s backend (None: the default backend)."""
-    check_devices(devices, "jax", device)
+    check_devices(devices, device)
     pool = jax.devices() if device is None else jax.devices("gpu" if device in ("cuda", "gpu") else device)
     return Mesh(np.asarray(pool[:devices]), (AXIS,))
 

@@ -26,8 +26,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from compare.training.privacy import check_dp_params
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_batch, check_dtype, check_loss
+from contract.privacy import check_dp_params
+from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_batch, check_dtype, check_loss
 from jax_impl import ghost
 from jax_impl.model import PRECISION, Net, apply, resolve
 from jax_impl.per_sample import batch_loss, native_fn, native_x, sample_loss
@@ -262,7 +262,7 @@ def native_batch(
     model: str | Net | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """A numpy batch -> device arrays (floats in ``dtype``, token ids int32); with ``model``, checked first
-    (see ``compare.spec.check_batch``)."""
+    (see ``contract.spec.check_batch``)."""
     if model is not None:
         check_batch(x, y, resolve(model).spec)
     dev = resolve_device(device)

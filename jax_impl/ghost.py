@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from compare.spec import DEFAULT_MODEL
+from contract.spec import DEFAULT_MODEL
 from jax_impl import rules
 from jax_impl.model import PRECISION, Net, apply, loss_fn, resolve
 from jax_impl.per_layer import fill, forward_to_outputs, layer_grads, layers, site_layer, zero_probes

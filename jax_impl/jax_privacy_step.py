@@ -34,8 +34,8 @@ from functools import partial
 
 import jax
 
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_loss
-from compare.training.privacy import check_dp_params
+from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_loss
+from contract.privacy import check_dp_params
 from jax_impl.dp import DPStepFn, Params, noisy_update
 from jax_impl.model import Net, resolve
 from jax_impl.per_sample import batch_loss

@@ -1,10 +1,10 @@
 """The workloads in Flax NNX (``jax_impl.models``), returning logits; the loss is chosen by name
-(see ``compare.spec.LOSSES``).
+(see ``contract.spec.LOSSES``).
 
-A ``Net`` pairs a workload's neutral contract (``compare.spec.Workload``) with its module's structure: the
+A ``Net`` pairs a workload's neutral contract (``contract.spec.Workload``) with its module's structure: the
 GraphDef, the abstract parameter State and an abstract instance (layer kinds and options, no arrays).
 Parameters travel as an ``nnx.State``. Every function of this package takes ``model=`` as a registered name
-(``compare.spec.MODELS``) or a ``Net`` built elsewhere (``Net.build``: a test's own network).
+(``contract.spec.MODELS``) or a ``Net`` built elsewhere (``Net.build``: a test's own network).
 Input is NCHW like PyTorch; the convolutions run NHWC, and feature maps are flattened in torch's (C, H, W)
 order (``models.common.flatten_chw``), so no layout difference is left for the weights to absorb.
 """
@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
+import numpy as np
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from compare.spec import DEFAULT_MODEL, Workload, check_loss, check_model
+from contract.spec import DEFAULT_MODEL, Workload, check_loss, check_model
 from jax_impl.models import CLASSES
 from jax_impl.models.common import PRECISION  # noqa: F401 - re-exported: every dot and conv uses it
 from jax_impl.models.seed_cnn import SimpleCNN  # noqa: F401 - the seed's class name, kept importable here
@@ -45,6 +46,15 @@ def make_model(model: str = DEFAULT_MODEL, rngs: nnx.Rngs | None = None) -> nnx.
     """A freshly initialised module of a registered workload (Flax's own init; the shared weights come from
     ``compare.weights``)."""
     return CLASSES[check_model(model).name](rngs=rngs or nnx.Rngs(0))
+
+
+def init_weights(seed: int = 0, model: str | Workload = DEFAULT_MODEL) -> dict[str, np.ndarray]:
+    """Canonical weights of Flax's own init from ``nnx.Rngs(seed)`` (the comparisons start from PyTorch's:
+    ``compare.weights.init_weights``)."""
+    from jax_impl.weights import to_canonical
+
+    name = check_model(model).name
+    return to_canonical(nnx.state(make_model(name, nnx.Rngs(seed)), nnx.Param), model=name)
 
 
 @lru_cache(maxsize=None)

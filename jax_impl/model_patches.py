@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from compare.spec import DEFAULT_MODEL
+from contract.spec import DEFAULT_MODEL
 from jax_impl.model import Net, resolve
 
 

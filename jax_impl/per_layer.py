@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from compare.spec import DEFAULT_MODEL
+from contract.spec import DEFAULT_MODEL
 from jax_impl import rules
 from jax_impl.model import Net, loss_fn, resolve
 from jax_impl.weights import nested, param_modules, path_name

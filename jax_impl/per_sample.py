@@ -7,7 +7,7 @@ Methods (``METHODS``):
   per_layer   explicit per-layer rules from one batched forward/backward (``jax_impl.per_layer``), jitted;
   vmap_patches  ``jit(vmap(grad))`` of the model with convolutions as patches + dot (``jax_impl.model_patches``);
               only where the workload has convolutions (``applicable_methods``).
-Every function takes ``model=`` (a ``compare.spec.MODELS`` name, default "seed_cnn", or a ``model.Net``).
+Every function takes ``model=`` (a ``contract.spec.MODELS`` name, default "seed_cnn", or a ``model.Net``).
 ``native_fn`` returns the framework-native callable ``(params, x, y) -> State with (B, *shape) leaves`` that
 the benchmarks time; ``per_sample_grads`` is the canonical numpy-in/numpy-out API shared with ``torch_impl``.
 """
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from compare.spec import (
+from contract.spec import (
     DEFAULT_LOSS,
     DEFAULT_MODEL,
     InputError,

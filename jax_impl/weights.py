@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from compare.spec import DEFAULT_MODEL, DeviceError, InputError
-from compare.weights import validate_weights
+from contract.spec import DEFAULT_MODEL, DeviceError, InputError
+from contract.weights import validate_weights
 from jax_impl.model import Net, resolve
 from jax_impl.models.transformer import MultiheadSelfAttention
 
@@ -88,6 +88,13 @@ def layout(model: str | Net = DEFAULT_MODEL) -> dict[str, Entry]:
 
 
 LAYOUT = layout(DEFAULT_MODEL)  # the seed's table
+
+
+def precision_flags() -> dict[str, object]:
+    """The precision in force (recorded with GPU results): every dot and convolution at ``PRECISION``."""
+    from jax_impl.models.common import PRECISION
+
+    return {"per_op_precision": str(PRECISION)}
 
 
 def resolve_device(device: str | None) -> jax.Device:

@@ -152,14 +152,14 @@ def machine(threads: int) -> dict:
 
 
 def _choice(positions: int, d: int, p: int, slack: float) -> str:
-    from torch_impl.rules import gram_is_cheaper
+    from contract.cost_model import gram_is_cheaper
 
     return "gram" if gram_is_cheaper(positions, d, p, slack) else "materialize"
 
 
 def record(fw: str, model: str, batch: int, name: str, shape: tuple[int, int, int], timing: dict) -> dict:
     """One point, judged by the rules' current conv cost model (slack ``CONV_GRAM_SLACK``) and by slack 1."""
-    from torch_impl.rules import CONV_GRAM_SLACK
+    from contract.cost_model import CONV_GRAM_SLACK
 
     positions, d, p = shape
     mat, gram = timing["materialize"]["median_ms"], timing["gram"]["median_ms"]

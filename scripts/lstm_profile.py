@@ -24,6 +24,7 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compare.spec import make_batch  # noqa: E402
+from contract.cost_model import forced_routes  # noqa: E402
 from compare.weights import init_weights  # noqa: E402
 
 MODEL, LOSS = "lstm", "nll_log_softmax"
@@ -86,11 +87,8 @@ def torch_stages(batch: int, repeats: int) -> dict[str, float]:
         return run
 
     def gram_norm():
-        rl.NORM_RULE = "gram"
-        try:
+        with forced_routes(lstm="gram"):
             return rl.lstm_norm_sq(lstm, a, g)
-        finally:
-            rl.NORM_RULE = None
 
     stages = {
         "forward": no_grad(lambda: functional_call(net.module, params, (xt,))),
@@ -136,11 +134,8 @@ def jax_stages(batch: int, repeats: int) -> dict[str, float]:
     clip = 0.1
 
     def gram(p, a, g):
-        rl.NORM_RULE = "gram"  # read at trace time
-        try:
+        with forced_routes(lstm="gram"):  # read at trace time
             return rl.lstm_norm_sq(lstm(p), a, g)
-        finally:
-            rl.NORM_RULE = None
 
     import jax.numpy as jnp
 

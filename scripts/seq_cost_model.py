@@ -10,7 +10,7 @@ input and output cotangent (float32, from ``torch_impl.per_layer.output_cotangen
 transformer built with seq_len = T and the registered init; the same arrays are handed to JAX):
   materialize  linear_grad_sample(layer, a, g) and the squared norm of each leaf, summed (the engine's route for
                a materialised layer);
-  gram         linear_norm_sq(layer, a, g) with ``gram_is_cheaper`` forced true.
+  gram         linear_norm_sq(layer, a, g) with the linear route forced to gram (``forced_routes``).
 The in-projection is not a hook-visible layer in the workload (the attention module owns it, kind "other"), so
 the engine materialises it by the vmap FALLBACK (vmap over examples of the attention module's vjp); that route
 is timed too ("fallback": ``rules.fallback_per_example`` on the attention module and its (a, g), then the
@@ -91,37 +91,38 @@ def torch_points(arrays: dict) -> list[tuple]:
 
     from torch_impl import rules
     from torch_impl.models.transformer import MultiheadSelfAttention
+    from contract.cost_model import forced_routes
     from torch_impl.rules import linear, sq
 
-    linear.gram_is_cheaper = lambda *args, **kwargs: True  # the gram form below (materialize does not ask)
-    out = []
-    with torch.no_grad():
-        for name in LAYERS:
-            a, g = (torch.as_tensor(v) for v in arrays[name])
-            layer = nn.Linear(a.shape[-1], g.shape[-1])
+    with forced_routes(linear="gram"):  # the gram form below (materialize does not ask)
+        out = []
+        with torch.no_grad():
+            for name in LAYERS:
+                a, g = (torch.as_tensor(v) for v in arrays[name])
+                layer = nn.Linear(a.shape[-1], g.shape[-1])
 
-            def mat(layer=layer, a=a, g=g):
-                return sum(sq(v) for v in linear.linear_grad_sample(layer, a, g).values())
+                def mat(layer=layer, a=a, g=g):
+                    return sum(sq(v) for v in linear.linear_grad_sample(layer, a, g).values())
 
-            def gram(layer=layer, a=a, g=g):
-                return linear.linear_norm_sq(layer, a, g)
+                def gram(layer=layer, a=a, g=g):
+                    return linear.linear_norm_sq(layer, a, g)
 
-            fns = {"materialize": mat, "gram": gram}
-            if name == "in_proj":
-                a_at, g_at, params = arrays["attention"]
-                attn = MultiheadSelfAttention(256, 4)
-                tp = {k: torch.as_tensor(v) for k, v in params.items()}
-                a_at, g_at = torch.as_tensor(a_at), torch.as_tensor(g_at)
+                fns = {"materialize": mat, "gram": gram}
+                if name == "in_proj":
+                    a_at, g_at, params = arrays["attention"]
+                    attn = MultiheadSelfAttention(256, 4)
+                    tp = {k: torch.as_tensor(v) for k, v in params.items()}
+                    a_at, g_at = torch.as_tensor(a_at), torch.as_tensor(g_at)
 
-                def fallback(attn=attn, tp=tp, a=a_at, g=g_at):
-                    return sum(sq(v) for v in rules.fallback_per_example(attn, tp, a, g).values())
+                    def fallback(attn=attn, tp=tp, a=a_at, g=g_at):
+                        return sum(sq(v) for v in rules.fallback_per_example(attn, tp, a, g).values())
 
-                fns["fallback"] = fallback
-            ref = mat().numpy()
-            for form, fn in fns.items():
-                np.testing.assert_allclose(fn().numpy(), ref, rtol=1e-3, err_msg=f"torch {name} {form}")
-            out.append((name, (a.shape[1], a.shape[-1], g.shape[-1]), interleaved(fns, lambda v: v)))
-    return out
+                    fns["fallback"] = fallback
+                ref = mat().numpy()
+                for form, fn in fns.items():
+                    np.testing.assert_allclose(fn().numpy(), ref, rtol=1e-3, err_msg=f"torch {name} {form}")
+                out.append((name, (a.shape[1], a.shape[-1], g.shape[-1]), interleaved(fns, lambda v: v)))
+        return out
 
 
 def jax_points(arrays: dict) -> list[tuple]:
@@ -132,36 +133,36 @@ def jax_points(arrays: dict) -> list[tuple]:
 
     from jax_impl import rules
     from jax_impl.models.transformer import MultiheadSelfAttention
+    from contract.cost_model import forced_routes
     from jax_impl.rules import linear, sq
 
-    linear.gram_is_cheaper = lambda *args, **kwargs: True  # the gram form below (materialize does not ask)
-    out = []
-    for name in LAYERS:
-        a, g = (jnp.asarray(v) for v in arrays[name])
-        layer = nnx.Linear(a.shape[-1], g.shape[-1], rngs=nnx.Rngs(0))
-        mat_fn = jax.jit(lambda a, g, layer=layer: sum(sq(v) for v in linear.linear_grad_sample(layer, a, g).values()))
-        gram_fn = jax.jit(lambda a, g, layer=layer: linear.linear_norm_sq(layer, a, g))
-        fns = {"materialize": lambda f=mat_fn, a=a, g=g: f(a, g), "gram": lambda f=gram_fn, a=a, g=g: f(a, g)}
-        if name == "in_proj":
-            a_at, g_at, params = arrays["attention"]
-            attn = MultiheadSelfAttention(256, 4, rngs=nnx.Rngs(0))
-            attn.in_proj_kernel = nnx.Param(jnp.asarray(params["in_proj_weight"].T))
-            attn.in_proj_bias = nnx.Param(jnp.asarray(params["in_proj_bias"]))
-            attn.out_proj.kernel = nnx.Param(jnp.asarray(params["out_proj.weight"].T))
-            attn.out_proj.bias = nnx.Param(jnp.asarray(params["out_proj.bias"]))
-            fb_fn = jax.jit(lambda a, g, attn=attn: sum(sq(v) for v in rules.fallback_per_example(attn, a, g).values()))
-            fns["fallback"] = lambda f=fb_fn, a=jnp.asarray(a_at), g=jnp.asarray(g_at): f(a, g)
-        ref = np.asarray(fns["materialize"]())
-        for form, fn in fns.items():
-            np.testing.assert_allclose(np.asarray(fn()), ref, rtol=1e-3, err_msg=f"jax {name} {form}")
-        out.append((name, (a.shape[1], a.shape[-1], g.shape[-1]), interleaved(fns, jax.block_until_ready)))
-    return out
+    with forced_routes(linear="gram"):  # the gram form below (materialize does not ask)
+        out = []
+        for name in LAYERS:
+            a, g = (jnp.asarray(v) for v in arrays[name])
+            layer = nnx.Linear(a.shape[-1], g.shape[-1], rngs=nnx.Rngs(0))
+            mat_fn = jax.jit(lambda a, g, layer=layer: sum(sq(v) for v in linear.linear_grad_sample(layer, a, g).values()))
+            gram_fn = jax.jit(lambda a, g, layer=layer: linear.linear_norm_sq(layer, a, g))
+            fns = {"materialize": lambda f=mat_fn, a=a, g=g: f(a, g), "gram": lambda f=gram_fn, a=a, g=g: f(a, g)}
+            if name == "in_proj":
+                a_at, g_at, params = arrays["attention"]
+                attn = MultiheadSelfAttention(256, 4, rngs=nnx.Rngs(0))
+                attn.in_proj_kernel = nnx.Param(jnp.asarray(params["in_proj_weight"].T))
+                attn.in_proj_bias = nnx.Param(jnp.asarray(params["in_proj_bias"]))
+                attn.out_proj.kernel = nnx.Param(jnp.asarray(params["out_proj.weight"].T))
+                attn.out_proj.bias = nnx.Param(jnp.asarray(params["out_proj.bias"]))
+                fb_fn = jax.jit(lambda a, g, attn=attn: sum(sq(v) for v in rules.fallback_per_example(attn, a, g).values()))
+                fns["fallback"] = lambda f=fb_fn, a=jnp.asarray(a_at), g=jnp.asarray(g_at): f(a, g)
+            ref = np.asarray(fns["materialize"]())
+            for form, fn in fns.items():
+                np.testing.assert_allclose(np.asarray(fn()), ref, rtol=1e-3, err_msg=f"jax {name} {form}")
+            out.append((name, (a.shape[1], a.shape[-1], g.shape[-1]), interleaved(fns, jax.block_until_ready)))
+        return out
 
 
 def record(fw: str, batch: int, name: str, shape: tuple[int, int, int], timing: dict) -> dict:
     """One point judged by the rules' linear cost model (slack ``LINEAR_GRAM_SLACK``) and by slack 1."""
-    from torch_impl.rules import gram_is_cheaper
-    from torch_impl.rules.linear import LINEAR_GRAM_SLACK
+    from contract.cost_model import LINEAR_GRAM_SLACK, gram_is_cheaper
 
     t, d, p = shape
     mat, gram = timing["materialize"]["median_ms"], timing["gram"]["median_ms"]
@@ -201,7 +202,7 @@ def markdown(records: list[dict], info: dict, fit: dict, frameworks: list[str]) 
              "of the registered widths at seq_len T (the layers of block 1 have the same shapes).", "",
              "Each cell: materialize ms / gram ms (medians of interleaved repeats), the measured faster form; "
              f"**bold** where the rules' cost model (gram when T (d + p) < {records[0]['slack']} d p, i.e. cost "
-             f"ratio T (d + p) / (d p) < {records[0]['slack']}; `rules.linear.LINEAR_GRAM_SLACK`) picks the slower "
+             f"ratio T (d + p) / (d p) < {records[0]['slack']}; `contract.cost_model.LINEAR_GRAM_SLACK`) picks the slower "
              "form, with the penalty (its time / the faster one's); (k=1: xN) where slack 1 (the model before this "
              "measurement) picked the slower form. in_proj: + the vmap fallback's time (the workload's actual route "
              "for the packed in-projection, norms included) and its ratio to the faster linear form.", ""]

@@ -78,7 +78,7 @@ METHODS: tuple[str, ...] = DP_METHODS  # sgd, dp_sgd, dp_ghost, dp_bk
 ROUTED: tuple[str, ...] = ("dp_ghost", "dp_bk")  # the steps whose norms take the per-layer routes
 LINEAR_KINDS: tuple[str, ...] = ("linear", "projection")  # kinds whose norm is Gram or materialise by the cost model
 # "dp_bk@gram" / "dp_bk@materialize": the bk step with EVERY linear(-kind) layer on T positions forced to that norm
-# form (``{fw}_impl.rules.linear.gram_is_cheaper`` patched for the point, on a freshly built Net so no cached JAX
+# form (``contract.cost_model.forced_routes(linear=...)`` for the point, on a freshly built Net so no cached JAX
 # trace is reused): where the two cross is where ghost norms overtake materialising in a whole step.
 FORCED: tuple[str, ...] = ("dp_bk@gram", "dp_bk@materialize")
 MIN_REPEATS = 3
@@ -154,9 +154,8 @@ def _layer_info(framework: str, name: str, kind: str, sites: int, a_shape: tuple
                 has_norm_rule: bool) -> dict:
     """One layer's route (what the rules answered) and, for a linear layer on T > 1 positions, the cost model's
     choice from its shapes alone (``model``; None for every other layer)."""
-    from compare.frameworks import impl_module
+    from contract import cost_model
 
-    rules, linear = impl_module(framework, "rules"), impl_module(framework, "rules.linear")
     positions = math.prod(a_shape[1:-1]) if len(a_shape) > 2 else 1
     d, p = int(a_shape[-1]), int(g_shape[-1])
     on_positions = kind in LINEAR_KINDS and positions > 1
@@ -170,9 +169,9 @@ def _layer_info(framework: str, name: str, kind: str, sites: int, a_shape: tuple
             "route": route, "positions": None, "d": None, "p": None, "cost_ratio": None, "slack": None,
             "model": None}
     if on_positions and sites == 1:  # the rule's slack: book-keeping's (BK_MATERIALISE_COST / T) inside bookkeeping()
-        slack = linear.BK_MATERIALISE_COST / positions if rules.in_bookkeeping() else linear.LINEAR_GRAM_SLACK
+        slack = cost_model.slack("linear", positions)
         info.update(positions=positions, d=d, p=p, cost_ratio=positions * (d + p) / (d * p), slack=slack,
-                    model="gram" if rules.gram_is_cheaper(positions, d, p, slack) else "materialize")
+                    model="gram" if cost_model.gram_is_cheaper(positions, d, p, slack) else "materialize")
     return info
 
 
@@ -246,15 +245,10 @@ def _forced_route(framework: str, route: str | None):
         return
     if route not in ("gram", "materialize"):
         raise ValueError(f"unknown forced route {route!r}; expected gram or materialize")
-    import importlib
+    from contract.cost_model import forced_routes
 
-    linear = importlib.import_module(f"{framework}_impl.rules.linear")
-    saved = linear.gram_is_cheaper
-    linear.gram_is_cheaper = lambda *args, **kwargs: route == "gram"
-    try:
+    with forced_routes(linear=route):
         yield
-    finally:
-        linear.gram_is_cheaper = saved
 
 
 def measure_point(spec: dict, emit=None) -> dict:

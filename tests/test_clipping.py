@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from compare.frameworks import FRAMEWORKS, impl_module
+from contract.cost_model import forced_routes
 from compare.spec import LOSSES, PARAM_SHAPES, make_batch
 from compare.weights import init_weights
 
@@ -234,13 +235,12 @@ def test_peer_step_equals_materialize(peer, loss, clip_kind):
 def test_conv_norm_rules_agree(fw, monkeypatch):
     """Both measured conv rules ("materialize", "gram") give the same per-layer squared norms (float64)."""
     ghost, per_layer = impl_module(fw, "ghost"), impl_module(fw, "per_layer")
-    conv = importlib.import_module(f"{fw}_impl.rules.conv")
     params, x, y = inputs(fw, "float64")
     a, g = per_layer.output_cotangents(params, x, y, "seed")
     by_rule = {}
     for rule in ("materialize", "gram"):
-        monkeypatch.setattr(conv, "NORM_RULE", rule)
-        by_rule[rule] = {k: np.asarray(v) for k, v in ghost.layer_norms_sq(a, g, params=params).items()}
+        with forced_routes(conv=rule):
+            by_rule[rule] = {k: np.asarray(v) for k, v in ghost.layer_norms_sq(a, g, params=params).items()}
     for layer in ("conv1", "conv2", "fc1", "fc2"):
         np.testing.assert_allclose(by_rule["gram"][layer], by_rule["materialize"][layer], rtol=F64)
     total = np.sqrt(sum(by_rule["gram"].values()))
@@ -253,15 +253,14 @@ def test_torch_bk_in_chunks_with_either_conv_rule(rule, monkeypatch):
     full, one partial) and both conv rules (per-example grads summed per chunk, or one weight-gradient of the
     whole batch) still give the materialized update, mask included."""
     from torch_impl import ghost
-    from torch_impl.rules import conv
 
     monkeypatch.setattr(ghost, "CHUNK", 4)
-    monkeypatch.setattr(conv, "NORM_RULE", rule)
     dp, wmod, loss = impl_module("torch", "dp"), impl_module("torch", "weights"), "nll_log_softmax"
     params, x, y = inputs("torch", "float64")
     clip, mask = median_clip("torch", loss), np.array([1, 1, 0, 1, 1, 1.0])
-    got, got_total = dp.clipped_grad_sum(params, x, y, clip=clip, loss=loss, clipping="bk", mask=mask)
-    ref, ref_total = dp.clipped_grad_sum(params, x, y, clip=clip, loss=loss, clipping="materialize", mask=mask)
+    with forced_routes(conv=rule):
+        got, got_total = dp.clipped_grad_sum(params, x, y, clip=clip, loss=loss, clipping="bk", mask=mask)
+        ref, ref_total = dp.clipped_grad_sum(params, x, y, clip=clip, loss=loss, clipping="materialize", mask=mask)
     assert rel_diff(wmod.to_canonical(got), wmod.to_canonical(ref)) < F64
     assert abs(float(got_total) - float(ref_total)) <= F64 * abs(float(ref_total))
 

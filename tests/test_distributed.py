@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compare.devices import DevicesError, check_count, check_devices, cpu_max
+from compare.frameworks import side
+from contract.devices import DevicesError, check_count, cpu_max
 from compare.spec import PARAM_SHAPES, make_batch
 from compare.weights import init_weights
 
@@ -179,11 +180,11 @@ def test_bad_device_counts_are_rejected(bad: int) -> None:
 
 def test_more_devices_than_available_is_rejected() -> None:
     with pytest.raises(DevicesError, match="available"):
-        check_devices(cpu_max() + 1, "torch", "cpu")
+        side("torch").check_devices(cpu_max() + 1, "cpu")
     import jax
 
     with pytest.raises(DevicesError, match="available"):
-        check_devices(len(jax.devices("cpu")) + 1, "jax", "cpu")
+        side("jax").check_devices(len(jax.devices("cpu")) + 1, "cpu")
 
 
 @pytest.mark.parametrize("devices", ["0", "-2", str(cpu_max() + 1)])

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from flax import nnx
 
 from compare.frameworks import FRAMEWORKS
+from contract.cost_model import forced_routes
 from compare.spec import Workload, make_batch
 from jax_impl.model import Net as JaxNet
 from jax_impl.models.common import PRECISION, nhwc
@@ -169,14 +170,14 @@ def test_every_dp_strategy(fw, case, conv_rule, monkeypatch):
     if conv_rule is not None:
         if spec.name != "odd_cnn":
             pytest.skip("no convolution")
-        monkeypatch.setattr(importlib.import_module(f"{fw}_impl.rules.conv"), "NORM_RULE", conv_rule)
         nets = build(spec.name)[1]
     batch = make_batch(4, seed=3, dtype="float64", model=spec)
     # Opacus' ghost clipping refuses a layer called twice (its norm per call would not be the norm of the sum);
     # our ghost / bk sum the layer's sites and take the norm of that.
     tied_opacus = fw == "torch" and spec.name == "tokens"
-    check_dp(fw, weights, nets[fw], ("materialize", "ghost", "bk"), peer=conv_rule is None and not tied_opacus,
-             batch=batch)
+    with forced_routes(conv=conv_rule):
+        check_dp(fw, weights, nets[fw], ("materialize", "ghost", "bk"), peer=conv_rule is None and not tied_opacus,
+                 batch=batch)
     if conv_rule is None and tied_opacus:
         skip_without_peer(fw)
         with pytest.raises(NotImplementedError, match="Parameter tying is not supported with Ghost Clipping"):

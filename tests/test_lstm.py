@@ -3,7 +3,7 @@ mapping, and every per-sample method and DP strategy (and the peers) exact in fl
 
 The registered workload has T = 256; the method / strategy checks run on a small variant built here (T = 6,
 vocabulary 7, embedding 3, hidden 4: the same classes, in no registry), where the cost model picks the materialised
-norm (``test_norm_rule_follows_the_cost_model``); the Gram norm is forced too (``NORM_RULE``)."""
+norm (``test_norm_rule_follows_the_cost_model``); the Gram norm is forced too (``contract.cost_model.forced_routes``)."""
 from __future__ import annotations
 
 import importlib
@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from compare.frameworks import FRAMEWORKS, impl_module
+from contract.cost_model import forced_routes
 from compare.spec import MODELS, Workload, make_batch
 from compare.weights import init_weights
 from jax_impl.model import Net as JaxNet
@@ -227,11 +228,10 @@ def test_torch_equals_jax_registered_workload():
 def test_every_dp_strategy(fw: str, norm_rule, monkeypatch):
     """materialize / ghost / bk (and, with the cost model's rule, the peers: Opacus ghost clipping and hooks +
     DPOptimizer with DPLSTM; jax-privacy) = the numpy reference from the loop, half the examples clipped."""
-    if norm_rule is not None:
-        monkeypatch.setattr(importlib.import_module(f"{fw}_impl.rules.lstm"), "NORM_RULE", norm_rule)
     spec, nets, weights = small()
-    check_dp(fw, weights, nets[fw], ("materialize", "ghost", "bk"), peer=norm_rule is None,
-             batch=make_batch(4, seed=3, dtype="float64", model=spec))
+    with forced_routes(lstm=norm_rule):
+        check_dp(fw, weights, nets[fw], ("materialize", "ghost", "bk"), peer=norm_rule is None,
+                 batch=make_batch(4, seed=3, dtype="float64", model=spec))
 
 
 def test_dp_step_torch_equals_jax(case):
@@ -255,9 +255,9 @@ def test_ghost_norms_gram_and_materialise_agree(fw: str, monkeypatch):
     ref = np.sqrt(sum((g.reshape(4, -1) ** 2).sum(1) for g in grads.values()))
     dp, ghost = impl_module(fw, "dp"), impl_module(fw, "ghost")
     for rule in ("gram", "materialize"):
-        monkeypatch.setattr(importlib.import_module(f"{fw}_impl.rules.lstm"), "NORM_RULE", rule)
         net = small()[1][fw]
         params = impl_module(fw, "weights").to_native(weights, "float64", "cpu", model=net)
         xn, yn = dp.native_batch(x, y, dtype="float64", device="cpu", model=net)
-        np.testing.assert_allclose(np.asarray(ghost.ghost_norms(params, xn, yn, loss="seed", model=net)), ref,
-                                   rtol=1e-10)
+        with forced_routes(lstm=rule):
+            norms = np.asarray(ghost.ghost_norms(params, xn, yn, loss="seed", model=net))
+        np.testing.assert_allclose(norms, ref, rtol=1e-10)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from compare.frameworks import FRAMEWORKS, impl_module, per_sample_module
+from contract import cost_model
 from compare.spec import MODELS, make_batch
 from compare.weights import init_weights
 
@@ -49,8 +50,7 @@ def routes(fw: str, seq_len: int, arch: dict | None, batch: int = 1) -> list[dic
 
 
 def expected_choice(fw: str, t: int, d: int, p: int) -> str:
-    rules, linear = impl_module(fw, "rules"), impl_module(fw, "rules.linear")
-    return "gram" if rules.gram_is_cheaper(t, d, p, linear.LINEAR_GRAM_SLACK) else "materialize"
+    return "gram" if cost_model.gram_is_cheaper(t, d, p, cost_model.LINEAR_GRAM_SLACK) else "materialize"
 
 
 def linear_on_positions(layers: list[dict]) -> dict[str, dict]:
@@ -205,12 +205,11 @@ def test_forced_route_forces_every_linear_layer_on_positions_and_is_undone(fw: s
     one norm form: inside the context the rules answer that form for a layer the model would route the other way
     (T = 512 materialises, T = 4 takes Gram), and the model's answer is back afterwards."""
     linear = impl_module(fw, "rules.linear")
-    before = linear.gram_is_cheaper
     with panel._forced_route(fw, route):
         for t in (4, 512):
             assert linear.weight_norm_sq(*_zeros(fw, t), True) is not None if route == "gram" else \
                 linear.weight_norm_sq(*_zeros(fw, t), True) is None
-    assert linear.gram_is_cheaper is before
+    assert cost_model.norm_route("linear", 512, 256, 256) == "materialize"  # the context is undone
     assert linear.weight_norm_sq(*_zeros(fw, 512), True) is None and linear.weight_norm_sq(*_zeros(fw, 4), True) is not None
     with pytest.raises(ValueError, match="unknown forced route"):
         with panel._forced_route(fw, "sometimes"):

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 
 from compare.frameworks import FRAMEWORKS, impl_module
+from contract import cost_model
+from contract.cost_model import forced_routes
 from compare.spec import MODELS, Workload, make_batch
 from jax_impl.model import Net as JaxNet
 from jax_impl.models import transformer as jax_tf
@@ -246,12 +248,12 @@ def test_registered_linear_norm_routes_follow_the_cost_model(fw: str):
     all materialise (ratio 2.5-4); fc (one position) always takes the rank-one norm. Same choice on both sides."""
     rules = impl_module(fw, "rules")
     linear = importlib.import_module(f"{fw}_impl.rules.linear")
-    assert linear.LINEAR_GRAM_SLACK == 1.6
+    assert cost_model.LINEAR_GRAM_SLACK == 1.6
     expected = {(128, 256, 256): "gram", (128, 256, 1024): "gram", (128, 1024, 256): "gram",
                 (512, 256, 256): "materialize", (512, 256, 1024): "materialize", (512, 1024, 256): "materialize",
                 (1, 256, 2): "gram"}
     for (t, d, p), route in expected.items():
-        assert rules.gram_is_cheaper(t, d, p, linear.LINEAR_GRAM_SLACK) == (route == "gram")
+        assert rules.gram_is_cheaper(t, d, p, cost_model.LINEAR_GRAM_SLACK) == (route == "gram")
         if fw == "torch":
             layer, a, g = nn.Linear(d, p), torch.zeros(1, t, d), torch.zeros(1, t, p)
         else:
@@ -269,7 +271,7 @@ def test_bookkeeping_routes_follow_its_own_cost_model(fw: str):
     T = 128 and 512; outside (dp_ghost) T = 128 stays Gram. The bk step enters that context and leaves it."""
     rules = impl_module(fw, "rules")
     linear = importlib.import_module(f"{fw}_impl.rules.linear")
-    assert linear.BK_MATERIALISE_COST == 25.0
+    assert cost_model.BK_MATERIALISE_COST == 25.0
     shapes = ((256, 768), (256, 256), (256, 1024), (1024, 256))
     for t, route in ((32, "gram"), (128, "materialize"), (512, "materialize")):
         for d, p in shapes:
@@ -326,12 +328,10 @@ def test_every_dp_strategy(fw: str, route: str | None, monkeypatch):
     """materialize / ghost / bk = the numpy reference from the loop's per-example gradients (half the examples
     clipped, noise on), with the linear layers' norm route as the cost model chooses (T = 6: Gram everywhere)
     and forced to each route; the peer library (Opacus ghost + hooks, jax-privacy) on the cost model's route."""
-    if route is not None:
-        linear = importlib.import_module(f"{fw}_impl.rules.linear")
-        monkeypatch.setattr(linear, "gram_is_cheaper", lambda *a, **k: route == "gram")
     spec, nets, weights = build()  # fresh Nets: JAX's jitted steps are cached per Net
-    check_dp(fw, weights, nets[fw], ("materialize", "ghost", "bk"), batch=batch(spec, 4, seed=3),
-             peer=route is None)
+    with forced_routes(linear=route):
+        check_dp(fw, weights, nets[fw], ("materialize", "ghost", "bk"), batch=batch(spec, 4, seed=3),
+                 peer=route is None)
 
 
 @pytest.mark.slow  # ~12 s: two jitted / traced bk steps

@@ -6,7 +6,7 @@ chosen by these decisions. Comparing them between float32 and float64 explains g
 (``compare.agreement.explain``). Sites are found from the model itself, nothing here names a layer: a
 ``TorchFunctionMode`` sees every ``F.relu`` / ``torch.relu`` / ``F.max_pool2d`` call (``nn.ReLU`` and
 ``nn.MaxPool2d`` call these too), and forward hooks on the parameterised layers (``torch_impl.per_layer``)
-say which layer's output a ReLU gates. Keys, shapes and layouts: ``compare.agreement.sites``.
+say which layer's output a ReLU gates. Keys, shapes and layouts: ``contract.sites``.
 Mirrored by ``jax_impl.decisions`` (same functions, same keys).
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 from torch.overrides import TorchFunctionMode
 
-from compare.agreement import sites as S
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, make_batch
+from contract import sites as S
+from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, make_batch
 from torch_impl.model import Net, loss_fn, resolve
 from torch_impl.per_layer import param_layers
 from torch_impl.per_sample import native_inputs
@@ -159,7 +159,7 @@ def forward_decisions(
 ) -> dict[str, np.ndarray]:
     """Pre-activations and decisions of the forward in ``dtype`` (vmapped per-sample, like method "vmap").
 
-    Per ReLU site (``compare.agreement.sites``): ``{layer}.pre`` (B, ...) in ``dtype`` and ``{layer}.relu``
+    Per ReLU site (``contract.sites``): ``{layer}.pre`` (B, ...) in ``dtype`` and ``{layer}.relu``
     bool gates (pre > 0: torch's ReLU passes no gradient at 0); with ``scales``, ``{layer}.scale`` = S.
     Per max-pool site: its key, (B, C, Ho, Wo) int8 window positions max_pool2d's backward routes to.
     Seed CNN: ``conv1/conv2/fc1.pre|relu`` and ``pool.winner`` (B, 64, 12, 12) in 0..3.

@@ -37,14 +37,26 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from compare.devices import check_devices
-from compare.spec import DEFAULT_LOSS, check_loss
-from compare.training.privacy import check_dp_params
+from contract import devices as contract_devices
+from contract.privacy import check_dp_params
+from contract.spec import DEFAULT_LOSS, check_loss
 from torch_impl import dp
 from torch_impl.per_sample import native_fn
 from torch_impl.weights import to_canonical
 
 log = logging.getLogger("torch_impl.distributed")
+
+
+def device_count(device: str | None) -> int:
+    """Replicas torch can run on ``device`` (None: its GPUs when present, else the CPU cap)."""
+    if device in ("cuda", "gpu") or (device is None and torch.cuda.is_available()):
+        return torch.cuda.device_count()
+    return contract_devices.cpu_max()
+
+
+def check_devices(devices: int, device: str | None) -> int:
+    """``devices`` if torch can run that many replicas on ``device``, else a DevicesError naming why."""
+    return contract_devices.check_devices(devices, "torch", device, device_count(device))
 
 DEFAULT_TIMEOUT_S = 60.0
 Params = dp.Params
@@ -218,7 +230,7 @@ def launch(fn: Callable[..., Any], devices: int, *args: Any, backend: str | None
     if launched():
         init(backend=backend, timeout_s=timeout_s)
         return [fn(*args)]
-    check_devices(devices, "torch", device)
+    check_devices(devices, device)
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     threads = None if torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // devices)
@@ -296,7 +308,7 @@ def lockstep(build: Callable[..., tuple[Callable[..., Any], tuple]], devices: in
     Each ``call`` first broadcasts one flag (a ~0.1 ms collective on localhost gloo, inside the timing), so the
     followers run exactly as many calls as rank 0; ``close`` stops them. For timing only: results stay on ranks.
     """
-    check_devices(devices, "torch", None)
+    check_devices(devices, None)
     ctx = mp.get_context("spawn")
     port = _free_port()
     threads = None if torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // devices)

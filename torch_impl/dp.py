@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad_and_value, vmap
 
-from compare.training.privacy import check_dp_params
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_batch, check_dtype, check_loss
+from contract.privacy import check_dp_params
+from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_batch, check_dtype, check_loss
 from torch_impl import ghost
 from torch_impl.model import Net, resolve
 from torch_impl.per_sample import batch_loss, native_fn, native_x, sample_loss
@@ -254,7 +254,7 @@ def native_batch(
     model: str | Net | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A numpy batch -> device tensors (floats in ``dtype``, token ids int64); with ``model``, checked first
-    (see ``compare.spec.check_batch``)."""
+    (see ``contract.spec.check_batch``)."""
     if model is not None:
         check_batch(x, y, resolve(model).spec)
     dev = resolve_device(device)

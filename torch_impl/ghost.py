@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from compare.spec import DEFAULT_MODEL
+from contract.spec import DEFAULT_MODEL
 from torch_impl import rules
 from torch_impl.model import Net, resolve
 from torch_impl.per_layer import forward_to_outputs, layer_grads, param_layers, site_cotangents, site_layer

@@ -1,9 +1,9 @@
 """The workloads in PyTorch (``torch_impl.models``), returning logits; the loss is chosen by name
-(see ``compare.spec.LOSSES``).
+(see ``contract.spec.LOSSES``).
 
-A ``Net`` pairs a workload's neutral contract (``compare.spec.Workload``) with its module as a meta-device
+A ``Net`` pairs a workload's neutral contract (``contract.spec.Workload``) with its module as a meta-device
 template: structure only, parameters travel in the dicts given to ``functional_call``. Every function of this
-package takes ``model=`` as a registered name (``compare.spec.MODELS``) or a ``Net`` built elsewhere (a test's
+package takes ``model=`` as a registered name (``contract.spec.MODELS``) or a ``Net`` built elsewhere (a test's
 own network, in no registry).
 """
 from __future__ import annotations
@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compare.spec import DEFAULT_MODEL, Workload, check_loss, check_model
+from contract.spec import DEFAULT_MODEL, Workload, check_loss, check_model
 from torch_impl.models import CLASSES
 from torch_impl.models.seed_cnn import SimpleCNN  # noqa: F401 - the seed's class name, kept importable here
 
@@ -38,6 +39,14 @@ class Net:
 def make_model(model: str = DEFAULT_MODEL) -> nn.Module:
     """A freshly initialised module of a registered workload (PyTorch's default init, from torch's global RNG)."""
     return CLASSES[check_model(model).name]()
+
+
+def init_weights(seed: int = 0, model: str | Workload = DEFAULT_MODEL) -> dict[str, np.ndarray]:
+    """Canonical weights of PyTorch's default init right after ``torch.manual_seed(seed)`` (seed 0: the seed
+    script's weights); the weights every comparison starts from (``compare.weights.init_weights``)."""
+    name = check_model(model).name
+    torch.manual_seed(seed)
+    return {k: v.detach().cpu().numpy().copy() for k, v in make_model(name).state_dict().items()}
 
 
 @lru_cache(maxsize=None)

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from compare.spec import DEFAULT_MODEL, InputError
+from contract.spec import DEFAULT_MODEL, InputError
 from torch_impl.model import Net, loss_fn, resolve
 
 OPACUS_METHODS: tuple[str, ...] = ("opacus_hooks", "opacus_ew", "opacus_functorch")

@@ -37,8 +37,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_loss
-from compare.training.privacy import check_dp_params
+from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_loss
+from contract.privacy import check_dp_params
 from torch_impl.model import Net, loss_fn
 from torch_impl.opacus_methods import live_module
 

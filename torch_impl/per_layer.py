@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
-from compare.spec import DEFAULT_MODEL
+from contract.spec import DEFAULT_MODEL
 from torch_impl import rules
 from torch_impl.model import Net, loss_fn, resolve
 

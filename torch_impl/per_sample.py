@@ -12,7 +12,7 @@ Methods (``METHODS``):
            (``torch_impl.opacus_methods``).
 ``native_fn`` returns the framework-native callable ``(params, x, y) -> {name: (B, *shape)}`` that the
 benchmarks time; ``per_sample_grads`` is the canonical numpy-in/numpy-out API shared with ``jax_impl``.
-Every function takes ``model=`` (a ``compare.spec.MODELS`` name, default "seed_cnn", or a ``model.Net``);
+Every function takes ``model=`` (a ``contract.spec.MODELS`` name, default "seed_cnn", or a ``model.Net``);
 ``applicable_methods(model)`` says which methods apply to a workload and why not.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
-from compare.spec import (
+from contract.spec import (
     DEFAULT_LOSS,
     DEFAULT_MODEL,
     InputError,

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from compare.spec import DEFAULT_MODEL, DeviceError, InputError
-from compare.weights import validate_weights
+from contract.spec import DEFAULT_MODEL, DeviceError, InputError
+from contract.weights import validate_weights
 from torch_impl.model import Net, resolve
 
 # canonical name -> (native name, permutation applied to the canonical array); identity here.

@@ -29,7 +29,7 @@ import numpy as np
 from compare.agreement import oracle
 from compare.agreement import sites as S
 from compare.agreement.errors import ParamAgreement, compare_grads, sample_errors
-from compare.frameworks import impl_module
+from compare.frameworks import side
 from compare.spec import DEFAULT_MODEL, PARAM_NAMES
 
 Arrays = dict[str, np.ndarray]
@@ -88,7 +88,7 @@ class Float64Decisions:
     @classmethod
     def compute(cls, weights: Arrays, x: np.ndarray, threshold: float, *, framework: str = "torch",
                 device: str | None = None, model: str = DEFAULT_MODEL) -> Float64Decisions:
-        mod = impl_module(framework, "decisions")
+        mod = side(framework)
         sites = mod.decision_sites(model)
         d = mod.forward_decisions(weights, x, dtype="float64", device=device, model=model, scales=True)
         margins = S.decision_margins(sites, d)
@@ -108,7 +108,7 @@ def check_oracle(weights: Arrays, x: np.ndarray, y: np.ndarray, loss: str, refer
 def framework_decisions(framework: str, method: str, weights: Arrays, x: np.ndarray, device: str | None,
                         model: str = DEFAULT_MODEL) -> Arrays:
     """The framework's float32 decisions as its ``method`` computes them (``loop`` runs one example at a time)."""
-    fn = impl_module(framework, "decisions").forward_decisions
+    fn = side(framework).forward_decisions
     if method != "loop":
         return fn(weights, x, dtype="float32", device=device, model=model)
     parts = [fn(weights, x[i:i + 1], dtype="float32", device=device, model=model) for i in range(x.shape[0])]
@@ -128,7 +128,7 @@ def replay_grads(weights: Arrays, x: np.ndarray, y: np.ndarray, loss: str, force
     else ``framework``'s ``decisions.replay_grads`` (its float64 autodiff through the forced piece)."""
     if model == DEFAULT_MODEL:
         return oracle.per_sample_grads(weights, x, y, loss=loss, forced=forced)
-    return impl_module(framework, "decisions").replay_grads(weights, x, y, forced, loss=loss, device=device,
+    return side(framework).replay_grads(weights, x, y, forced, loss=loss, device=device,
                                                             model=model)
 
 

@@ -17,7 +17,7 @@ from compare.agreement.errors import (
     NEAR_KINK, REPLAY_TOLERANCE, TOLERANCE, ParamAgreement, bad_samples, compare_grads, reference_scales,
     rows_from_errors, sample_errors,
 )
-from compare.frameworks import per_sample_module
+from compare.frameworks import side
 from compare.spec import DEFAULT_MODEL, MethodError, check_batch, check_loss, check_model
 
 
@@ -144,7 +144,7 @@ def _float64_methods(report: AgreementReport, fw: str, weights, x, y, *, loss: s
     """Every method of ``fw`` in float64 against ``fw``'s own float64 loop (1e-10); the others listed with why.
     Only the ``keep`` method's result is cached (for the cross-framework comparison): each result is B x |params|
     float64 (2.1 GB for the transformer at B = 64), and keeping every method's ran a 24 GB machine out of memory."""
-    ps = per_sample_module(fw)
+    ps = side(fw)
     scales = reference_scales(loop)
     for m, reason in ps.applicable_methods(model).items():
         if m == "loop":
@@ -199,7 +199,7 @@ def run_agreement(
     if not frameworks:
         raise ValueError("run_agreement needs at least one framework")
     ref_fw = frameworks[0]
-    reference = per_sample_module(ref_fw).per_sample_grads(
+    reference = side(ref_fw).per_sample_grads(
         weights, x, y, method="loop", loss=loss, dtype="float64", device=device, model=name)
     scales = reference_scales(reference)
     report = AgreementReport(f"{ref_fw}/float64/loop", x.shape[0], loss, {}, dict(TOLERANCE), model=name)
@@ -211,7 +211,7 @@ def run_agreement(
     cache: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     loops: dict[str, dict[str, np.ndarray]] = {}
     for fw in frameworks:
-        loops[fw] = reference if fw == ref_fw else per_sample_module(fw).per_sample_grads(
+        loops[fw] = reference if fw == ref_fw else side(fw).per_sample_grads(
             weights, x, y, method="loop", loss=loss, dtype="float64", device=device, model=name)
         _float64_methods(report, fw, weights, x, y, loss=loss, device=device, model=name, loop=loops[fw],
                          methods=methods, cache=cache, keep=method)
@@ -224,7 +224,7 @@ def run_agreement(
             key = f"{fw}/{dtype}"
             got = cache.get((fw, method)) if dtype == "float64" else None
             if got is None:
-                got = per_sample_module(fw).per_sample_grads(
+                got = side(fw).per_sample_grads(
                     weights, x, y, method=method, loss=loss, dtype=dtype, device=device, model=name)
             errs = sample_errors(got, reference)
             report.results[key] = rows_from_errors(errs, scales, TOLERANCE[dtype])

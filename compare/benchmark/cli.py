@@ -288,10 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, device = prepare_device(cfg)
         if cfg.devices is not None:
-            from compare.devices import check_devices
+            from compare.frameworks import side
 
             for fw in cfg.frameworks:
-                check_devices(cfg.devices, fw, device)
+                side(fw).check_devices(cfg.devices, device)
         if cfg.agreement_only:
             return _agreement_only(cfg, weights, device)
         plan = plan_points(cfg, weights_paths, device)

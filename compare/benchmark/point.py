@@ -122,9 +122,9 @@ def _classify(err: BaseException) -> str:
 
 def _init_device(framework: str, device: str) -> None:
     """Create the framework's context on ``device`` (the CUDA context on a GPU) and wait for it."""
-    from compare.frameworks import impl_module
+    from compare.frameworks import side
 
-    dev = impl_module(framework, "weights").resolve_device(device)
+    dev = side(framework).resolve_device(device)
     if framework == "torch":
         import torch
 
@@ -140,11 +140,11 @@ def _init_device(framework: str, device: str) -> None:
 def start_up(framework: str, device: str, launched_at: float | None = None) -> dict:
     """Imports and device initialisation of a point process, timed (seconds): what every fresh process pays
     before its first measurement. ``python_s``: from the parent's launch (``time.time()``) to this call."""
-    from compare.frameworks import per_sample_module
+    from compare.frameworks import side
 
     t0 = time.time()
     python_s = None if launched_at is None else t0 - launched_at
-    per_sample_module(framework)  # the imports belong to the baseline, not to the peak
+    side(framework).METHODS  # the imports belong to the baseline, not to the peak
     t1 = time.time()
     _init_device(framework, device)
     t2 = time.time()
@@ -201,9 +201,9 @@ def measure_point(spec: PointSpec, startup: dict | None = None, index_in_process
 
 
 def _torch_precision() -> dict:
-    from torch_impl.weights import precision_flags
+    from compare.frameworks import side
 
-    return precision_flags()
+    return side("torch").precision_flags()
 
 
 def run_point(spec: PointSpec, *, env: dict[str, str], timeout: float) -> dict:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from compare.frameworks import FRAMEWORKS, impl_module, per_sample_module
+from compare.frameworks import FRAMEWORKS, side
 from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, LOSSES, MODELS, InputError, make_batch, parse_models
 from compare.weights import init_weights
 
@@ -57,7 +57,7 @@ def not_applicable(framework: str, method: str, model: str) -> str | None:
     """Why ``method`` does not apply to ``model`` in ``framework`` (None: it applies; 'reference' always does)."""
     if method == "reference":
         return None
-    return per_sample_module(framework).applicable_methods(model).get(method)
+    return side(framework).applicable_methods(model).get(method)
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     a = p.parse_args(argv)
     if a.batch_size < 1 or a.repeats < 1 or a.top < 1:
         p.error("--batch-size, --repeats and --top must be positive")
-    ps = per_sample_module(a.framework)
+    ps = side(a.framework)
     if a.method != "reference" and a.method not in ps.METHODS:
         p.error(f"unknown {a.framework} method {a.method!r}; expected 'reference' or one of {ps.METHODS}")
     reasons = {m: not_applicable(a.framework, a.method, m) for m in a.model}
@@ -99,7 +99,7 @@ def _median_ms(fn: Callable[[], object], sync: Callable[[object], object], repea
 
 
 def _setup(cfg: Config):
-    ps = per_sample_module(cfg.framework)
+    ps = side(cfg.framework)
     x, y = make_batch(cfg.batch_size, seed=0, dtype=cfg.dtype, model=cfg.model)
     args = ps.native_inputs(init_weights(0, cfg.model), x, y, dtype=cfg.dtype, device="cpu", model=cfg.model)
     fn = (ps.reference_fn(loss=cfg.loss, model=cfg.model) if cfg.method == "reference"
@@ -147,41 +147,7 @@ def per_layer_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:
     """Median (wall, CPU) ms of each stage of ``per_layer``: forward, forward+backward to outputs, each layer's rule
     (one stage per call site of each of the workload's parameterised layers; "rule conv1" etc. for the seed)."""
     _, _, (params, x, y) = _setup(cfg)
-    pl = impl_module(cfg.framework, "per_layer")
-    model = cfg.model
-    if cfg.framework == "torch":
-        from torch_impl import rules
-        from torch_impl.model import resolve
-
-        layers = pl.param_layers(resolve(model).module)
-        inputs, cots = pl.output_cotangents(params, x, y, cfg.loss, model)
-        sync = lambda v: v  # noqa: E731 - CPU ops are synchronous
-
-        stages = {"forward": lambda: pl.forward_to_outputs(params, x, model),
-                  "forward+backward to outputs": lambda: pl.output_cotangents(params, x, y, cfg.loss, model)}
-        for site in inputs:
-            name = pl.site_layer(site)
-            leaves = pl.layer_params(params, name, layers[name])
-            stages[f"rule {site}"] = (lambda site=site, layer=layers[name], leaves=leaves:
-                                      rules.per_example(layer, leaves, inputs[site], cots[site]))
-    else:
-        import jax
-
-        from jax_impl import rules
-        from jax_impl.model import resolve
-        from jax_impl.weights import param_modules, path_name
-
-        layers = {path_name(p): m for p, m in param_modules(resolve(model).abstract_module)}  # structure only
-        zeros = pl.zero_probes(params, x, model)
-        fwd = jax.jit(lambda p, x, z: pl.forward_to_outputs(p, x, z, model))
-        fwd_bwd = jax.jit(lambda p, x, y: pl.output_cotangents(p, x, y, cfg.loss, model))
-        inputs, cots = fwd_bwd(params, x, y)
-        sync = jax.block_until_ready
-        stages = {"forward": lambda: fwd(params, x, zeros),
-                  "forward+backward to outputs": lambda: fwd_bwd(params, x, y)}
-        for site in inputs:
-            jitted = jax.jit(lambda a, g, layer=layers[pl.site_layer(site)]: rules.per_example(layer, a, g))
-            stages[f"rule {site}"] = lambda site=site, jitted=jitted: jitted(inputs[site], cots[site])
+    stages, sync = side(cfg.framework).per_layer_stages(params, x, y, cfg.loss, cfg.model)
     return [(name, _median_ms(fn, sync, cfg.repeats)) for name, fn in stages.items()]
 
 
@@ -205,47 +171,9 @@ def subsets(model: str = DEFAULT_MODEL) -> dict[str, tuple[str, ...]]:
 
 
 def reference_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:
-    """Median (wall, CPU) ms of the forward and of the batched gradient w.r.t. each of ``SUBSETS``."""
-    ps, _, (params, x, y) = _setup(cfg)
-    if cfg.framework == "torch":
-        import torch
-        from torch.func import grad
-
-        sync = lambda v: v  # noqa: E731 - CPU ops are synchronous
-
-        def forward():
-            with torch.no_grad():
-                return ps.batch_loss(params, x, y, cfg.loss, cfg.model)
-
-        def subset_grad(layers):
-            sub = {k: v for k, v in params.items() if k.split(".")[0] in layers}
-            rest = {k: v for k, v in params.items() if k not in sub}
-            g = grad(lambda sub: ps.batch_loss({**rest, **sub}, x, y, cfg.loss, cfg.model))
-            return lambda: g(sub)
-    else:
-        import jax
-        from flax import nnx
-
-        # Everything is a jit argument: closed-over arrays would be constants that XLA folds at compile time.
-        sync = jax.block_until_ready
-        jitted_loss = jax.jit(lambda p, x, y: ps.batch_loss(p, x, y, cfg.loss, cfg.model))
-        forward = lambda: jitted_loss(params, x, y)  # noqa: E731
-        pure = nnx.to_pure_dict(params)
-
-        def subset_grad(layers):
-            sub = {k: v for k, v in pure.items() if k in layers}
-            rest = {k: v for k, v in pure.items() if k not in layers}
-
-            def loss_of(sub, rest, x, y):
-                state = jax.tree.map(lambda v: v, params)
-                nnx.replace_by_pure_dict(state, {**rest, **sub})
-                return ps.batch_loss(state, x, y, cfg.loss, cfg.model)
-
-            g = jax.jit(jax.grad(loss_of))
-            return lambda: g(sub, rest, x, y)
-
-    stages = {"forward only": forward,
-              **{name: subset_grad(layers) for name, layers in subsets(cfg.model).items()}}
+    """Median (wall, CPU) ms of the forward and of the batched gradient w.r.t. each of ``subsets(model)``."""
+    _, _, (params, x, y) = _setup(cfg)
+    stages, sync = side(cfg.framework).reference_stages(params, x, y, cfg.loss, cfg.model, subsets(cfg.model))
     return [(name, _median_ms(fn, sync, cfg.repeats)) for name, fn in stages.items()]
 
 

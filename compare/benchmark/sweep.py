@@ -37,7 +37,7 @@ from compare.benchmark.point import GIVE_UP, PointSpec, run_group, run_point
 from compare.benchmark.results import (
     append_point, failure_record, load_points, make_meta, point_key, relevant_env, write_results,
 )
-from compare.frameworks import per_sample_module
+from compare.frameworks import side
 from compare.spec import DEFAULT_MODEL, available_memory_bytes, check_model
 from compare.benchmark.summary import format_summary
 
@@ -55,7 +55,7 @@ def _methods(framework: str, kind: str, device: str) -> tuple[str, ...]:
     methods = TARGETS[kind].methods(framework)
     if kind != "per_sample":
         return methods
-    mod = per_sample_module(framework)
+    mod = side(framework)
     extra = tuple(mod.MISSING) + (tuple(mod.CUDA_METHODS) if device.startswith("cuda") else ())
     return methods + tuple(m for m in extra if m not in methods)
 
@@ -64,7 +64,7 @@ def missing_reason(framework: str, kind: str, method: str) -> str | None:
     """Why this installation cannot run the method (a missing library), else None."""
     if kind != "per_sample":
         return None
-    return per_sample_module(framework).MISSING.get(method)
+    return side(framework).MISSING.get(method)
 
 
 def _selected(cfg: Config, kind: str, methods: tuple[str, ...]) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from compare.frameworks import impl_module, per_sample_module
+from compare.frameworks import side
 from compare.spec import DEFAULT_MODEL, make_batch
 
 NativeFn = Callable[..., Any]
@@ -64,13 +64,13 @@ class Target:
 
 
 def _per_sample_methods(framework: str) -> tuple[str, ...]:
-    return tuple(per_sample_module(framework).METHODS)
+    return tuple(side(framework).METHODS)
 
 
 def _build_per_sample(framework: str, method: str, weights: dict, x: np.ndarray, y: np.ndarray, *,
                       dtype: str, device: str | None, loss: str, chunk_size: int | None, model: str = DEFAULT_MODEL,
                       ) -> tuple[NativeFn, tuple]:
-    mod = per_sample_module(framework)
+    mod = side(framework)
     fn = mod.native_fn(method, loss=loss, chunk_size=chunk_size, model=model)
     return fn, mod.native_inputs(weights, x, y, dtype=dtype, device=device, model=model)
 
@@ -82,7 +82,7 @@ def _build_reference(framework: str, method: str, weights: dict, x: np.ndarray, 
         raise ValueError(f"the reference kind has one method, 'batched', not {method!r}")
     if chunk_size is not None:
         raise ValueError("chunk_size does not apply to the batched reference")
-    mod = per_sample_module(framework)
+    mod = side(framework)
     return (mod.reference_fn(loss=loss, model=model),
             mod.native_inputs(weights, x, y, dtype=dtype, device=device, model=model))
 
@@ -143,7 +143,7 @@ def dp_step_factory(framework: str, method: str) -> Callable[..., NativeFn]:
     A peer whose library is not installed raises ImportError naming it (the point is recorded as failed with
     that reason, not silently dropped)."""
     if method in DP_CLIPPING:
-        dp = impl_module(framework, "dp")
+        dp = side(framework)
         clipping = DP_CLIPPING[method]
         return lambda **kw: dp.make_step(**kw, per_sample_method=DP_PER_SAMPLE_METHOD, clipping=clipping)
     peers = DP_PEERS.get(framework, {})
@@ -159,8 +159,8 @@ def _build_dp(framework: str, method: str, weights: dict, x: np.ndarray, y: np.n
     """One training step on native inputs; private steps get their noise drawn here, outside the timed call."""
     if chunk_size is not None:
         raise ValueError("chunk_size does not apply to the dp kind (dp.make_step takes none)")
-    dp = impl_module(framework, "dp")
-    params, xn, yn = per_sample_module(framework).native_inputs(weights, x, y, dtype=dtype, device=device,
+    dp = side(framework)
+    params, xn, yn = side(framework).native_inputs(weights, x, y, dtype=dtype, device=device,
                                                                 model=model)
     if method == "sgd":
         return dp.make_sgd_step(lr=DP_HPARAMS["lr"], loss=loss, model=model), (params, xn, yn)
@@ -201,7 +201,7 @@ def _build_distributed(framework: str, method: str, weights: dict, x: np.ndarray
         raise ValueError(_DIST_MODEL_REASON)
     n = run_devices() or 1
     xg, yg = make_batch(x.shape[0] * n, 0)
-    return impl_module(framework, "distributed").benchmark_call(
+    return side(framework).benchmark_call(
         DIST_METHODS[method], n, weights, xg, yg, dtype=dtype, device=device, loss=loss, clipping=DIST_CLIPPING,
         per_sample_method=DP_PER_SAMPLE_METHOD, hparams=DP_HPARAMS)
 
@@ -248,7 +248,7 @@ def not_applicable(framework: str, kind: str, method: str, model: str) -> str | 
     (``applicable_methods(model)``: e.g. JAX's ``vmap_patches`` needs a convolution); every DP step applies to
     every registered workload (tests/test_workloads.py); the data-parallel kind runs the default workload only."""
     if kind == "per_sample":
-        mod = per_sample_module(framework)
+        mod = side(framework)
         if method in mod.MISSING or method in mod.CUDA_METHODS:  # the installation / device: the sweep's business
             return None
         return mod.applicable_methods(model).get(method)

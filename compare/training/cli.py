@@ -48,12 +48,12 @@ from typing import Callable, Iterator, TextIO
 
 import numpy as np
 
-from compare.devices import DevicesError, check_count, check_devices, force_host_devices
+from contract.devices import DevicesError, check_count, force_host_devices
 from compare.env import require_gpu, share_gpu_memory
 from compare.lock import lock_status, versions
 from compare.paths import output_dir
 from compare.training.data import DataError, Dataset, batch_indices, load_for_model
-from compare.frameworks import FRAMEWORKS, impl_module
+from compare.frameworks import FRAMEWORKS, side
 from compare.training.privacy import ACCOUNTANTS, DPConfigError, check_delta, check_dp_params, epsilon
 from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, DTYPES, MODELS, DeviceError, InputError, parse_models
 from compare.weights import WeightsError, init_weights, load_weights
@@ -161,7 +161,7 @@ def check_parallel(cfg: Config) -> None:
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) != cfg.devices:
         raise DevicesError(f"torchrun started {os.environ['WORLD_SIZE']} processes but --devices is {cfg.devices}")
     for fw in cfg.frameworks:
-        check_devices(cfg.devices, fw, cfg.device)
+        side(fw).check_devices(cfg.devices, cfg.device)
 
 
 def noise_draws(seed: int, steps: int, noise_multiplier: float,
@@ -255,8 +255,8 @@ def _dp_hparams(cfg: Config) -> dict:
 def _torch_parallel(weights: dict[str, np.ndarray], data: Dataset, cfg: Config, steps: int,
                     progress_path: str | None) -> dict | None:
     """One torch replica (spawned, or a torchrun process); rank 0 appends to the progress file and reports."""
-    from torch_impl import distributed, dp
-    from torch_impl.weights import to_native
+    torch_side = side("torch")
+    distributed, dp, to_native = torch_side.distributed, torch_side.dp, torch_side.to_native
 
     rank0 = distributed.rank() == 0 and progress_path is not None
     step = distributed.make_step(**_dp_hparams(cfg))
@@ -275,7 +275,7 @@ def train_framework(
     fw: str, weights: dict[str, np.ndarray], data: Dataset, cfg: Config, steps: int, progress: TextIO | None
 ) -> dict | None:
     """Run ``steps`` DP-SGD steps in one framework, on ``cfg.devices`` devices; losses stream to ``progress``."""
-    dp, wmod = impl_module(fw, "dp"), impl_module(fw, "weights")
+    dp = wmod = side(fw)
     if cfg.devices == 1:
         step = dp.make_step(**_dp_hparams(cfg), model=cfg.model)
         params, losses, times = run_steps(fw, dp, step, wmod.to_native(weights, cfg.dtype, cfg.device, model=cfg.model),
@@ -284,10 +284,10 @@ def train_framework(
     if fw == "torch":
         if progress is not None:
             progress.flush()
-        return impl_module("torch", "distributed").launch(_torch_parallel, cfg.devices, weights, data, cfg, steps,
+        return side("torch").distributed.launch(_torch_parallel, cfg.devices, weights, data, cfg, steps,
                                                           None if progress is None else progress.name,
                                                           device=cfg.device)[0]
-    distributed = impl_module("jax", "distributed")
+    distributed = side("jax").distributed
     mesh = distributed.make_mesh(cfg.devices, cfg.device)
     step = distributed.make_step(mesh=mesh, **_dp_hparams(cfg))
 

@@ -169,13 +169,13 @@ def teacher_labels(x: np.ndarray, model: str | Workload, seed: int) -> np.ndarra
     import torch
     from torch.func import functional_call
 
+    from compare.frameworks import side
     from compare.weights import init_weights
-    from torch_impl.model import resolve
-    from torch_impl.per_sample import native_x
-    from torch_impl.weights import to_native
 
-    net = resolve(check_model(model).name)
-    params = to_native(init_weights(TEACHER_SEED_OFFSET + seed, net.spec.name), "float32", "cpu", model=net)
+    torch_side = side("torch")
+    net = torch_side.resolve(check_model(model).name)
+    native_x = torch_side.native_x
+    params = torch_side.to_native(init_weights(TEACHER_SEED_OFFSET + seed, net.spec.name), "float32", "cpu", model=net)
     with torch.no_grad():
         logits = np.concatenate([
             functional_call(net.module, params, (native_x(x[i : i + 256], "float32", torch.device("cpu")),)).numpy()

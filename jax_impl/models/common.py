@@ -31,7 +31,7 @@ def flatten_chw(h: jax.Array) -> jax.Array:
 # The models' non-smooth functions. Plain ``nnx.relu`` / ``nnx.max_pool`` unless ``jax_impl.decisions`` installs a
 # hook (at trace time, around its own forwards only) to record or impose each call's decisions; torch needs no
 # such helper (a TorchFunctionMode sees ``F.relu`` / ``F.max_pool2d``). Every ReLU and max-pool of a JAX model
-# goes through these two, so that the float32 explanation finds them (``compare.agreement.sites``).
+# goes through these two, so that the float32 explanation finds them (``contract.sites``).
 _DECISION_HOOK: ContextVar = ContextVar("decision_hook", default=None)
 
 

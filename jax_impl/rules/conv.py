@@ -11,7 +11,7 @@ bias (feature_group_count = 1, no input dilation or mask; other instances fall b
           as feature groups was slowest. The scan vs the unrolled taps: 20 vs 148 MiB of temporaries at B=256
           (XLA materialised all nine slices first), 317 vs 355 ms min of 5;
   norm    "materialize" (the grad above, then its norm) or "gram" (sum_{p,q} <u_p,u_q><g_p,g_q> from (B, P, P)
-          Gram matrices), chosen per layer by ``rules.gram_is_cheaper(P, d, p, CONV_GRAM_SLACK)`` (Bu, Mao & Xu
+          Gram matrices), chosen per layer by ``contract.cost_model.norm_route("conv", P, d, p)`` (Bu, Mao & Xu
           2022; the slack 2.5 measured on every workload's convs, paper/cpu-costmodel/). Measured on the
           seed CNN (float32, min of 3-5, 2-core Intel box shared with other jobs, the rule alone on (a, g)):
             conv1  materialize   3.4 ms (B=64)   13 ms (B=256)   gram   289 ms (B=64)  2043 ms (B=256)
@@ -22,7 +22,7 @@ bias (feature_group_count = 1, no input dilation or mask; other instances fall b
           ~6-9 GFLOP/s: seed conv2, B=64, 160-240 ms (nine dots, one im2col matmul, or batched dots summed)
           against 37-57 ms for the per-example taps plus a weighted sum, so for layers the cost model would
           give to gram that contraction can still dominate; measured per layer, not assumed.
-``NORM_RULE`` forces one rule for every conv layer (tests, measurements); None = the cost model.
+``contract.cost_model.forced_routes(conv=...)`` forces one rule for every conv layer (tests, measurements).
 """
 from __future__ import annotations
 
@@ -32,10 +32,9 @@ from flax import nnx
 from flax.nnx.nn.linear import canonicalize_padding
 
 from jax_impl.models.common import PRECISION
-from jax_impl.rules import CONV_GRAM_SLACK, Leaves, gram_is_cheaper, register_clipped_sum, \
-    register_grad_sampler, register_norm_sampler, sq
+from contract.cost_model import norm_route
+from jax_impl.rules import Leaves, register_clipped_sum, register_grad_sampler, register_norm_sampler, sq
 
-NORM_RULE: str | None = None  # "gram" / "materialize" to force; None: gram_is_cheaper decides per layer
 Geometry = tuple[tuple[int, int], tuple[int, int], tuple[tuple[int, int], tuple[int, int]]]
 
 
@@ -96,11 +95,8 @@ def conv_taps(layer: nnx.Conv, a: jax.Array, g: jax.Array, geometry: Geometry) -
 
 def norm_rule(layer: nnx.Conv, g: jax.Array) -> str:
     """"gram" or "materialize" for this layer at output cotangent g (B, H', W', C_out)."""
-    if NORM_RULE is not None:
-        return NORM_RULE
     kh, kw, c_in, c_out = layer.kernel_shape
-    cheaper = gram_is_cheaper(g.shape[1] * g.shape[2], kh * kw * c_in, c_out, CONV_GRAM_SLACK)
-    return "gram" if cheaper else "materialize"
+    return norm_route("conv", g.shape[1] * g.shape[2], kh * kw * c_in, c_out)
 
 
 def _with_bias(layer: nnx.Conv, kernel: jax.Array, bias: jax.Array) -> Leaves:

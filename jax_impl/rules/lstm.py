@@ -17,10 +17,9 @@ import jax.numpy as jnp
 
 from jax_impl.models.common import PRECISION
 from jax_impl.models.lstm import LSTM, recurrence
-from jax_impl.rules import Leaves, gram_is_cheaper, register_clipped_sum, register_grad_sampler, \
-    register_norm_sampler, sq
+from contract.cost_model import norm_route
+from jax_impl.rules import Leaves, register_clipped_sum, register_grad_sampler, register_norm_sampler, sq
 
-NORM_RULE: str | None = None
 
 
 def gate_cotangents(layer: LSTM, a: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -33,10 +32,8 @@ def gate_cotangents(layer: LSTM, a: jax.Array, g: jax.Array) -> tuple[jax.Array,
 
 def norm_rule(layer: LSTM, a: jax.Array) -> str:
     """"gram" or "materialize" for this layer at input a (B, T, in)."""
-    if NORM_RULE is not None:
-        return NORM_RULE
     hidden = layer.hidden_features
-    return "gram" if gram_is_cheaper(a.shape[1], layer.in_features + hidden, 4 * hidden) else "materialize"
+    return norm_route("lstm", a.shape[1], layer.in_features + hidden, 4 * hidden)
 
 
 @register_grad_sampler("lstm", LSTM)

@@ -1,6 +1,6 @@
-"""The workloads in PyTorch, one file per network (mirrored by ``jax_impl.models``); names = ``compare.spec.MODELS``.
+"""The workloads in PyTorch, one file per network (mirrored by ``jax_impl.models``); names = ``contract.spec.MODELS``.
 
-Adding a workload: one model file here, its mirror in ``jax_impl/models/``, an entry in ``compare.spec.MODELS``
+Adding a workload: one model file here, its mirror in ``jax_impl/models/``, an entry in ``contract.spec.MODELS``
 and one in each ``CLASSES``; no per-layer rule changes (``torch_impl.rules`` finds its layers by kind).
 """
 from __future__ import annotations

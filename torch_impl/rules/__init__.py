@@ -17,13 +17,13 @@ Kinds here: ``linear`` (nn.Linear, inputs (B, d) or (B, T..., d)), ``conv`` (nn.
 """
 from __future__ import annotations
 
-import contextvars
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn as nn
 from torch.func import functional_call, vjp, vmap
+
+from contract.cost_model import bookkeeping, gram_is_cheaper, in_bookkeeping  # noqa: F401 - re-exported
 
 Tensor = torch.Tensor
 Leaves = dict[str, Tensor]
@@ -83,46 +83,6 @@ def kind_of(layer: nn.Module) -> str:
     return KINDS.get(type(site_module(layer)), "other")
 
 
-# Conv layers: gram when P (d + p) < CONV_GRAM_SLACK * d p. Measured (scripts/conv_cost_model.py,
-# paper/cpu-costmodel/: every conv layer of every workload, B = 16 / 64 / 256, float32, 1 thread, medians of
-# interleaved repeats, 2-core Xeon shared with other jobs): with slack 1 the model chose the slower form on 8 of 72
-# points, worst cifar10_cnn conv8 (P=16, d=2304, p=10, P (d+p) / (d p) = 1.61): materialize 4.9 / 13.2 / 53 ms vs
-# gram 1.6 / 5.0 / 35 ms in JAX (the model's choice 3.0x / 2.6x / 1.5x slower), a tie in torch (6.6 / 11.1 / 44.7
-# vs 6.4 / 8.9 / 45.8 ms). The next layer up, cifar10_cnn conv4 (ratio 4.44), materialises 1.4-4.6x faster in both,
-# so every slack in (1.61, 4.44) ranks all measured layers alike; 2.5 (about their geometric middle) moves conv8 to
-# gram: mean penalty over all points 1.066 -> 1.005, worst 2.98x -> 1.13x (mnist_cnn conv2, ratio 0.88, a near-tie:
-# 1.08-1.13x either way). Linear layers over T positions: ``rules.linear.LINEAR_GRAM_SLACK`` (measured there).
-CONV_GRAM_SLACK = 2.5
-
-
-# Set while book-keeping chooses its norm routes (``ghost.bk_clipped_sum``): there a materialised layer's clipped
-# sum is a tensordot of the per-example gradients already written, while a Gram-normed layer needs one more weight
-# gradient for its sum, so the Gram form pays off at shorter T than for a norm alone (``rules/linear.py``).
-_BOOKKEEPING: contextvars.ContextVar[bool] = contextvars.ContextVar("bookkeeping", default=False)
-
-
-@contextmanager
-def bookkeeping() -> Iterator[None]:
-    """Within: norm rules choose their form for a book-keeping step (see ``_BOOKKEEPING``)."""
-    token = _BOOKKEEPING.set(True)
-    try:
-        yield
-    finally:
-        _BOOKKEEPING.reset(token)
-
-
-def in_bookkeeping() -> bool:
-    return _BOOKKEEPING.get()
-
-
-def gram_is_cheaper(positions: int, d_in: int, d_out: int, slack: float = 1.0) -> bool:
-    """Bu, Mao & Xu (NeurIPS 2022) mixed ghost norm: the Gram form sum_{p,q} <a_p,a_q><g_p,g_q> costs
-    ~P^2 (d_in + d_out) multiply-adds per example, materialising the (d_out x d_in) gradient ~P d_in d_out.
-    (P = 1, a linear layer on one position: the Gram form is the rank-one ||a|| ||g||, always cheaper.)
-    ``slack`` > 1 favours the Gram form (conv layers: ``CONV_GRAM_SLACK``, measured). Same model as JAX's."""
-    return positions * (d_in + d_out) < slack * d_in * d_out
-
-
 def sq(v: Tensor) -> Tensor:
     """(B,) squared L2 norm of each row of v (any trailing shape), without writing v.square()."""
     return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1).square()
@@ -171,4 +131,4 @@ def clipped_sum(layer: nn.Module, a: Tensor, g: Tensor, w: Tensor) -> Leaves:
 
 from torch_impl.rules import conv, embedding, linear  # noqa: E402,F401 - registers the kinds
 from torch_impl.rules import lstm  # noqa: E402,F401 - the LSTM kind (torch_impl.models.lstm.LSTM)
-from torch_impl.rules import layernorm, param_add, projection  # noqa: E402,F401 - the transformer's kinds (issue 16)
+from torch_impl.rules import layernorm, param_add, projection  # noqa: E402,F401 - the transformer's kinds

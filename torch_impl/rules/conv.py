@@ -13,11 +13,11 @@
           (one ordinary batched weight-gradient, what SGD pays: conv1 1.0 / 7.0, conv2 13.5 / 54), so the model
           ranks both as measured. Every workload's conv layers (scripts/conv_cost_model.py, both frameworks,
           B = 16 / 64 / 256: paper/cpu-costmodel/) put the crossover at P (d + p) / (d p) between 1.61 and 4.44,
-          hence ``gram_is_cheaper(P, d, p, CONV_GRAM_SLACK = 2.5)`` (rules/__init__.py states the numbers): on
+          hence ``norm_route("conv", P, d, p)`` with ``CONV_GRAM_SLACK = 2.5`` (``contract.cost_model`` states the numbers): on
           cifar10_cnn gram for conv5-conv8 (8x8 and 4x4 maps), materialise for the rest; mnist_cnn conv2 gram.
   sum     (gram layers only; materialised ones are summed from their per-example grads by the engine): one
           ordinary weight-gradient of the w-scaled cotangents.
-``NORM_RULE`` forces one rule for every conv layer (tests, measurements); None = the cost model.
+``contract.cost_model.forced_routes(conv=...)`` forces one rule for every conv layer (tests, measurements).
 """
 from __future__ import annotations
 
@@ -25,11 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from torch_impl.rules import CONV_GRAM_SLACK, Leaves, gram_is_cheaper, register_clipped_sum, \
-    register_grad_sampler, register_norm_sampler, sq
+from contract.cost_model import norm_route
+from torch_impl.rules import Leaves, register_clipped_sum, register_grad_sampler, register_norm_sampler, sq
 
 Tensor = torch.Tensor
-NORM_RULE: str | None = None  # "gram" / "materialize" to force; None: gram_is_cheaper decides per layer
 
 
 def _geometry(layer: nn.Conv2d) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None:
@@ -54,10 +53,8 @@ def _with_bias(layer: nn.Conv2d, weight: Tensor, bias: Tensor) -> Leaves:
 
 def norm_rule(layer: nn.Conv2d, g: Tensor) -> str:
     """"gram" or "materialize" for this layer at output cotangent g (B, C_out, H', W')."""
-    if NORM_RULE is not None:
-        return NORM_RULE
     d = layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
-    return "gram" if gram_is_cheaper(g.shape[2] * g.shape[3], d, g.shape[1], CONV_GRAM_SLACK) else "materialize"
+    return norm_route("conv", g.shape[2] * g.shape[3], d, g.shape[1])
 
 
 @register_grad_sampler("conv", nn.Conv2d)

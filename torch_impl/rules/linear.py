@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from torch_impl.rules import Leaves, gram_is_cheaper, in_bookkeeping, register_clipped_sum, register_grad_sampler, \
-    register_norm_sampler, sq
+from contract.cost_model import norm_route
+from torch_impl.rules import Leaves, register_clipped_sum, register_grad_sampler, register_norm_sampler, sq
 
 Tensor = torch.Tensor
 
@@ -26,28 +26,6 @@ def _positions(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
 
 def _with_bias(layer: nn.Linear, weight: Tensor, bias: Tensor) -> Leaves:
     return {"weight": weight, "bias": bias} if layer.bias is not None else {"weight": weight}
-
-
-# Linear layers on T positions: gram when T (d + p) < LINEAR_GRAM_SLACK * d p. Measured (scripts/seq_cost_model.py,
-# paper/cpu-seq-costmodel/: the transformer's in_proj 256->768, out_proj 256->256, linear1 / linear2 256<->1024 at
-# T = 32 / 128 / 512, B = 64, float32, 1 thread, medians of interleaved repeats, shared 2-core Xeon): slack 1 chose
-# the slower form on 2 of 24 points, both out_proj at T = 128 (cost ratio T (d + p) / (d p) exactly 1: a tie the
-# model breaks towards materialising), where gram was 1.19x (torch) / 1.74x (JAX) faster; Gram also won at ratios
-# 0.16-0.67 (1.35-23x) and materialising at 2.5-4 (1.85-4.5x). Every slack in (1, 2.5] ranks all 24 points right;
-# 1.6 (about their geometric middle) is used. Same value in both frameworks.
-LINEAR_GRAM_SLACK = 1.6
-
-# Inside book-keeping (``rules.in_bookkeeping()``): gram when T^2 (d + p) < BK_MATERIALISE_COST * d p, i.e. the
-# slack BK_MATERIALISE_COST / T. Why another rule: the Gram-normed layer's bk sum is one more weight gradient
-# (T d p per example) on top of the Gram products (T^2 (d + p)), while a materialised layer writes its d p gradient
-# values (T d p) and sums them by a tensordot; so Gram wins when T^2 (d + p) < c d p, c = the cost of writing and
-# re-reading one gradient value in multiply-adds (~25-30 on this CPU: ~50 GFLOP/s against ~7 GB/s of writes).
-# Measured (scripts/seq_length_panel.py, whole bk steps of the transformer, B = 64, every linear layer forced to
-# one form, paper/cpu-seq-panel*/): Gram 0.79x materialise at T = 32 (T^2 (d + p) / (d p) = 5-8) in both
-# frameworks, 1.13x (torch) / 1.06x (JAX) at T = 128 (80-128), 1.16x / 1.41x at T = 512, while the norm-only rule
-# (LINEAR_GRAM_SLACK) picks Gram up to T = 205-328 there. 25 sits between 8 and 80 (about their geometric middle).
-# dp_ghost keeps LINEAR_GRAM_SLACK: its sums come from a second backward whichever form the norm takes.
-BK_MATERIALISE_COST = 25.0
 
 
 def weight_grads(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
@@ -66,8 +44,7 @@ def weight_norm_sq(a: Tensor, g: Tensor, bias: bool) -> Tensor | None:
         return gs * (sq(a) + 1.0) if bias else gs * sq(a)
     a3, g3 = _positions(a, g)
     t = a3.shape[1]
-    slack = BK_MATERIALISE_COST / t if in_bookkeeping() else LINEAR_GRAM_SLACK
-    if not gram_is_cheaper(t, a3.shape[2], g3.shape[2], slack):
+    if norm_route("linear", t, a3.shape[2], g3.shape[2]) == "materialize":
         return None
     out = (torch.bmm(a3, a3.transpose(1, 2)) * torch.bmm(g3, g3.transpose(1, 2))).sum(dim=(1, 2))
     return out + sq(g3.sum(1)) if bias else out

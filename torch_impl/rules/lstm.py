@@ -17,18 +17,17 @@ layer's forward from x (its weights from ``LSTM.last_weights``, the latest forwa
 through the recurrence alone (autograd, batched over examples): one extra forward + backward of this layer,
 not of the model. Per-layer / materialising paths pay it once; ``bk`` on the Gram route twice (norm, then the
 clipped sum), as the rules are stateless; the model's own backward is still one.
-``NORM_RULE`` forces "gram" / "materialize" (tests); None = the cost model.
+``contract.cost_model.forced_routes(lstm=...)`` forces "gram" / "materialize" (tests).
 """
 from __future__ import annotations
 
 import torch
 
 from torch_impl.models.lstm import LSTM, recurrence
-from torch_impl.rules import Leaves, gram_is_cheaper, register_clipped_sum, register_grad_sampler, \
-    register_norm_sampler, sq
+from contract.cost_model import norm_route
+from torch_impl.rules import Leaves, register_clipped_sum, register_grad_sampler, register_norm_sampler, sq
 
 Tensor = torch.Tensor
-NORM_RULE: str | None = None
 
 
 def _weights(layer: LSTM, a: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -51,10 +50,8 @@ def gate_cotangents(layer: LSTM, a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
 
 def norm_rule(layer: LSTM, a: Tensor) -> str:
     """"gram" or "materialize" for this layer at input a (B, T, in)."""
-    if NORM_RULE is not None:
-        return NORM_RULE
     hidden = layer.hidden_size
-    return "gram" if gram_is_cheaper(a.shape[1], layer.input_size + hidden, 4 * hidden) else "materialize"
+    return norm_route("lstm", a.shape[1], layer.input_size + hidden, 4 * hidden)
 
 
 @register_grad_sampler("lstm", LSTM)

@@ -1,0 +1,115 @@
+"""The layering, read from the source: ``contract`` at the bottom, the two sides on it, the harness on top.
+
+- ``contract`` imports no side, no harness module and no framework (numpy and the standard library only);
+- a side imports ``contract``, its own package and its own framework, never the other side or the harness;
+- the harness (``compare``) imports no side module: it reaches a side through ``compare.frameworks.side``, whose
+  module names are strings (``<pkg>.api``);
+- no import cycle among the packages;
+- each side's ``api`` module provides every member of ``contract.interface.FrameworkSide``.
+Every import counts, top-level or inside a function.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+from contract import interface
+
+ROOT = Path(__file__).resolve().parents[1]
+SIDES = ("torch_impl", "jax_impl")
+FRAMEWORK_ROOTS = {"torch_impl": {"torch", "opacus"}, "jax_impl": {"jax", "jaxlib", "flax", "optax", "jax_privacy"}}
+ALL_FRAMEWORKS = set().union(*FRAMEWORK_ROOTS.values())
+
+
+def imports(path: Path) -> list[str]:
+    """Every module name imported by ``path`` (absolute imports; relative ones resolved to their package)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                pkg = path.relative_to(ROOT).parent.parts[: len(path.relative_to(ROOT).parent.parts) - node.level + 1]
+                names.append(".".join((*pkg, node.module or "")).strip("."))
+            else:
+                names.append(node.module or "")
+    return names
+
+
+def sources(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def roots(path: Path) -> set[str]:
+    return {name.split(".")[0] for name in imports(path)}
+
+
+def test_the_packages_exist():
+    for package in ("contract", "compare", *SIDES):
+        assert sources(package), package
+
+
+@pytest.mark.parametrize("path", sources("contract"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_contract_imports_no_side_no_harness_no_framework(path: Path):
+    bad = roots(path) & {"compare", *SIDES, *ALL_FRAMEWORKS}
+    assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("package", SIDES)
+def test_a_side_imports_only_the_contract_itself_and_its_framework(package: str):
+    other = next(s for s in SIDES if s != package)
+    foreign = {"compare", other} | (ALL_FRAMEWORKS - FRAMEWORK_ROOTS[package])
+    bad = {str(p.relative_to(ROOT)): sorted(roots(p) & foreign) for p in sources(package) if roots(p) & foreign}
+    assert not bad, f"{package} reaches outside its layer: {bad}"
+
+
+@pytest.mark.parametrize("path", sources("compare"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_harness_imports_no_side(path: Path):
+    bad = roots(path) & set(SIDES)
+    assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}: reach a side through compare.frameworks.side"
+
+
+def test_no_import_cycle_between_packages():
+    layer = {"contract": 0, "torch_impl": 1, "jax_impl": 1, "compare": 2}
+    for package, level in layer.items():
+        for path in sources(package):
+            for name in roots(path) & set(layer):
+                assert layer[name] <= level, f"{path.relative_to(ROOT)} (layer {level}) imports {name}"
+
+
+def test_a_violation_is_seen(tmp_path: Path):
+    """The reader itself: a side module that imports the harness inside a function is caught."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from compare.spec import MODELS\n    import torch_impl.dp\n")
+    assert {"compare", "torch_impl"} <= roots(bad)
+
+
+def _members() -> list[str]:
+    return [n for n in dir(interface.FrameworkSide) if not n.startswith("_")] + list(
+        interface.FrameworkSide.__annotations__)
+
+
+@pytest.mark.parametrize("framework", ("torch", "jax"))
+def test_each_side_provides_the_interface(framework: str):
+    from compare.frameworks import side
+
+    api = side(framework)
+    missing = [n for n in _members() if not hasattr(api, n)]
+    assert not missing, f"{framework} side lacks {missing}"
+    for name in _members():
+        member = getattr(interface.FrameworkSide, name, None)
+        if not callable(member):
+            continue
+        wanted = [p for p in inspect.signature(member).parameters.values() if p.name != "self"]
+        got = inspect.signature(getattr(api, name)).parameters
+        required = [p.name for p in wanted if p.default is inspect.Parameter.empty
+                    and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        params = list(got)
+        assert params[: len(required)] == required, f"{framework}.{name}{tuple(got)} vs the interface {required}"
+
+
+def test_the_interface_names_exactly_the_exports():
+    assert set(interface.EXPORTS) == {n for n in _members()}
