@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from compare.benchmark.paired import GOALS
 from compare.benchmark.records import load_results
 
 PER_SAMPLE_ORDER = {"torch": ("batched", "loop", "vmap", "compile", "per_layer", "opacus_hooks", "opacus_ew",
@@ -187,8 +188,15 @@ def claims(path: Path) -> str:
                                ("per_sample", "torch", "ratio_to_floor"), ("per_sample", "jax", "ratio_to_floor")):
             e = r[fw].get(key) or {}
             v = e.get(field)
-            bound = 1.25 if key == "private" else 1.15
-            cells.append("–" if v is None else f"{v:.2f} ({e['method']}){'' if v <= bound else ' **miss**'}")
+            ci, paired_verdict = (e.get("x_sgd_ci95"), e.get("x_sgd_verdict")) if key == "private" else (
+                e.get("ratio_to_floor_ci95"), e.get("ratio_to_floor_verdict"))
+            bound = GOALS["private_over_sgd" if key == "private" else "per_sample_over_floor"][0]
+            if v is None:
+                cells.append("–")
+            elif paired_verdict:  # a paired run: the interval decides (met / missed / undecided)
+                cells.append(f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] ({e['method']}) **{paired_verdict}**")
+            else:  # an unpaired run (schema 1): no interval, so no verdict
+                cells.append(f"{v:.2f} ({e['method']}, unpaired){'' if v <= bound else ' above the goal'}")
         lines.append(f"| `{r['model']}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -180,8 +180,7 @@ def _open_points(out: Path, env: dict[str, str], resume: bool) -> list[dict]:
         if sweep_file.is_file() and json.loads(sweep_file.read_text()) != env_now:
             raise SystemExit(f"cannot --resume in {out}: the environment differs from the recorded one "
                              f"({sweep_file}); use another --out or run without --resume")
-        by_key = {point_key(r): r for r in load_points(points)}  # a paired record's later line wins
-        records = list(by_key.values())
+        records = load_points(points)
         log.info("resuming: %d point(s) already in %s", len(records), points)
     else:
         if points.exists():
@@ -278,25 +277,40 @@ def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device
 
 def _run_pairs(cfg: Config, plan: list[PointSpec], records: list[dict], out: Path, env: dict[str, str],
                bytes_per_s: float | None, pair_runner: Runner) -> None:
-    """Time every pair group whose ok points are not all paired yet (``compare.benchmark.pair``), in one child
-    process each; the records get their rounds, ratios and warnings and are appended again to points.jsonl (the
-    later line wins on --resume)."""
+    """Time every pair group of the ok points (``compare.benchmark.pair``), one child process each, and write its
+    rounds, ratios and warnings into the records. Each group's raw result is appended to DIR/pairs.jsonl as soon
+    as it exists; with --resume a group already there (same members) is not timed again."""
+    pairs_file = out / "pairs.jsonl"
+    stored = {}
+    if cfg.resume and pairs_file.is_file():
+        for line in pairs_file.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # cut off by a kill
+                continue
+            stored[entry["id"]] = entry
+    elif pairs_file.exists():
+        pairs_file.replace(pairs_file.with_name("pairs.jsonl.prev"))
     specs = {s.key(): s for s in plan}
     by_key = {point_key(r): r for r in records}
     ok = [specs[k] for k, r in by_key.items() if k in specs and r["status"] == "ok"]
-    todo = [g for g in pair_groups(ok) if any("rounds_ms" not in by_key[s.key()] for s in g)]
-    for i, group in enumerate(tqdm(todo, unit="pair", dynamic_ncols=True, desc="paired rounds")):
+    groups = pair_groups(ok)
+    for group in tqdm(groups, unit="pair", dynamic_ncols=True, desc="paired rounds"):
         s0 = group[0]
-        result = pair_runner(group, env=env, timeout=cfg.timeout, rounds=cfg.rounds, min_seconds=cfg.min_seconds,
-                          seed=cfg.seed)
+        family = group_key(s0)[-1]
+        gid = f"{s0.model}/{s0.framework}/B={s0.batch_size}/{s0.dtype}/{s0.device}/{family}"
+        members = sorted(s.method for s in group)
+        entry = stored.get(gid)
+        if entry is None or entry["members"] != members:
+            result = pair_runner(group, env=env, timeout=cfg.timeout, rounds=cfg.rounds,
+                                 min_seconds=cfg.min_seconds, seed=cfg.seed)
+            entry = {"id": gid, "members": members, "result": result}
+            with open(pairs_file, "a") as fh:
+                fh.write(json.dumps(entry) + "\n")
+            if result.get("error") or any("error" in m for m in result.get("members", {}).values()):
+                log.warning("pair group %s: %s", gid, result.get("error") or "a member failed (see its warnings)")
         write_ms = None
-        if bytes_per_s and group_key(s0)[-1] == "grad":
+        if bytes_per_s and family == "grad":
             write_ms = floor_ms(0.0, s0.batch_size, np.dtype(s0.dtype).itemsize, bytes_per_s,
                                 check_model(s0.model).num_params)
-        members = {s.method: by_key[s.key()] for s in group}
-        attach(members, result, group_id=f"{s0.model}/{s0.framework}/B={s0.batch_size}/{group_key(s0)[-1]}",
-               floor_write_ms=write_ms)
-        for rec in members.values():
-            append_point(out / "points.jsonl", rec)
-        if result.get("error"):
-            log.warning("pair group %s: %s", members[s0.method]["pair"]["id"], result["error"])
+        attach({s.method: by_key[s.key()] for s in group}, entry["result"], group_id=gid, floor_write_ms=write_ms)
