@@ -62,8 +62,8 @@ def _from_pytest_benchmark(data: dict, where: str) -> ResultsFile:
     timings = []
     for b in data["benchmarks"]:
         info, stats = b.get("extra_info", {}), b["stats"]
-        if "framework" not in info:
-            continue  # a benchmark of some other suite
+        if "framework" not in info or "pair_group" in info:
+            continue  # a benchmark of some other suite, or a pair group (its ratios are in extra_info)
         timings.append({**info, "median_ms": stats["median"] * 1e3, "iqr_ms": stats["iqr"] * 1e3,
                         "min_ms": stats["min"] * 1e3, "repeats": stats["rounds"], "compile_ms": None,
                         "first_call_ms": None, "peak_mem_bytes": None, "status": "ok", "reason": ""})

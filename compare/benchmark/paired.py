@@ -101,11 +101,13 @@ class Interleaved:
 
 
 def interleave(targets: dict[str, Callable[[], Any]], calls: dict[str, int], *, rounds: int, min_seconds: float,
-               seed: int = 0, max_rounds: int = 10_000) -> Interleaved:
+               seed: int = 0, max_rounds: int = 10_000,
+               before_round: Callable[[int], None] | None = None) -> Interleaved:
     """Time ``targets`` (each ``slot()`` = one synchronised call, already warmed up) in interleaved rounds.
 
     At least ``rounds`` rounds, and more until every target has ``min_seconds`` of timed calls. Each round times
-    every target once (``calls[name]`` back-to-back calls), in an order shuffled per round (seeded)."""
+    every target once (``calls[name]`` back-to-back calls), in an order shuffled per round (seeded).
+    ``before_round(i)``: called untimed before round i (``scripts/paired_demo.py`` starts its load there)."""
     if rounds < 2 or min_seconds < 0 or not targets:
         raise ValueError(f"need rounds >= 2, min_seconds >= 0 and a target; got {rounds}, {min_seconds}, "
                          f"{list(targets)}")
@@ -115,6 +117,8 @@ def interleave(targets: dict[str, Callable[[], Any]], calls: dict[str, int], *, 
     spent = dict.fromkeys(names, 0.0)
     orders, load = [], os.getloadavg()[0]
     while len(orders) < max_rounds and (len(orders) < rounds or min(spent.values()) < min_seconds * 1e3):
+        if before_round is not None:
+            before_round(len(orders))
         order = [names[i] for i in rng.permutation(len(names))]
         for name in order:
             fn, k = targets[name], calls[name]

@@ -63,7 +63,7 @@ def ratio_verdicts(timings: list[dict]) -> list[dict]:
     return out
 
 
-def warning_line(timings: list[dict], rounds: int | None = None) -> str | None:
+def warning_line(timings: list[dict], rounds: int | None = None, flag: str = "--rounds") -> str | None:
     """One line when some interval is wider than +-10% or the machine was busier than its cores during a point;
     it says what to do about it. None when neither happened."""
     warned = [w for r in timings for w in (r.get("warnings") or [])]
@@ -71,7 +71,7 @@ def warning_line(timings: list[dict], rounds: int | None = None) -> str | None:
         return None
     wide = sum("interval wider" in w for w in warned)
     busy = sum("load average" in w for w in warned)
-    more = f"--rounds {2 * rounds}" if rounds else "a larger --rounds"
+    more = f"{flag} {2 * rounds}" if rounds else f"a larger {flag}"
     return (f"WARNING: {wide} ratio interval(s) wider than +-10%, {busy} point(s) with the load average above the "
             f"core count: rerun on an idle machine (nothing else running), or with more rounds ({more}); "
             "'undecided' verdicts may then decide")
