@@ -79,9 +79,9 @@ def paired(spec: PointSpec, rounds: int, load_s: float, seed: int) -> dict:
         fn, args = prepare(spec.framework, spec.kind, spec.method, weights, spec.batch_size, dtype=spec.dtype,
                            device=spec.device, loss=spec.loss, model=spec.model)
         sync = sync_fn(spec.framework, spec.device)
-        warm = measure(fn, args, sync, min_repeats=3, min_seconds=0.0, warmup=2)
+        warm = measure(fn, args, sync, min_repeats=5, min_seconds=0.0, warmup=2)
         slots[name] = (lambda fn=fn, args=args, sync=sync: sync(fn(*args)))
-        calls[name] = calls_per_slot(warm.median_ms)
+        calls[name] = calls_per_slot(warm.min_ms)
     calls = dict.fromkeys(calls, max(calls.values()))  # the same slot length for both
     load: list[subprocess.Popen] = []
 

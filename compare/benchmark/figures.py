@@ -10,7 +10,8 @@ PNG into DIR/figures/ (the file's directory for a file), sized for one paper col
   5. dp_overhead:      one training step, DP-SGD vs non-private SGD, vs batch size (top), and their ratio, the
                        DP overhead (bottom). Figures 1-3 are about gradients and leave the DP steps out.
 Colours are per framework, markers per method, identical in every figure; baselines (the batched reference,
-the non-private step) are dashed.
+the non-private step) are dashed. Ratios (figures 2 and 5) are the paired ones (median per-round ratio,
+``compare.benchmark.pair``) where the records have them, else ratios of medians (unpaired results files).
 
 Several workloads in one file (``compare.run --model a,b`` or ``--suite``): figures 1-5 per workload in
 figures/<model>/, and across workloads (``compare.benchmark.suite``): 6. suite_steps, small multiples of ms per
@@ -188,6 +189,9 @@ def fig_overhead(ax, timings, markers) -> None:
     per = [r for r in timings if r["kind"] == "per_sample"]
 
     def ratio(r):
+        paired = (r.get("ratios") or {}).get("batched")  # median per-round ratio (compare.benchmark.pair)
+        if paired:
+            return paired["median"]
         ref = refs.get((r["framework"], r["batch_size"], r["dtype"]))
         return r["median_ms"] / ref if ref else None
 
@@ -247,6 +251,9 @@ def fig_dp(axes, timings, markers) -> None:
            for r in timings if r["method"] == "sgd" and r["status"] == "ok"}
 
     def ratio(r):
+        paired = (r.get("ratios") or {}).get("sgd")  # median per-round ratio (compare.benchmark.pair)
+        if paired:
+            return paired["median"]
         base = sgd.get((r["framework"], r["batch_size"], r["dtype"]))
         return r["median_ms"] / base if base else None
 

@@ -76,7 +76,7 @@ def measure_group(specs: list[PointSpec], rounds: int, min_seconds: float, seed:
             members[s.method] = {"error": f"{type(err).__name__}: {err}"[:500]}
             continue
         slots[s.method] = (lambda fn=fn, args=args, sync=sync: sync(fn(*args)))
-        calls[s.method] = calls_per_slot(warm.median_ms)
+        calls[s.method] = calls_per_slot(warm.min_ms)  # the min: a busy machine inflates the median
     if len(slots) > 1:
         res = interleave(slots, calls, rounds=rounds, min_seconds=min_seconds, seed=seed)
         for m in slots:

@@ -4,8 +4,8 @@ Why: two medians taken in two processes minutes apart on a shared machine are no
 between them moves one side only (``paper/paired-demo`` measures it: ``sgd`` against itself with a CPU-bound
 process started halfway). Protocol (``interleave``): after every target is compiled and warmed up, rounds of one
 timed slot per target, the order shuffled per round (seeded); a slot is ``calls`` back-to-back calls (enough for
-``ROUND_MS``), its time the mean per call. A ratio (``paired_ratio``) is the median of the per-round ratios,
-with a seeded percentile-bootstrap 95% interval over rounds. A goal's verdict (``verdict``) is ``met`` or
+``ROUND_MS`` at the fastest warm-up call), its time the mean per call. A ratio (``paired_ratio``) is the median
+of the per-round ratios, with a seeded percentile-bootstrap 95% interval over rounds. A goal's verdict (``verdict``) is ``met`` or
 ``missed`` only when the whole interval is on one side of the bound, else ``undecided``.
 """
 from __future__ import annotations

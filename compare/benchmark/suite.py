@@ -156,7 +156,8 @@ def latex_table(rows: list[dict], meta: dict) -> str:
         "% Written by python -m compare.figures from " + meta.get("command", "compare.run") + ".",
         f"% {meta.get('device', '?')}; torch {v.get('torch', '?')}, jax {v.get('jax', '?')}, "
         f"flax {v.get('flax', '?')}; commit {meta.get('git_commit', '?')}; {meta.get('date', '')}",
-        "% Needs \\usepackage{booktabs}. ms = median per step; (x) = over the same framework's non-private step.",
+        "% Needs \\usepackage{booktabs}. ms = median per step; (x) = over the same framework's non-private step "
+        "(paired runs: median per-round ratio [95% interval] and the goal's verdict).",
         r"\begin{tabular}{llrrlrrrlr}",
         r"\toprule",
         r" & & \multicolumn{4}{c}{PyTorch} & \multicolumn{4}{c}{JAX} \\",
@@ -172,7 +173,11 @@ def latex_table(rows: list[dict], meta: dict) -> str:
             for fw in ("torch", "jax"):
                 e = r[fw]
                 priv, peer = e.get("private"), e.get("peer_best")
-                cells += [_ms(e.get("sgd_ms")), _num(priv and priv["x_sgd"], ".2f"),
+                x = _num(priv and priv["x_sgd"], ".2f")
+                if priv and priv.get("x_sgd_ci95"):  # paired: the interval and the goal's verdict
+                    lo, hi = priv["x_sgd_ci95"]
+                    x += f" [{lo:.2f}, {hi:.2f}] {priv.get('x_sgd_verdict', '')}".rstrip()
+                cells += [_ms(e.get("sgd_ms")), x,
                           _tex(priv["method"].replace("dp_", "")) if priv else "-", _num(peer and peer["x_sgd"], ".2f")]
             lines.append(" & ".join(cells) + r" \\")
         if i < len(models) - 1:
