@@ -24,6 +24,14 @@ from compare.weights import WeightsError, init_weights, save_weights
 FAKE_FLOOR = {"bytes_per_s": 1e10, "best_kernel": "fake"}
 
 
+def fake_pairs(specs: list[PointSpec], *, env: dict, timeout: float, rounds: int, min_seconds: float,
+               seed: int) -> dict:
+    """Stands in for the pair process: three equal rounds of each member's made-up time."""
+    ms = {s.method: _fake_runner(s, env=env, timeout=timeout)["median_ms"] for s in specs}
+    return {"members": {m: {"rounds_ms": [t] * 3, "calls_per_round": 1} for m, t in ms.items()},
+            "loadavg_max": 0.0, "cores": 2}
+
+
 def _fake_runner(spec: PointSpec, *, env: dict, timeout: float) -> dict:
     record = failure_record(asdict(spec), "ok", "")
     # a made-up time that differs per method, so that "best" has one answer
@@ -100,7 +108,8 @@ def test_plan_covers_every_workload_and_records_not_applicable_with_the_reason(t
     plan = plan_points(cfg, paths, "cpu")
     assert {s.model for s in plan} == {"logreg", "mnist_cnn"}
     assert all(Path(s.weights) == paths[s.model] for s in plan)
-    run_sweep(cfg, plan, env={}, device="cpu", agreement=None, argv=[], config={}, runner=_fake_runner)
+    run_sweep(cfg, plan, env={}, device="cpu", agreement=None, argv=[], config={}, runner=_fake_runner,
+              pair_runner=fake_pairs)
     timings = json.loads((tmp_path / "results.json").read_text())["timings"]
     assert all(r["model"] in ("logreg", "mnist_cnn") for r in timings)
     na = [r for r in timings if r["status"] == "not_applicable"]

@@ -130,6 +130,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    help="run the agreement check alone (float32 and float64), write DIR/agreement.json and exit")
     p.add_argument("--agreement-file", type=input_file, help="an agreement.json written by --agreement-only: put it in "
                    "results.json instead of running the check again")
+    p.add_argument("--rounds", type=int, default=15, help="minimum interleaved rounds per pair group: a method and "
+                   "its baselines (sgd; the batched reference and floor; a peer and our best step) timed in one "
+                   "process, order shuffled per round; ratios are medians of per-round ratios with a bootstrap 95%% "
+                   "interval (default 15; more narrows wide intervals)")
     p.add_argument("--devices", type=int, help="also time the data-parallel kind (dist_per_sample, dist_dp_bk: "
                    "<fw>_impl.distributed) on N devices, batch sizes per device; on a CPU the N JAX host devices / "
                    "gloo processes share its cores, so this measures overhead, not speed-up")
@@ -140,6 +144,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         p.error("--agreement-only runs the check: it takes neither --agreement-file nor --no-agreement")
     if a.budget is not None and a.budget <= 0:
         p.error("--budget must be > 0")
+    if a.rounds < 2:
+        p.error(f"--rounds must be >= 2 (a bootstrap interval needs rounds), got {a.rounds}")
     for name in ("repeats", "agreement_batch_size"):
         if getattr(a, name) is not None and getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -164,7 +170,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         agreement=not a.no_agreement, figures=not a.no_figures, malloc=a.malloc, env=tuple(a.env),
         group_points=suite.get("group_points", a.group_points) if a.group_points == "auto" else a.group_points,
         budget=a.budget, agreement_only=a.agreement_only, agreement_file=a.agreement_file,
-        devices=a.devices, models=models, suite=a.suite,
+        devices=a.devices, models=models, suite=a.suite, rounds=a.rounds,
         cpu_batch_sizes=() if a.batch_sizes else tuple(suite.get("cpu_batch_sizes", {}).items()),
     )
 

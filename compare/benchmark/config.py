@@ -76,6 +76,7 @@ class Config:
     devices: int | None = None  # --devices N: also time the data-parallel kind on N devices (batch sizes per device)
     models: tuple[str, ...] = ("seed_cnn",)  # --model: compare.spec.MODELS names, timed one after the other
     suite: str | None = None  # --suite: the SUITES preset this run used (recorded in meta)
+    rounds: int = 15  # --rounds: minimum interleaved rounds of each pair group (compare.benchmark.paired)
     # {model: batch sizes} replacing ``batch_sizes`` for that workload on a CPU (a suite's ``cpu_batch_sizes``,
     # unless --batch-sizes was given)
     cpu_batch_sizes: tuple[tuple[str, tuple[int, ...]], ...] = ()
