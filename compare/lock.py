@@ -3,8 +3,8 @@
 Published numbers are made with exactly ``requirements/lock.txt`` (compiled from ``pyproject.toml`` by ``uv pip
 compile --generate-hashes``; install it with ``pip install --require-hashes -r requirements/lock.txt && pip install
 --no-deps -e .``). Every results ``meta`` records ``lock_status()``, so a number made off the lock says so.
-``OLDEST_SUPPORTED`` are the versions of the lent GPU image (``requirements/oldest.txt``, CI's smoke stage):
-older ones are not tested and ``compare.env`` says so. Pure stdlib: imports neither framework.
+``OLDEST_SUPPORTED`` are the versions of a GPU image with torch 2.11 / jax 0.11.2 (``requirements/oldest.txt``, CI's
+smoke stage): older ones are not tested and ``compare.env`` says so. Pure stdlib: imports neither framework.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def versioned() -> tuple[str, ...]:
     return tuple(dict.fromkeys((*FRAMEWORK_PACKAGES, *packages(), *OTHER_PACKAGES)))
 
 
-# The lent GPU image (torch 2.11 + CUDA 13, jax 0.11.2): the oldest versions CI tests (requirements/oldest.in).
+# A GPU image with torch 2.11 (CUDA 13) / jax 0.11.2: the oldest versions CI tests (requirements/oldest.in).
 OLDEST_SUPPORTED: dict[str, str] = {"python": "3.12", "torch": "2.11.0", "jax": "0.11.2", "jaxlib": "0.11.2",
                                     "flax": "0.12.10", "optax": "0.2.8"}
 

@@ -2,7 +2,7 @@
 
 jax-privacy (Google DeepMind) is the maintained DP library for JAX. Its ``clipped_grad(loss, l2_clip_norm=C,
 normalize_by=B, batch_argnums=(1, 2))`` vmaps ``value_and_grad`` over examples (each example passed as a batch
-of one, ``keep_batch_dim=True``), so it always MATERIALISES the (B x 1.2M) per-example gradients, clips each
+of one, ``keep_batch_dim=True``), so it always MATERIALISES the (B x |params|) per-example gradients, clips each
 with ``clip_pytree`` and sums (optionally in micro-batches). That is the cost ``jax_impl.ghost`` avoids.
 
 Clipping formula: ``clip_pytree`` scales by ``min(1, C / ||g||)``, with a NaN or +inf scale set to 0 and
@@ -56,7 +56,7 @@ def make_jax_privacy_step(
     (``precision.policy``), so each example's gradient comes back float32 and jax-privacy clips and sums it in
     float32 (its ``dtype=`` argument, the aggregate's dtype, is set to float32).
     = ``p - lr * (clipped_grad(..., normalize_by=B) + C * sigma * noise / B)``, i.e. ``dp.make_step``'s update.
-    Raises ImportError (before any work) when jax-privacy is not installed (e.g. on a GPU box without it).
+    Raises ImportError (before any work) when jax-privacy is not installed (e.g. on a GPU image without it).
     """
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
     check_loss(loss)

@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from compare.benchmark.paired import GOALS
+from compare.benchmark.records import load_results
 from contract.peers import names as peer_names
 
 # Rows in this order: our own methods, then the peers of contract.peers (registration order).
@@ -30,8 +32,8 @@ def dp_order() -> tuple[str, ...]:
 
 
 def load(path: Path) -> tuple[dict, dict]:
-    data = json.loads((Path(path) / "results.json").read_text())
-    return data["meta"], {(r["framework"], r["method"], r["batch_size"]): r for r in data["timings"]}
+    data = load_results(path)
+    return data.meta, {(r["framework"], r["method"], r["batch_size"]): r for r in data.timings}
 
 
 def ok(r: dict | None) -> bool:
@@ -122,7 +124,7 @@ def versions(old: list[Path], new: list[Path], sizes: tuple[int, ...] = (64, 256
 def _agreement_reports(path: Path) -> dict[str, dict]:
     """{model: report} from DIR/results.json's agreement (or DIR/agreement.json)."""
     f = Path(path) / "results.json"
-    data = json.loads(f.read_text())["agreement"] if f.is_file() else json.loads((Path(path) / "agreement.json").read_text())
+    data = load_results(f).agreement if f.is_file() else json.loads((Path(path) / "agreement.json").read_text())
     return data["by_model"] if "by_model" in data else {data.get("model", "seed_cnn"): data}
 
 
@@ -154,7 +156,7 @@ def agreement(path: Path) -> str:
 def suite(path: Path) -> str:
     from compare.benchmark.suite import markdown_tables, suite_rows
 
-    return markdown_tables(suite_rows(json.loads((Path(path) / "results.json").read_text())["timings"]))
+    return markdown_tables(suite_rows(load_results(path).timings))
 
 
 def claims(path: Path) -> str:
@@ -164,7 +166,7 @@ def claims(path: Path) -> str:
     from compare.benchmark.suite import peer_heading, suite_rows
 
     torch_peer, jax_peer = peer_heading("torch"), peer_heading("jax")
-    rows = suite_rows(json.loads((Path(path) / "results.json").read_text())["timings"])
+    rows = suite_rows(load_results(path).timings)
 
     def rng(vals):
         v = [x for x in vals if x is not None]
@@ -198,8 +200,15 @@ def claims(path: Path) -> str:
                                ("per_sample", "torch", "ratio_to_floor"), ("per_sample", "jax", "ratio_to_floor")):
             e = r[fw].get(key) or {}
             v = e.get(field)
-            bound = 1.25 if key == "private" else 1.15
-            cells.append("–" if v is None else f"{v:.2f} ({e['method']}){'' if v <= bound else ' **miss**'}")
+            ci, paired_verdict = (e.get("x_sgd_ci95"), e.get("x_sgd_verdict")) if key == "private" else (
+                e.get("ratio_to_floor_ci95"), e.get("ratio_to_floor_verdict"))
+            bound = GOALS["private_over_sgd" if key == "private" else "per_sample_over_floor"][0]
+            if v is None:
+                cells.append("–")
+            elif paired_verdict:  # a paired run: the interval decides (met / missed / undecided)
+                cells.append(f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] ({e['method']}) **{paired_verdict}**")
+            else:  # an unpaired run (schema 1): no interval, so no verdict
+                cells.append(f"{v:.2f} ({e['method']}, unpaired){'' if v <= bound else ' above the goal'}")
         lines.append(f"| `{r['model']}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

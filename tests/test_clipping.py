@@ -1,4 +1,4 @@
-"""DP clipping strategies (issue 9): "ghost" and "bk" against "materialize", and the libraries' peers.
+"""DP clipping strategies: "ghost" and "bk" against "materialize", and the libraries' peers.
 
 Both frameworks run the same tests through ``compare.frameworks.impl_module(fw, "dp")``.
 Tolerances: float64 1e-10 relative (tests/helpers.py CROSS_RTOL_FLOAT64): the strategies compute the same

@@ -1,4 +1,4 @@
-"""The genericity proof (issue 15): two small networks built HERE, in no registry, on both sides, get exact
+"""The genericity proof: two small networks built HERE, in no registry, on both sides, get exact
 per-sample gradients from every method and every DP strategy with no library code of their own.
 
 They exercise what the registered workloads do not: a conv with a non-square kernel, stride, padding and

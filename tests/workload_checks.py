@@ -1,7 +1,7 @@
 """Shared checks of the workload tests (tests/test_workloads.py, tests/test_generic.py): every per-sample method
 against the framework's float64 loop, torch against JAX, and every DP strategy against a numpy reference.
 
-Tolerance: float64 1e-10 relative to each parameter's max |reference| (issue 15; measured <= ~1e-14 on every
+Tolerance: float64 1e-10 relative to each parameter's max |reference| (measured <= ~1e-14 on every
 workload: the methods differ only in summation order). B is small (3-4) to keep the suite within minutes.
 """
 from __future__ import annotations
@@ -78,8 +78,8 @@ def dp_update(fw: str, weights, x, y, model, *, clipping: str | None, clip: floa
 
 
 def skip_without_peer(fw: str) -> None:
-    """The peer library may be missing (the lent GPU image has neither): skip with the reason, after the
-    strategies' own checks have run."""
+    """The peer library may be missing (a GPU image with torch 2.11 / jax 0.11.2 has neither): skip with the
+    reason, after the strategies' own checks have run."""
     for package in dict.fromkeys(p.package for p in peers(fw, "dp")):
         if importlib.util.find_spec(package.replace("-", "_")) is None:
             pytest.skip(f"{fw} peer: {package} is not installed (our strategies were checked)")
