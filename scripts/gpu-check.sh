@@ -12,7 +12,7 @@
 # of the seed CNN sized to ~60% of the time left (every method, B = 16, 64, 256, 1024, 4096; --budget stops
 # starting points in time), 5 the other workloads (the fast-dpsgd suite's steps and fast per-sample methods at
 # GPU_CHECK_WORKLOAD_SIZES, default 64,1024; the sequence workloads lstm and transformer included) in the rest,
-# 6 figures of both. Everything is written under
+# 6 bfloat16 agreement, clipping and timings, and TF32 (skipped on a CPU), 7 figures. Everything is written under
 # OUT_DIR: check.log (all output), stages.tsv, env.txt/env.json, pytest-gpu.xml, sweep/ (agreement.json,
 # points.jsonl, results.json, figures/), workloads/ (the same for the other workloads). Exit 0 when every stage passed; a failing stage does not stop the
 # later ones (except the env stage: without a GPU nothing else can run).
@@ -43,10 +43,12 @@ if ((DRY)); then
     DEVICE=cpu; SIZES=2,4; METHODS=(--methods per_layer,dp_sgd); AGREE_B=4
     TIMEOUT=60; TOTAL=${GPU_CHECK_SECONDS:-240}; EXTRA=(--group-points method)  # exercise the GPU grouping
     WL_MODELS=logreg,mnist_cnn,transformer; WL_SIZES=2; WL_METHODS=(--methods per_layer,dp_bk)
+    BF_MODELS=logreg; BF_B=4; BF_METHODS=per_layer; BF_SIZES=4
 else
     DEVICE=cuda; SIZES=${GPU_CHECK_BATCH_SIZES:-16,64,256,1024,4096}; METHODS=(); AGREE_B=64
     TIMEOUT=${GPU_CHECK_TIMEOUT:-90}; TOTAL=${GPU_CHECK_SECONDS:-420}; EXTRA=()
     WL_MODELS=logreg,ffnn,mnist_cnn,cifar10_cnn,embed,lstm,transformer; WL_SIZES=${GPU_CHECK_WORKLOAD_SIZES:-64,1024}; WL_METHODS=()
+    BF_MODELS=seed_cnn,mnist_cnn; BF_B=16; BF_METHODS=vmap,per_layer; BF_SIZES=64,1024
 fi
 SECONDS=0
 FAILED=()
@@ -101,7 +103,17 @@ stage workloads "$PY" -m compare.run --device "$DEVICE" --suite fast-dpsgd --mod
     --batch-sizes "$WL_SIZES" "${WL_METHODS[@]}" --repeats 3 --min-seconds 0.2 --timeout "$TIMEOUT" \
     --budget "$BUDGET" --no-figures "${WL_AGREE[@]}" "${EXTRA[@]}" --out "$OUT/workloads"
 
-# 6. figures from the results files alone.
+# 6. reduced precision: bfloat16 (float32 masters, bfloat16 compute: docs/precision.md) agreement with its bound
+# and the clipping guarantee, then bfloat16 timings of the fast methods and private steps; TF32 against full
+# float32 (scripts/tf32_check.py; on a CPU it says why it is skipped).
+stage bf16-agreement "$PY" -m compare.agreement.precision --model "$BF_MODELS" --batch-size "$BF_B" \
+    --clip-batch-size 4 --methods "$BF_METHODS" --out "$OUT/bf16"
+stage bf16-sweep "$PY" -m compare.run --device "$DEVICE" --dtype bfloat16 --batch-sizes "$BF_SIZES" \
+    --methods per_layer,dp_bk,dp_sgd --repeats 3 --min-seconds 0.2 --timeout "$TIMEOUT" --no-agreement \
+    --no-figures --out "$OUT/bf16"
+stage tf32 "$PY" scripts/tf32_check.py
+
+# 7. figures from the results files alone.
 stage figures "$PY" -m compare.figures "$OUT/sweep"
 stage figures-workloads "$PY" -m compare.figures "$OUT/workloads"
 
