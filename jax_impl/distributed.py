@@ -91,7 +91,9 @@ def shard_batch(x: jax.Array | np.ndarray, y: jax.Array | np.ndarray, *, mesh: M
 def replicate(tree: object, *, mesh: Mesh) -> object:
     """Params or noise with a full copy on every device of the mesh (each process gives the same values)."""
     sharding = NamedSharding(mesh, P())
-    return jax.tree.map(lambda a: _global(a, sharding), tree)
+    return jax.tree.map(lambda a: a if isinstance(a, jax.Array) and a.sharding.is_equivalent_to(sharding, a.ndim)
+                        or isinstance(a, jax.Array) and not a.is_fully_addressable  # a step's output: in place
+                        else _global(a, sharding), tree)
 
 
 def unreplicate(tree: object, device: str | None = None) -> object:
@@ -165,8 +167,11 @@ def make_step(*, mesh: Mesh, lr: float, clip: float, noise_multiplier: float, lo
             raise ValueError(f"noise_multiplier={noise_multiplier} needs a noise draw; got noise=None")
         if mask is None:
             x, y, mask = shard_batch(x, y, mesh=mesh)
-        return sharded_step(replicate(params, mesh=mesh), x, y, mask,
-                            None if noise is None else replicate(noise, mesh=mesh))
+        new, loss = sharded_step(replicate(params, mesh=mesh), x, y, mask,
+                                 None if noise is None else replicate(noise, mesh=mesh))
+        # the mean loss is replicated: this process's copy is the value (a global array spanning other processes'
+        # devices cannot be read here)
+        return new, loss if loss.is_fully_addressable else loss.addressable_data(0)
 
     return step
 

@@ -377,8 +377,9 @@ def prepare(cfg: Config) -> tuple[Dataset, int, dict[str, np.ndarray], float]:
         raise DPConfigError(f"--batch-size {cfg.batch_size} exceeds the {n} training examples of {data.name}")
     steps = cfg.steps if cfg.steps is not None else cfg.epochs * (n // cfg.batch_size)
     weights = init_weights(0, cfg.model) if cfg.weights is None else load_weights(cfg.weights, cfg.model)
-    eps = epsilon(noise_multiplier=cfg.noise_multiplier, sample_rate=cfg.batch_size / n, steps=steps,
-                  delta=cfg.delta, accountant=cfg.accountant)
+    eps = math.nan if os.environ.get(procs.WORKER_ENV) else epsilon(  # --processes: accounted once, by the launcher
+        noise_multiplier=cfg.noise_multiplier, sample_rate=cfg.batch_size / n, steps=steps, delta=cfg.delta,
+        accountant=cfg.accountant)
     return data, steps, weights, eps
 
 
@@ -427,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     if worker:
         cfg = replace(cfg, frameworks=(worker.split(":")[0],), models=(worker.split(":")[1],))
     memory = share_gpu_memory()  # both frameworks in this process: before JAX is imported (no 75% preallocation)
+    if worker:  # join the others first: jax.distributed must start before any other JAX call
+        side(cfg.frameworks[0]).distributed.init(timeout_s=cfg.step_timeout)
     try:
         check_config(cfg)
         if cfg.device == "cuda":
@@ -440,11 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", err)
         return 2
     if worker:
-        progress_path = os.environ.get(procs.PROGRESS_ENV)
-        for run_cfg, data, steps, weights, _ in runs:
-            with open(progress_path, "a") if progress_path else contextlib.nullcontext() as progress:
-                procs.write_result(train_framework(cfg.frameworks[0], weights, data, run_cfg, steps, progress))
-        return 0
+        return procs.worker(lambda progress: [procs.write_result(train_framework(
+            cfg.frameworks[0], weights, data, run_cfg, steps, progress)) for run_cfg, data, steps, weights, _ in runs])
     if os.environ.get("RANK", "0") != "0":  # a torchrun replica other than rank 0: torch steps only, no files
         for run_cfg, data, steps, weights, _ in runs:
             train_framework("torch", weights, data, run_cfg, steps, None)

@@ -17,13 +17,17 @@ them when none is behind, and every process is ended. Output of process R: ``<ou
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
+from typing import Callable, TextIO
 
 from compare.frameworks import side
 
@@ -142,6 +146,24 @@ def run_processes(framework: str, model: str, processes: int, argv: list[str], o
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait()
         return json.loads(result.read_text()) if result.exists() else None
+
+
+def worker(train: Callable[[TextIO | None], object]) -> int:
+    """Run ``train(progress file or None)`` as one process of a launch; exit at once on an error (0 or 1).
+
+    An exception ends the process with ``os._exit(1)`` after printing it: a normal exit would wait in the
+    runtime's shutdown barrier (jax.distributed) for the others, which wait for this one.
+    """
+    path = os.environ.get(PROGRESS_ENV)
+    try:
+        with open(path, "a") if path else contextlib.nullcontext() as progress:
+            train(progress)
+    except BaseException:  # noqa: BLE001 -- reported, then the process ends
+        traceback.print_exc()
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
+    return 0
 
 
 def write_result(result: dict | None) -> None:
