@@ -1,4 +1,4 @@
-"""The one checker of the per-kind rule tests (``tests/rules/<kind>_test.py``), in the shape of Opacus'
+"""The one checker of the per-kind rule tests (``tests/rules/test_<kind>.py``), in the shape of Opacus'
 ``tests/grad_samples/common.py``: a layer, its input a and an output cotangent g (float64) go through every
 path the engine can take for that layer, and each must equal the vmap fallback (``rules.fallback_per_example``,
 the vjp of the layer alone, vmapped over examples):
@@ -12,7 +12,7 @@ all to ``RTOL`` relative (per leaf, against the reference's largest |value|). Th
 layer is of the kind under test (``rules.kind_of``) and whether its rules cover the instance: covered, the
 engine must not call the fallback and a "gram" route must give a number; not covered (the rule's None), the
 engine must fall back and the norm must be None. So a test cannot pass by comparing the fallback with itself.
-``checker_test.py`` feeds it deliberately wrong rules and asserts that it fails.
+``test_checker.py`` feeds it deliberately wrong rules and asserts that it fails.
 """
 from __future__ import annotations
 
@@ -108,7 +108,8 @@ def _leaves(tree: dict) -> Arrays:
 
 
 class _Engine:
-    """One framework's engine entry points behind one call shape (torch's also take the layer's parameters)."""
+    """One framework's engine entry points behind one call shape. torch's take the layer's parameters, as the
+    engine passes them (a kind registered ``needs_params``, the LSTM, reads them; the others ignore them)."""
 
     def __init__(self, layer: Any) -> None:
         self.framework = _framework(layer)
@@ -130,6 +131,16 @@ class _Engine:
                 out = self.rules.per_example(self.layer, a, g)
         return out, spy.called
 
+    def norm_sq(self, a: Any, g: Any) -> Any:
+        if self.framework == "torch":
+            return self.rules.norm_sq(self.layer, a, g, params=self.params)
+        return self.rules.norm_sq(self.layer, a, g)
+
+    def clipped_sum(self, a: Any, g: Any, w: Any) -> dict:
+        if self.framework == "torch":
+            return self.rules.clipped_sum(self.layer, a, g, w, params=self.params)
+        return self.rules.clipped_sum(self.layer, a, g, w)
+
     def paths(self, a: Any, g: Any, w: Any, routes: tuple[str | None, ...], route: str | None
               ) -> tuple[dict, bool]:
         """({"ref": fallback, "grads": per_example, "norms": {r: (B,) or None}, "sums": {r: leaves or None}},
@@ -138,9 +149,9 @@ class _Engine:
         out = {"ref": self.fallback(a, g), "grads": grads, "norms": {}, "sums": {}}
         for r in routes:
             with forced_routes(**{route: r}) if r else nullcontext():
-                norm = self.rules.norm_sq(self.layer, a, g)
+                norm = self.norm_sq(a, g)
                 out["norms"][r or "default"] = norm
-                out["sums"][r or "default"] = None if norm is None else self.rules.clipped_sum(self.layer, a, g, w)
+                out["sums"][r or "default"] = None if norm is None else self.clipped_sum(a, g, w)
         return out, fell_back
 
     def run(self, a: Any, g: Any, w: np.ndarray, route: str | None) -> tuple[dict, bool]:

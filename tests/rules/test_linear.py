@@ -9,7 +9,7 @@ from flax import nnx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from checker import FRAMEWORKS, SETTINGS, abstract, check_case, seeds
+from .checker import FRAMEWORKS, SETTINGS, abstract, check_case, seeds
 
 
 def make_linear(framework: str, d: int, p: int, bias: bool) -> object:
