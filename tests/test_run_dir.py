@@ -95,7 +95,8 @@ def test_the_quick_run_ends_with_the_verdict(tmp_path, fake_points, capsys):
     tail = capsys.readouterr().out.strip().splitlines()[-4:]
     assert tail[0] == "-------"
     assert tail[1].startswith("agree?") and "not checked" in tail[1]
-    assert tail[2].startswith("faster?") and "faster than" in tail[2] and "at per-sample gradients" in tail[2]
+    assert tail[2].startswith("faster?") and "at per-sample gradients" in tail[2]
+    assert "faster than" in tail[2] or "about as fast" in tail[2]  # the pair groups time for real here
     assert tail[3].startswith("private step") and "x its SGD step" in tail[3]
 
 

@@ -163,7 +163,7 @@ def _dp_details(framework: str, method: str) -> dict:
     return details
 
 
-# The data-parallel kind (``compare.run --devices N``, issue 10): ``<fw>_impl.distributed`` on N devices, each
+# The data-parallel kind (``compare.run --devices N``): ``<fw>_impl.distributed`` on N devices, each
 # point's batch_size PER DEVICE (global batch N x B); planned only when --devices is given, which sets DEVICES_ENV
 # for the run and its point processes. On one CPU the N replicas share its cores: that measures overhead.
 DEVICES_ENV = "COMPARE_DEVICES"

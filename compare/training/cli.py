@@ -66,7 +66,7 @@ log = logging.getLogger("compare.train")
 
 # = <fw>_impl.dp.CLIPPINGS (tests/test_distributed.py checks), listed here so --help imports no framework
 CLIPPINGS: tuple[str, ...] = ("materialize", "ghost", "bk")
-DEFAULT_CLIPPING = "bk"  # the fastest exact strategy of both dp modules (issue 9's measurements)
+DEFAULT_CLIPPING = "bk"  # the fastest exact strategy of both dp modules (paper/cpu-suite: dp_bk is the best private step)
 SGD_BASELINE_REPS = 5  # timed non-private steps per framework, after one warm-up step
 EVAL_BATCH = 256
 
