@@ -19,7 +19,7 @@ from .checker import FRAMEWORKS, SETTINGS, abstract, check_case, seeds
 def test_groupnorm(framework: str, b: int, groups: int, per_group: int, spatial: list[int], seed: int) -> None:
     c = groups * per_group
     if c * int(np.prod(spatial)) // groups < 2:
-        spatial = [2]  # one value per group: its variance is 0, x^ = 0 (a degenerate but valid case elsewhere)
+        spatial = [2]  # one value per group normalises to 0: the weight's gradient would be 0 on any rule
     rng = np.random.default_rng(seed)
     if framework == "torch":
         layer = nn.GroupNorm(groups, c)

@@ -1,5 +1,5 @@
 """Kind "layernorm" (torch ``nn.LayerNorm``, flax ``nnx.LayerNorm``) over the last axis of (B, d) and (B, T, d)
-inputs, with and without bias (torch) / scale or bias (flax). torch's multi-axis ``normalized_shape`` and flax's
+inputs, with and without bias (torch; ``scale`` applies to flax only) / scale or bias (flax). torch's multi-axis ``normalized_shape`` and flax's
 other reduction axes are not covered by the rule: the engine must fall back and still match."""
 from __future__ import annotations
 
