@@ -134,7 +134,7 @@ def test_prepared_private_steps_take_the_materialising_steps_update(framework, m
     want = sync_fn(framework, "cpu")(fn(*args))[0]
     fn, args = prepare(framework, "dp", method, weights, 3, dtype="float64", device="cpu", loss="nll_log_softmax")
     # Opacus clips with clip / (||g|| + 1e-6): a clipped example's factor differs by ~1e-6 / ||g|| relative
-    # (torch_impl/opacus_ghost.py); measured 3e-8 here. Everything else is the same arithmetic: 1e-10.
+    # (torch_impl/opacus_step.py); measured 3e-8 here. Everything else is the same arithmetic: 1e-10.
     _assert_same_params(wmod, sync_fn(framework, "cpu")(fn(*args))[0], want,
                         rtol=1e-6 if method == "opacus_ghost" else 1e-10)
     assert TARGETS["dp"].details(framework, method)["clipping"] == {"dp_bk": "bk"}.get(method, method)

@@ -32,13 +32,14 @@ def test_defaults_are_the_quick_sweep_and_full_is_the_paper_sweep():
         quick.repeats = 1
 
 
-def test_options_parse_into_the_config():
+def test_options_parse_into_the_config(tmp_path):
+    (tmp_path / "w.safetensors").write_bytes(b"")  # --weights must name an existing file
     cfg = parse_args(["--batch-sizes", "16,64", "--frameworks", "jax", "--methods", "loop,vmap", "--dtype",
-                      "float64", "--device", "cpu", "--repeats", "7", "--weights", "w.safetensors", "--out", "d",
-                      "--resume", "--env", "XLA_FLAGS=--xla_foo=1", "--full"])
+                      "float64", "--device", "cpu", "--repeats", "7", "--weights", str(tmp_path / "w.safetensors"),
+                      "--out", str(tmp_path / "d"), "--resume", "--env", "XLA_FLAGS=--xla_foo=1", "--full"])
     assert cfg.batch_sizes == (16, 64) and cfg.frameworks == ("jax",) and cfg.methods == ("loop", "vmap")
     assert (cfg.dtype, cfg.device, cfg.repeats, cfg.resume) == ("float64", "cpu", 7, True)
-    assert cfg.weights == Path("w.safetensors") and cfg.out == Path("d")
+    assert cfg.weights == tmp_path / "w.safetensors" and cfg.out == tmp_path / "d"
     assert cfg.env == (("XLA_FLAGS", "--xla_foo=1"),)
 
 

@@ -57,6 +57,7 @@ def test_bad_model_name_is_one_usage_line(capsys):
 
 
 def test_weights_file_with_several_models_is_refused(capsys, tmp_path):
+    (tmp_path / "w.safetensors").write_bytes(b"")
     with pytest.raises(SystemExit):
         parse_args(["--model", "logreg,ffnn", "--weights", str(tmp_path / "w.safetensors")])
     assert "--weights names one workload's file" in capsys.readouterr().err
@@ -85,6 +86,18 @@ def test_suite_presets_and_explicit_options_win():
     assert set(cfg.methods) >= {"sgd", "dp_bk", "opacus_sgd", "opacus_ghost", "jax_privacy", "per_layer"}
     cfg = parse_args(["--suite", "fast-dpsgd", "--model", "logreg", "--batch-sizes", "4"])
     assert cfg.models == ("logreg",) and cfg.batch_sizes == (4,) and cfg.methods == SUITES["fast-dpsgd"]["methods"]
+
+
+def test_suite_times_wrn16_4_at_small_batches_on_cpu_only(tmp_path):
+    """The study's WRN-16-4 points: B = 16-64 on a CPU, the suite's sizes on a GPU; --batch-sizes wins."""
+    cfg = parse_args(["--suite", "fast-dpsgd", "--model", "wrn16_4,logreg", "--out", str(tmp_path)])
+    paths = {m: tmp_path / f"{m}.safetensors" for m in cfg.models}
+    sizes = lambda device, model: sorted({s.batch_size for s in plan_points(cfg, paths, device)  # noqa: E731
+                                          if s.model == model})
+    assert sizes("cpu", "wrn16_4") == [16, 32, 64] and sizes("cpu", "logreg") == [16, 32, 64, 128, 256]
+    assert sizes("cuda", "wrn16_4") == [16, 32, 64, 128, 256]
+    cfg = parse_args(["--suite", "fast-dpsgd", "--model", "wrn16_4", "--batch-sizes", "128"])
+    assert sorted({s.batch_size for s in plan_points(cfg, {"wrn16_4": tmp_path / "w"}, "cpu")}) == [128]
 
 
 def test_plan_covers_every_workload_and_records_not_applicable_with_the_reason(tmp_path, monkeypatch):

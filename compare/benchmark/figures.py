@@ -9,7 +9,7 @@ PNG into DIR/figures/ (the file's directory for a file), sized for one paper col
   4. agreement:        each framework's float32 per-parameter error against the float64 reference;
   5. dp_overhead:      one training step, DP-SGD vs non-private SGD, vs batch size (top), and their ratio, the
                        DP overhead (bottom). Figures 1-3 are about gradients and leave the DP steps out.
-Colours are per framework, markers per method, identical in every figure; baselines (the batched reference,
+Colours are per framework, markers per method (``contract.peers``), identical in every figure; baselines (the batched reference,
 the non-private step) are dashed. Ratios (figures 2 and 5) are the paired ones (median per-round ratio,
 ``compare.benchmark.pair``) where the records have them, else ratios of medians (unpaired results files).
 
@@ -29,18 +29,20 @@ from pathlib import Path
 
 import numpy as np
 
+from compare.logs import setup_logging
 from compare.paths import output_dir
 from compare.benchmark.floor import floor_ms
 from compare.benchmark.records import ResultsFile, check_record, results_from_json
 from compare.spec import DEFAULT_MODEL, check_model
+from contract.peers import Marker, markers
 
 log = logging.getLogger("compare.benchmark.figures")
 
 COLUMN_WIDTH_IN = 3.3
 COLORS = {"torch": "#d9480f", "jax": "#1c7ed6"}  # PyTorch orange / JAX blue
-MARKERS = {"batched": "s", "loop": "o", "vmap": "^", "compile": "v", "vmap_nojit": "x", "sgd": "D", "dp_sgd": "h",
-           "dp_ghost": "P", "dp_bk": "*", "opacus_sgd": "H", "opacus_ghost": "X", "jax_privacy": "d"}
-SPARE_MARKERS = ("<", ">", "p", "+", "1", "2", "3", "4", "8", "|")
+# Markers: one per method and peer, from contract.peers; a method registered nowhere (a results file of other
+# code) gets one of these, which no registered method uses: an n-armed asterisk.
+SPARE_MARKERS = tuple((n, 2, 0) for n in (5, 7, 8, 9, 10))
 BASELINES = ("batched", "sgd")  # drawn dashed: what the other lines are measured against
 RC = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 5.5, "xtick.labelsize": 6,
       "ytick.labelsize": 6, "lines.linewidth": 0.8, "lines.markersize": 3.2, "axes.grid": True,
@@ -49,8 +51,23 @@ RC = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize
 
 def load_results(path: Path) -> ResultsFile:
     """``results.json`` (any readable schema version, ``compare.benchmark.records``); a pytest-benchmark JSON
-    converted to the same shape."""
-    data = json.loads(path.read_text())
+    converted to the same shape.
+    ``ValueError`` naming the file when it is missing, not JSON (e.g. cut off by a kill) or of another kind."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file (give a compare.run results directory or a results JSON "
+                         "file)") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a directory, not a results file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a JSON text file") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); a file cut "
+                         "off by an interrupted write? compare.run writes results.json atomically; its points "
+                         "are in points.jsonl") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object with 'timings', got a JSON {type(data).__name__}")
     if "timings" in data:
         return results_from_json(data, str(path))
     if "benchmarks" in data:
@@ -77,9 +94,9 @@ def _from_pytest_benchmark(data: dict, where: str) -> ResultsFile:
                        timings=[check_record(r, f"{where}: benchmark {i}") for i, r in enumerate(timings)])
 
 
-def _markers(methods: set[str]) -> dict[str, str]:
-    spare = iter(SPARE_MARKERS)
-    return {m: MARKERS.get(m) or next(spare, "o") for m in sorted(methods)}
+def _markers(methods: set[str]) -> dict[str, Marker]:
+    known, spare = markers(), iter(SPARE_MARKERS)
+    return {m: known.get(m) or next(spare, "o") for m in sorted(methods)}
 
 
 def _caption(fig, ax, meta: dict, dtype: str, model: str = DEFAULT_MODEL) -> None:
@@ -371,11 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path", type=Path, help="results directory (with results.json) or a JSON file")
     p.add_argument("--out", type=output_dir, help="output directory (default: <dir>/figures)")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         written = make_figures(a.path, a.out)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError) as err:
         log.error("%s", err)
+        return 2
+    except (KeyError, TypeError) as err:  # a record without a field the figures need
+        log.error("%s: a record lacks %s or has the wrong type: not a compare.run results file?", a.path, err)
         return 2
     for w in written:
         log.info("wrote %s", w)

@@ -2,7 +2,7 @@
 
 floor(framework, model, B) = that framework's batched reference median at B + B x P x itemsize / bandwidth
 (P = the workload's parameter count, 1,199,882 for the seed CNN),
-with bandwidth the best write bandwidth this machine reaches, measured in the same run (Performance issue, item 1).
+with bandwidth the best write bandwidth this machine reaches, measured in the same run.
 CPU: the best of numpy ``fill`` (one thread) and torch ``fill_`` / ``zero_`` (intra-op threads) on a ~1 GB buffer
 that is touched first, so page faults are not counted. GPU: the device-to-device bandwidth, the best of torch
 ``copy_`` between two 1 GiB cuda buffers (bytes read + bytes written per second, the usual figure of a device's

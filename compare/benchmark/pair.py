@@ -28,11 +28,15 @@ import numpy as np
 
 from compare.benchmark.paired import Ratio, calls_per_slot, goal_entry, interleave, paired_ratio, warnings_for
 from compare.benchmark.point import PointSpec, start_up
-from compare.benchmark.targets import DP_PEERS
+from contract.peers import names as peer_names
 
 FAMILY = {"dp": "dp", "reference": "grad", "per_sample": "grad"}
 BASELINE = {"dp": "sgd", "grad": "batched"}
-PEER_METHODS: frozenset[str] = frozenset(m for peers in DP_PEERS.values() for m in peers)  # dp steps of peers
+
+
+def peer_methods() -> frozenset[str]:
+    """The peers' dp steps (``contract.peers``, read at call time: a peer registered later counts)."""
+    return frozenset(peer_names(kind="dp"))
 
 
 def group_key(spec: PointSpec | dict) -> tuple | None:
@@ -135,7 +139,7 @@ def attach(records: dict[str, dict], result: dict, group_id: str, floor_write_ms
         entries: dict[str, dict] = {}
         base = BASELINE[family]
         if method != base and base in timed:
-            goal = ("private_over_sgd" if method not in PEER_METHODS else None) if family == "dp" else None
+            goal = ("private_over_sgd" if method not in peer_methods() else None) if family == "dp" else None
             ratios[base] = paired_ratio(timed[method], timed[base])
             entries[base] = goal_entry(ratios[base], goal)
         if family == "grad" and method != base and base in timed and floor_write_ms is not None:
@@ -144,7 +148,7 @@ def attach(records: dict[str, dict], result: dict, group_id: str, floor_write_ms
                                 "derived": f"reference round + {floor_write_ms:.3f} ms write at the measured "
                                            "bandwidth (not timed)"}
             rec["ratio_to_floor"] = ratios["floor"].median
-        if method in PEER_METHODS and own_best is not None:
+        if method in peer_methods() and own_best is not None:
             ratios[own_best] = paired_ratio(timed[method], timed[own_best])
             entries[own_best] = {**goal_entry(ratios[own_best], "peer_over_ours"), "ours": own_best}
         rec["ratios"] = entries
@@ -152,7 +156,7 @@ def attach(records: dict[str, dict], result: dict, group_id: str, floor_write_ms
 
 
 def _own_best(timed: dict[str, list[float]]) -> str | None:
-    own = [m for m in timed if m not in PEER_METHODS and m != "sgd"]
+    own = [m for m in timed if m not in peer_methods() and m != "sgd"]
     return min(own, key=lambda m: float(np.median(timed[m]))) if own else None
 
 

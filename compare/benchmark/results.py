@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from compare.env import memory_settings
+from compare.env_vars import behaviour_env
 from compare.benchmark.records import (  # noqa: F401 - the schema's names, importable from here as before
     KEY_FIELDS, STATUSES, TIMING_FIELDS, ResultsFile, failure_record, parse_points, point_key, point_record,
     record_model,
@@ -25,9 +26,6 @@ from compare.lock import below_oldest, lock_status, versions
 
 log = logging.getLogger("compare.benchmark.results")
 
-# Environment variables that change what a point measures; recorded in meta and identical for every point.
-ENV_PREFIXES: tuple[str, ...] = ("OMP_", "MKL_", "OPENBLAS_", "MALLOC_", "XLA_", "JAX_", "TF_", "CUDA_",
-                                 "PYTORCH_", "TORCH_", "LD_PRELOAD", "NPROC")
 
 
 def append_point(path: Path, record: dict) -> None:
@@ -93,7 +91,9 @@ def device_name(device: str) -> str:
 
 
 def relevant_env(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in sorted(env.items()) if k.startswith(ENV_PREFIXES)}
+    """The variables that change what a point measures (``compare.env_vars.BEHAVIOUR_ENV``, by name): recorded in
+    meta, identical for every point."""
+    return behaviour_env(env)
 
 
 def make_meta(*, argv: list[str], device: str, env: dict[str, str], config: dict) -> dict:

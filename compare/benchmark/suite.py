@@ -2,8 +2,8 @@
 tables (LaTeX booktabs for a paper, markdown for the README) and its small-multiples figure.
 
 A row holds, per framework, the non-private step (``sgd``), the best private step of our own strategies
-(``dp_sgd`` / ``dp_ghost`` / ``dp_bk``, whichever is fastest at that point: named in the row), the peers (Opacus'
-``opacus_sgd`` = hooks + DPOptimizer, materialising; ``opacus_ghost``; jax-privacy's ``jax_privacy``), and the
+(``dp_sgd`` / ``dp_ghost`` / ``dp_bk``, whichever is fastest at that point: named in the row), the framework's
+peer steps (``contract.peers``: Opacus' hooks + DPOptimizer and ghost clipping; jax-privacy), and the
 best per-sample method with its ratio to the floor. Ratios: ``x sgd`` = a private step over the same
 framework's sgd at the same point (the DP overhead of Subramani et al. 2021); ``peer / ours`` = the best peer
 step over our best private step of the same framework. Every number is a median of one run; nothing is
@@ -17,11 +17,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from compare.spec import DEFAULT_MODEL
+from contract.peers import library
+from contract.peers import names as peer_names
 
 OWN_PRIVATE: tuple[str, ...] = ("dp_sgd", "dp_ghost", "dp_bk")
-PEERS: dict[str, tuple[str, ...]] = {"torch": ("opacus_sgd", "opacus_ghost"), "jax": ("jax_privacy",)}
 FRAMEWORK_NAMES = {"torch": "PyTorch", "jax": "JAX"}
-PEER_NAMES = {"opacus_sgd": "Opacus", "opacus_ghost": "Opacus ghost", "jax_privacy": "jax-privacy"}
 
 
 def _model(r: dict) -> str:
@@ -80,8 +80,9 @@ def suite_rows(timings: list[dict]) -> list[dict]:
             if own:
                 entry["private"] = {"method": own["method"], "ms": own["median_ms"],
                                     **_x_sgd(own, sgd)}
-            entry["peers"] = {m: dp[m]["median_ms"] for m in PEERS[fw] if m in dp}
-            peer = _best([dp[m] for m in PEERS[fw] if m in dp])
+            peers = peer_names(fw, "dp")
+            entry["peers"] = {m: dp[m]["median_ms"] for m in peers if m in dp}
+            peer = _best([dp[m] for m in peers if m in dp])
             if peer:
                 over = _ratio(peer, own["method"], peer["median_ms"] / own["median_ms"]) if own else {"x": None}
                 entry["peer_best"] = {"method": peer["method"], "ms": peer["median_ms"],
@@ -130,13 +131,19 @@ def _cells(entry: dict) -> list[str]:
     return cells
 
 
+def peer_heading(framework: str) -> str:
+    """A table's name for ``framework``'s best peer step: its peer libraries, "best" when it has several steps."""
+    return library(framework) + (" best" if len(peer_names(framework, "dp")) > 1 else "")
+
+
 def markdown_tables(rows: list[dict]) -> str:
     """One markdown table per workload: ms per step and x own sgd, for both frameworks and their peers."""
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
         out += [f"**{model}**", "",
-                "| B | torch sgd ms | torch best private (x sgd) | Opacus best (x sgd) | torch best per-sample / floor "
-                "| JAX sgd ms | JAX best private (x sgd) | jax-privacy (x sgd) | JAX best per-sample / floor |",
+                f"| B | torch sgd ms | torch best private (x sgd) | {peer_heading('torch')} (x sgd) "
+                f"| torch best per-sample / floor | JAX sgd ms | JAX best private (x sgd) "
+                f"| {peer_heading('jax')} (x sgd) | JAX best per-sample / floor |",
                 "|---:|---:|---|---|---|---:|---|---|---|"]
         for r in (r for r in rows if r["model"] == model):
             out.append("| " + " | ".join([str(r["batch_size"]), *_cells(r["torch"]), *_cells(r["jax"])]) + " |")
@@ -162,7 +169,8 @@ def latex_table(rows: list[dict], meta: dict) -> str:
         r"\toprule",
         r" & & \multicolumn{4}{c}{PyTorch} & \multicolumn{4}{c}{JAX} \\",
         r"\cmidrule(lr){3-6}\cmidrule(lr){7-10}",
-        r"workload & $B$ & SGD ms & private (x) & best & Opacus (x) & SGD ms & private (x) & best & jax-privacy (x) \\",
+        rf"workload & $B$ & SGD ms & private (x) & best & {_tex(library('torch'))} (x) & SGD ms & private (x) & best & "
+        rf"{_tex(library('jax'))} (x) \\",
         r"\midrule",
     ]
     models = list(dict.fromkeys(r["model"] for r in rows))

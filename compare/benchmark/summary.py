@@ -78,9 +78,7 @@ def warning_line(timings: list[dict], rounds: int | None = None, flag: str = "--
 
 
 def format_summary(timings: list[dict], bytes_per_s: float | None = None, rounds: int | None = None) -> str:
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in timings:
-        groups[(r.get("model") or "seed_cnn", r["dtype"], r["device"], r["batch_size"])].append(r)
+    groups = blocks(timings)
     many = len({k[0] for k in groups}) > 1
     head = (f"{'framework':<9} {'method':<17} {'median ms':>10} {'IQR ms':>8} {'x ref':>6} {'vs loop':>7} "
             f"{'torch/jax':>9} {'x floor':>7} {'peak MB':>8}  status")
@@ -109,8 +107,7 @@ def format_summary(timings: list[dict], bytes_per_s: float | None = None, rounds
                 f"{_fmt(ratio, '9.2f')} {_fmt(r.get('ratio_to_floor'), '7.2f')} "
                 f"{_fmt(peak / 1e6 if peak is not None else None, '8.0f')}  "
                 f"{r['status']}{': ' + r['reason'][:60] if r['reason'] else ''}")
-        best = {fw: min((r for r in rows if _ok(r) and r["framework"] == fw and r["kind"] == "per_sample"),
-                        key=lambda r: r["median_ms"], default=None) for fw in ("torch", "jax")}
+        best = best_per_sample(rows)
         if best["torch"] and best["jax"]:
             t, j = best["torch"], best["jax"]
             lines.append(f"best per-sample: torch {t['method']} {t['median_ms']:.1f} ms, jax {j['method']} "
@@ -120,6 +117,33 @@ def format_summary(timings: list[dict], bytes_per_s: float | None = None, rounds
     if warn:
         lines += ["", warn]
     return "\n".join(lines[1:])
+
+
+def best_per_sample(rows: list[dict]) -> dict[str, dict | None]:
+    """Per framework, the fastest ok per-sample record of ``rows`` (one block: one workload and batch size)."""
+    return {fw: min((r for r in rows if _ok(r) and r["framework"] == fw and r["kind"] == "per_sample"),
+                    key=lambda r: r["median_ms"], default=None) for fw in ("torch", "jax")}
+
+
+def best_private(rows: list[dict]) -> dict[str, tuple[dict, float]]:
+    """Per framework with an ok ``sgd``: its fastest ok private step and that step's time over ``sgd``'s."""
+    out = {}
+    for fw in sorted({r["framework"] for r in rows}):
+        step = {r["method"]: r for r in rows if r["framework"] == fw and r["kind"] == "dp" and _ok(r)}
+        sgd = step.pop("sgd", None)
+        if sgd is not None and step:
+            best = min(step.values(), key=lambda r: r["median_ms"])
+            paired = _ratio(best, sgd)  # the median per-round ratio where both were timed in one pair group
+            out[fw] = (best, paired if paired is not None else best["median_ms"] / sgd["median_ms"])
+    return out
+
+
+def blocks(timings: list[dict]) -> dict[tuple, list[dict]]:
+    """The summary's blocks: (model, dtype, device, batch size) -> its records."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in timings:
+        groups[(r.get("model") or "seed_cnn", r["dtype"], r["device"], r["batch_size"])].append(r)
+    return groups
 
 
 def _verdict_text(entry: dict | None) -> str:

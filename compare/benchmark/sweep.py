@@ -13,10 +13,11 @@ points not started within it are recorded as skipped. A point whose per-sample g
 (a per-sample method, or the DP-SGD step) do not fit in available host memory is skipped up front. Each record
 gets its kind's ``details`` (for ``dp``: the per-sample method inside the step and the DP settings). With
 ``--resume`` every point already in DIR/points.jsonl (whatever its status) is kept and not run again; the
-environment must match.
+environment must match. Without it, an earlier run's files are moved to DIR/runs/ (``compare.rundir``).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict
@@ -40,6 +41,8 @@ from compare.benchmark.results import (
 from compare.frameworks import side
 from compare.spec import DEFAULT_MODEL, available_memory_bytes, check_model
 from compare.benchmark.summary import format_summary
+from compare.benchmark.run_state import ResumeError, check_resume_env
+from compare.rundir import keep_earlier_run
 
 if TYPE_CHECKING:
     from compare.benchmark.config import Config
@@ -100,7 +103,11 @@ def _plan_model(cfg: Config, weights_path: Path, device: str, model: str) -> lis
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; the frameworks {cfg.frameworks} have {sorted(known)}")
     plan = []
-    for bsz in sorted(cfg.batch_sizes):
+    sizes = cfg.batch_sizes_of(model, device)
+    if sizes != cfg.batch_sizes:
+        log.info("%s on %s: batch sizes %s only (the suite's cpu_batch_sizes)", model, device,
+                 ",".join(map(str, sizes)))
+    for bsz in sorted(sizes):
         for fw in cfg.frameworks:
             for kind, methods in per_fw[fw].items():
                 for m in _selected(cfg, kind, methods):
@@ -120,8 +127,9 @@ def _plan_model(cfg: Config, weights_path: Path, device: str, model: str) -> lis
         rank = {(fw, kind, m): (kinds.index(kind), m in SLOW_LAST, i, cfg.frameworks.index(fw))
                 for fw, ks in per_fw.items() for kind, ms in ks.items() for i, m in enumerate(ms)}
         plan.sort(key=lambda s: (rank[(s.framework, s.kind, s.method)], s.batch_size))
-    dropped = sorted(k for k in TARGETS if not any(s.kind == k for s in plan))
-    if dropped:
+    dropped = sorted(k for k in TARGETS if not any(s.kind == k for s in plan)
+                     and any(per_fw[fw][k] for fw in per_fw))  # a kind with methods here, none of them named
+    if dropped and cfg.methods is not None:
         log.info("--methods %s plans no point of kind(s) %s", ",".join(cfg.methods or ()), ", ".join(dropped))
     return plan
 
@@ -177,15 +185,15 @@ def _open_points(out: Path, env: dict[str, str], resume: bool) -> list[dict]:
     points, sweep_file = out / "points.jsonl", out / "sweep_env.json"
     env_now = relevant_env(env)
     if resume:
-        if sweep_file.is_file() and json.loads(sweep_file.read_text()) != env_now:
-            raise SystemExit(f"cannot --resume in {out}: the environment differs from the recorded one "
-                             f"({sweep_file}); use another --out or run without --resume")
+        try:
+            check_resume_env(out, env)
+        except ResumeError as err:
+            raise SystemExit(str(err)) from None
         records = load_points(points)
         log.info("resuming: %d point(s) already in %s", len(records), points)
     else:
-        if points.exists():
-            points.replace(points.with_name("points.jsonl.prev"))
-            log.info("moved the previous %s to points.jsonl.prev (use --resume to continue it)", points)
+        if points.exists() or (out / "results.json").exists():  # an earlier run: moved to runs/, not overwritten
+            keep_earlier_run(out, "sweep", hint="; add --resume to continue a run instead")
         records = []
     out.mkdir(parents=True, exist_ok=True)
     sweep_file.write_text(json.dumps(env_now, indent=1))
@@ -248,13 +256,12 @@ def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device
                 continue
             bar.set_description(f"{runnable[0].label()} .. B={runnable[-1].batch_size}")
             measured = 0
-            results = run_group(runnable, env=env, timeout=cfg.timeout)
-            for record in results:
-                keep(runnable[measured], record)
-                measured += 1
-                if over_budget():
-                    results.close()  # kills the group's process
-                    break
+            with contextlib.closing(run_group(runnable, env=env, timeout=cfg.timeout)) as results:
+                for record in results:  # closed on any exit (an interrupt too): kills the group's process
+                    keep(runnable[measured], record)
+                    measured += 1
+                    if over_budget():
+                        break
             for spec in runnable[measured:]:  # after an oom/timeout, or when the budget ran out
                 reason = _skip_reason(spec, gave_up) or f"not started: the run's budget of {cfg.budget:g} s was spent"
                 keep(spec, failure_record(asdict(spec), "skipped", reason))
