@@ -133,6 +133,9 @@ def gather_per_sample(grads: Params, mask: jax.Array, model: str | Net = DEFAULT
     return {k: v[real] for k, v in to_canonical(grads, batch_axis=True, model=model).items()}
 
 
+StepFn = Callable[..., tuple[Params, jax.Array]]
+
+
 def make_step(*, mesh: Mesh, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS,
               clipping: str = "materialize", per_sample_method: str = "vmap",
               model: str | Net = DEFAULT_MODEL) -> StepFn:

@@ -1,4 +1,4 @@
-"""The genericity proof (issue 15): two small networks built HERE, in no registry, on both sides, get exact
+"""The genericity proof: two small networks built HERE, in no registry, on both sides, get exact
 per-sample gradients from every method and every DP strategy with no library code of their own.
 
 They exercise what the registered workloads do not: a conv with a non-square kernel, stride, padding and
@@ -181,4 +181,4 @@ def test_every_dp_strategy(fw, case, conv_rule, monkeypatch):
     if conv_rule is None and tied_opacus:
         skip_without_peer(fw)
         with pytest.raises(NotImplementedError, match="Parameter tying is not supported with Ghost Clipping"):
-            dp_update(fw, weights, *batch, nets[fw], clipping=None, clip=1.0, nm=0.0, noise=None, peer=True)
+            dp_update(fw, weights, *batch, nets[fw], clipping=None, clip=1.0, nm=0.0, noise=None, peer="opacus_ghost")
