@@ -50,6 +50,7 @@ import numpy as np
 
 from contract.devices import DevicesError, check_count, force_host_devices
 from compare.env import require_gpu, share_gpu_memory
+from compare.lock import versions
 from compare.arguments import ExtendUnique, csv_list, models_arg
 from compare.interrupt import exit_status, interruptible, kill_children, signal_name
 from compare.logs import setup_logging
@@ -299,7 +300,14 @@ def train_framework(
         progress.flush()
     return dp.distributed.data_parallel(_train_replica, cfg.devices, weights, fw, data, cfg, steps,
                                         None if progress is None else progress.name, dtype=cfg.dtype,
-                                        device=cfg.device, model=cfg.model, hparams=_dp_hparams(cfg))
+                                        device=cfg.device, model=cfg.model, hparams=_dp_hparams(cfg),
+                                        agree=_agreement(dp.distributed.digest, weights, cfg))
+
+
+def _agreement(digest: Callable[[object], str], weights: dict[str, np.ndarray], cfg: Config) -> dict[str, str]:
+    """What every process of a data-parallel run must share, refused before the first step if it differs."""
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("argv", "out")}
+    return {"versions": digest(versions()), "weights": digest(weights), "config": digest(sorted(config.items()))}
 
 
 def prepare(cfg: Config) -> tuple[Dataset, int, dict[str, np.ndarray], float]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -61,9 +62,12 @@ def _phase_text(phase: int | None) -> str:
 
 
 def _last_error(log: Path) -> str:
+    """The process's own last exception line (not its launcher's), else torchrun's report of the worker's exit
+    code, else its last line."""
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log.exists() else []
-    errors = [ln for ln in lines if "Error" in ln or "error" in ln]
-    return (errors or lines or ["(no output)"])[-1][:300]
+    errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", ln) and "ChildFailedError" not in ln]
+    codes = [f"worker {ln}" for ln in lines if re.match(r"^exitcode\s*:", ln)]
+    return re.sub(r"\s+", " ", (errors or codes or lines or ["(no output)"])[-1])[:300]
 
 
 def watch(procs: list[subprocess.Popen], heartbeats: Path, logs: list[Path], *, timeout_s: float,
