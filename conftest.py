@@ -21,6 +21,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run the benchmark suite (tests/benchmarks) instead of the correctness tests")
     group.addoption("--bench-batch-sizes", default="16,64", help="comma-separated batch sizes (default 16,64)")
     group.addoption("--bench-rounds", type=int, default=5, help="timed rounds per benchmark (default 5)")
+    group.addoption("--bench-pair-rounds", type=int, default=15,
+                    help="interleaved rounds of each pair group (tests/benchmarks/test_pairs.py; default 15)")
     group.addoption("--bench-device", choices=("cpu", "cuda"), default=None,
                     help="default: cuda when torch sees a GPU, else cpu")
     group.addoption("--model", default="seed_cnn", help="workload(s) of the benchmark suite: NAME[,NAME...] or "

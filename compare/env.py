@@ -3,7 +3,8 @@
 For torch and JAX: version, devices, CUDA/cuDNN versions (torch: ``torch.version.cuda``,
 ``torch.backends.cudnn.version()``; JAX: its CUDA plugin's ``cuda_versions`` where the plugin exposes them),
 the installed JAX CUDA plugin distributions, the float32 precision flags (TF32), and the memory settings of the
-environment (``XLA_PYTHON_CLIENT_*``, ``PYTORCH_CUDA_ALLOC_CONF``, ``MALLOC_*``). ``--device cuda`` exits 2 with
+environment (``compare.env_vars.MEMORY_ENV``: ``XLA_PYTHON_CLIENT_*``, ``PYTORCH_CUDA_ALLOC_CONF``, glibc's
+``MALLOC_*``, by name); the peer libraries' versions (``contract.peers``, None where not installed). ``--device cuda`` exits 2 with
 one line when either framework cannot see a GPU.
 
 One CUDA stack: JAX's CUDA plugin must be built for the CUDA major version of the torch wheel
@@ -26,7 +27,9 @@ import re
 import sys
 from importlib import metadata
 
-from compare.lock import below_oldest, lock_status, summary
+from compare.env_vars import MEMORY_ENV, behaviour_env
+from compare.lock import below_oldest, installed, lock_status, summary
+from contract.peers import packages
 from compare.spec import DeviceError
 
 log = logging.getLogger("compare.env")
@@ -36,8 +39,6 @@ log = logging.getLogger("compare.env")
 # its first array; it still caps at MEM_FRACTION and keeps what it allocated (no cudaMalloc per call after
 # warm-up), as torch's caching allocator does.
 SHARED_GPU_ENV: dict[str, str] = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-MEMORY_ENV_PREFIXES: tuple[str, ...] = ("XLA_PYTHON_CLIENT_", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_NO_CUDA_MEMORY_CACHING",
-                                        "MALLOC_", "TF_GPU_ALLOCATOR", "CUDA_VISIBLE_DEVICES")
 
 
 def share_gpu_memory(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -68,8 +69,7 @@ def _jax_backend_initialised() -> bool:
 
 def memory_settings(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The memory-related environment variables in force (name -> value), sorted."""
-    env = os.environ if environ is None else environ
-    return {k: v for k, v in sorted(env.items()) if k.startswith(MEMORY_ENV_PREFIXES)}
+    return behaviour_env(dict(os.environ if environ is None else environ), MEMORY_ENV)
 
 
 def torch_report() -> dict:
@@ -189,7 +189,7 @@ def report() -> dict:
     t, j = torch_report(), jax_report()
     return {"python": sys.version.split()[0], "executable": sys.executable, "torch": t, "jax": j,
             "cuda_stack": cuda_stack(t, j), "memory_settings": settings, "lock": lock_status(),
-            "below_oldest_supported": below_oldest()}
+            "below_oldest_supported": below_oldest(), "peers": {pkg: installed(pkg) for pkg in packages()}}
 
 
 def _torch_problem(t: dict) -> str | None:
@@ -237,6 +237,7 @@ def format_report(rep: dict) -> str:
         f"{j['precision']['per_op']}",
         f"stack    {s['note']}",
         "memory   " + (" ".join(f"{k}={v}" for k, v in rep["memory_settings"].items()) or "(none set)"),
+        "peers    " + (", ".join(f"{k} {v or 'not installed'}" for k, v in rep.get("peers", {}).items()) or "none"),
         summary(rep["lock"]),
     ]
     if rep["below_oldest_supported"]:

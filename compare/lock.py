@@ -3,8 +3,8 @@
 Published numbers are made with exactly ``requirements/lock.txt`` (compiled from ``pyproject.toml`` by ``uv pip
 compile --generate-hashes``; install it with ``pip install --require-hashes -r requirements/lock.txt && pip install
 --no-deps -e .``). Every results ``meta`` records ``lock_status()``, so a number made off the lock says so.
-``OLDEST_SUPPORTED`` are the versions of the lent GPU image (``requirements/oldest.txt``, CI's smoke stage):
-older ones are not tested and ``compare.env`` says so. Pure stdlib: imports neither framework.
+``OLDEST_SUPPORTED`` are the versions of a GPU image with torch 2.11 / jax 0.11.2 (``requirements/oldest.txt``, CI's
+smoke stage): older ones are not tested and ``compare.env`` says so. Pure stdlib: imports neither framework.
 """
 from __future__ import annotations
 
@@ -13,11 +13,21 @@ import re
 from importlib import metadata
 from pathlib import Path
 
+from contract.peers import packages
+
 LOCK_FILE = Path(__file__).resolve().parents[1] / "requirements" / "lock.txt"
-# The packages whose versions every results meta records.
-VERSIONED: tuple[str, ...] = ("numpy", "torch", "jax", "jaxlib", "flax", "optax", "opacus", "jax-privacy", "matplotlib",
-                              "jax-cuda13-plugin", "jax-cuda12-plugin", "safetensors", "scipy")
-# The lent GPU image (torch 2.11 + CUDA 13, jax 0.11.2): the oldest versions CI tests (requirements/oldest.in).
+# The packages whose versions every results meta records (``versioned``): these, then each registered peer's
+# (``contract.peers``), then the rest.
+FRAMEWORK_PACKAGES: tuple[str, ...] = ("numpy", "torch", "jax", "jaxlib", "flax", "optax")
+OTHER_PACKAGES: tuple[str, ...] = ("matplotlib", "jax-cuda13-plugin", "jax-cuda12-plugin", "safetensors", "scipy")
+
+
+def versioned() -> tuple[str, ...]:
+    """The packages whose versions every results meta records, peers' included, each once."""
+    return tuple(dict.fromkeys((*FRAMEWORK_PACKAGES, *packages(), *OTHER_PACKAGES)))
+
+
+# A GPU image with torch 2.11 (CUDA 13) / jax 0.11.2: the oldest versions CI tests (requirements/oldest.in).
 OLDEST_SUPPORTED: dict[str, str] = {"python": "3.12", "torch": "2.11.0", "jax": "0.11.2", "jaxlib": "0.11.2",
                                     "flax": "0.12.10", "optax": "0.2.8"}
 
@@ -37,8 +47,8 @@ def installed(pkg: str) -> str | None:
 
 
 def versions() -> dict[str, str | None]:
-    """{"python": ..., package: installed version or None} for ``VERSIONED``."""
-    return {"python": platform.python_version(), **{pkg: installed(pkg) for pkg in VERSIONED}}
+    """{"python": ..., package: installed version or None} for ``versioned()``."""
+    return {"python": platform.python_version(), **{pkg: installed(pkg) for pkg in versioned()}}
 
 
 def read_lock(path: Path = LOCK_FILE) -> dict[str, str]:

@@ -9,5 +9,6 @@ the harness, nor a framework:
   devices     device-count checks for data-parallel runs
   cost_model  the Gram-versus-materialise choice of the norm rules, with its measurements
   interface   the ``FrameworkSide`` Protocol: what each side provides to the harness
+  peers       the registry of peer libraries' methods and steps, and every method's figure marker
 ``tests/test_imports.py`` pins these directions by reading every module's imports.
 """

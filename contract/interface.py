@@ -19,8 +19,9 @@ Canonical = dict[str, np.ndarray]
 
 # name -> the mirrored module (same file name on both sides) that defines it.
 EXPORTS: dict[str, str] = {
-    **dict.fromkeys(("METHODS", "CUDA_METHODS", "MISSING", "applicable_methods", "per_sample_grads", "native_fn",
-                     "native_inputs", "native_x", "reference_fn", "batch_loss", "sample_loss"), "per_sample"),
+    **dict.fromkeys(("METHODS", "CUDA_METHODS", "MISSING", "applicable_methods", "not_run_by_default",
+                     "per_sample_grads", "native_fn", "native_inputs", "native_x", "reference_fn", "batch_loss",
+                     "sample_loss"), "per_sample"),
     **dict.fromkeys(("CLIPPINGS", "make_step", "make_sgd_step", "clipped_grad_sum", "per_example_norms",
                      "noisy_update", "sample_noise", "native_noise", "native_batch", "predict",
                      "block_until_ready"), "dp"),
@@ -29,6 +30,8 @@ EXPORTS: dict[str, str] = {
     **dict.fromkeys(("decision_sites", "forward_decisions", "replay_grads"), "decisions"),
     **dict.fromkeys(("device_count", "check_devices", "benchmark_call"), "distributed"),
     **dict.fromkeys(("per_layer_stages", "reference_stages"), "profile"),
+    "make_peer_step": "peers",
+    **dict.fromkeys(("layer_cotangents", "layer_routes", "layer_stages"), "probe"),
 }
 # Whole modules the harness may hold: the data-parallel runtime differs by framework (torch.distributed process
 # groups against a JAX device mesh), so ``compare.train`` drives each through its own module.
@@ -46,6 +49,7 @@ class FrameworkSide(Protocol):
 
     # per-sample gradients
     def applicable_methods(self, model: Any = ...) -> dict[str, str | None]: ...
+    def not_run_by_default(self, model: Any = ...) -> dict[str, str]: ...
     def per_sample_grads(self, weights: Canonical, x: np.ndarray, y: np.ndarray, **options: Any) -> Canonical: ...
     def native_fn(self, method: str, **options: Any) -> Callable[..., Any]: ...
     def native_inputs(self, weights: Canonical, x: np.ndarray, y: np.ndarray, **options: Any) -> tuple: ...
@@ -57,6 +61,7 @@ class FrameworkSide(Protocol):
     # private and plain training steps
     def make_step(self, **options: Any) -> Callable[..., Any]: ...
     def make_sgd_step(self, **options: Any) -> Callable[..., Any]: ...
+    def make_peer_step(self, name: str, **options: Any) -> Callable[..., Any]: ...
     def clipped_grad_sum(self, *args: Any, **options: Any) -> Any: ...
     def per_example_norms(self, *args: Any, **options: Any) -> Any: ...
     def noisy_update(self, *args: Any, **options: Any) -> Any: ...
@@ -91,6 +96,13 @@ class FrameworkSide(Protocol):
     def reference_stages(self, params: Any, x: Any, y: Any, loss: str, model: Any,
                          subsets: dict[str, tuple[str, ...]]) -> tuple[dict[str, Callable[[], Any]],
                                                                         Callable[[Any], Any]]: ...
+
+    # inside the per-layer engine, for experiments: each layer's (a, g), kind and norm route, its rules to time
+    def layer_cotangents(self, params: Any, x: Any, y: Any, loss: str,
+                         model: Any) -> tuple[dict[str, Any], dict[str, Any]]: ...
+    def layer_routes(self, params: Any, x: Any, y: Any, loss: str, model: Any) -> list[dict]: ...
+    def layer_stages(self, params: Any, x: Any, y: Any, loss: str, model: Any,
+                     layer: str) -> tuple[dict[str, Callable[[], Any]], Callable[[Any], Any]]: ...
 
 
 def lazy_exports(package: str) -> Callable[[str], Any]:

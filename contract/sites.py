@@ -7,7 +7,9 @@ and ``F.max_pool2d``; JAX: the models' ``relu`` / ``max_pool`` helpers of ``jax_
 
 - ``relu``: gate ``pre > 0`` per element; key ``"{layer}.relu"`` where ``layer`` is the parameterised layer
   whose output it gates (its pre-activation is ``"{layer}.pre"``; its rounding scale S = layer(|a|; |W|, |b|),
-  the absolute sum the float32 dot product accumulates, is ``"{layer}.scale"``).
+  the absolute sum the float32 dot product accumulates, is ``"{layer}.scale"``). S exists only where the layer
+  is a dot product (kinds in ``SCALED_KINDS``); a ReLU after a normalisation (GroupNorm, LayerNorm) has no S:
+  the rounding of a normalised value is not bounded by one absolute sum, so its margins are NaN ("unknown").
 - ``max_pool``: the winner of each window, an int8 position ``dh * kw + dw`` inside the (kh, kw) window, one
   per output element (the input position max-pool's backward routes the cotangent to; first index on ties in
   both frameworks). Key ``"pool.winner"`` when the model has one max-pool, else ``"pool1.winner"``,
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 U32 = 2.0**-24  # unit roundoff of float32
+SCALED_KINDS = ("linear", "conv")  # layer kinds whose output is a dot product of input and weights: S is known
 Arrays = dict[str, np.ndarray]
 
 

@@ -74,6 +74,27 @@ def _encoder(name: str, d: int, ff: int, layers: int) -> dict[str, tuple[int, ..
     return {**out, f"{name}.norm.weight": (d,), f"{name}.norm.bias": (d,)}
 
 
+def _group_norm(name: str, c: int) -> dict[str, tuple[int, ...]]:
+    return {f"{name}.weight": (c,), f"{name}.bias": (c,)}
+
+
+def _wrn(stem: int, stages: tuple[tuple[int, int], ...], blocks: int, classes: int) -> dict[str, tuple[int, ...]]:
+    """A pre-activation wide ResNet with GroupNorm (``torch_impl.models.wrn``'s state_dict): conv0 (no bias), per
+    stage ``layerK.i`` blocks of gn1, conv1 3x3, gn2, conv2 3x3 (no biases) and a 1x1 ``shortcut`` conv where the
+    shape changes; head gn, fc."""
+    out: dict[str, tuple[int, ...]] = {"conv0.weight": (stem, 3, 3, 3)}
+    c_in = stem
+    for k, (width, stride) in enumerate(stages, 1):
+        for i in range(blocks):
+            p, c, s = f"layer{k}.{i}", c_in if i == 0 else width, stride if i == 0 else 1
+            out.update({**_group_norm(f"{p}.gn1", c), f"{p}.conv1.weight": (width, c, 3, 3),
+                        **_group_norm(f"{p}.gn2", width), f"{p}.conv2.weight": (width, width, 3, 3)})
+            if c != width or s != 1:
+                out[f"{p}.shortcut.weight"] = (width, c, 1, 1)
+        c_in = width
+    return {**out, **_group_norm("gn", c_in), **_linear("fc", c_in, classes)}
+
+
 _CIFAR_CHANNELS = ((3, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 10))
 
 MODELS: dict[str, Workload] = {w.name: w for w in (
@@ -104,6 +125,9 @@ MODELS: dict[str, Workload] = {w.name: w for w in (
              description="Embedding(10004, 256) + learned positions (128, 256), 2 pre-LayerNorm encoder blocks (4 "
                          "heads, MLP 1024, GELU tanh), LayerNorm, mean over positions, Linear(256, 2) "
                          "(4,174,338 params)"),
+    Workload("wrn16_4", (3, 32, 32), 10, _wrn(16, ((64, 1), (128, 2), (256, 2)), 2, 10),
+             description="WRN-16-4 with GroupNorm (16 groups), De et al. 2022's DP CIFAR-10 network "
+                         "(2,748,890 params)"),
 )}
 DEFAULT_MODEL = "seed_cnn"
 

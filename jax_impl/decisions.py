@@ -20,6 +20,7 @@ from flax import nnx
 
 from contract import sites as S
 from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL
+from jax_impl import rules
 from jax_impl.model import Net, loss_fn, resolve
 from jax_impl.models.common import decision_hook
 from jax_impl.per_sample import native_inputs
@@ -60,7 +61,7 @@ class _Hook:
         else:
             out = nnx.relu(z)
             self.out[f"{site.base}.pre"] = z
-            if self.scales and layer is not None:
+            if self.scales and layer is not None and rules.kind_of(self.last[1]) in S.SCALED_KINDS:
                 _, module, a, _ = self.last
                 graphdef, state = nnx.split(module)
                 self.out[f"{site.base}.scale"] = nnx.merge(graphdef, jax.tree.map(jnp.abs, state))(jnp.abs(a))

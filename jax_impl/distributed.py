@@ -117,6 +117,9 @@ def gather_per_sample(grads: Params, mask: jax.Array) -> dict[str, np.ndarray]:
     return {k: v[real] for k, v in to_canonical(grads, batch_axis=True).items()}
 
 
+StepFn = Callable[..., tuple[Params, jax.Array]]
+
+
 def make_step(*, mesh: Mesh, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS,
               clipping: str = "materialize", per_sample_method: str = "vmap") -> StepFn:
     """``step(params, x, y, noise=None, mask=None) -> (new params, mean loss before the step)``, data-parallel.

@@ -8,9 +8,9 @@ which is ``differentially_private_aggregate``'s update operation for operation (
 equality with the same key via ``sample_noise``, and with noise 0), followed by ``optax.sgd(lr)``.
 ``optax_dpsgd`` is optax's own chain, kept as the oracle and for users who want the key-driven form.
 
-Clipping strategies (``CLIPPINGS``, issue 9): the step is ``clipped_grad_sum`` (sum_b c_b g_b) + ``noisy_update``.
+Clipping strategies (``CLIPPINGS``): the step is ``clipped_grad_sum`` (sum_b c_b g_b) + ``noisy_update``.
 "materialize" is the path above (per-sample gradients from any ``per_sample.METHODS`` method); "ghost" and "bk"
-(``jax_impl.ghost``) never write the (B x 1.2M) per-sample tensor. Measured here (float32, 2-core Intel CPU,
+(``jax_impl.ghost``) never write the (B x |params|) per-sample tensor. Measured here (float32, 2-core Intel CPU,
 min of 2-4 interleaved steps, shared box): bk 0.64x / 0.71x / 0.84x a plain SGD step at B = 64 / 256 / 1024,
 ghost 1.18x / 1.22x / 1.27x; bk beats SGD because it never runs XLA:CPU's conv backward-filter.
 """

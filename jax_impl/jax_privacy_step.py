@@ -2,7 +2,7 @@
 
 jax-privacy (Google DeepMind) is the maintained DP library for JAX. Its ``clipped_grad(loss, l2_clip_norm=C,
 normalize_by=B, batch_argnums=(1, 2))`` vmaps ``value_and_grad`` over examples (each example passed as a batch
-of one, ``keep_batch_dim=True``), so it always MATERIALISES the (B x 1.2M) per-example gradients, clips each
+of one, ``keep_batch_dim=True``), so it always MATERIALISES the (B x |params|) per-example gradients, clips each
 with ``clip_pytree`` and sums (optionally in micro-batches). That is the cost ``jax_impl.ghost`` avoids.
 
 Clipping formula: ``clip_pytree`` scales by ``min(1, C / ||g||)``, with a NaN or +inf scale set to 0 and
@@ -17,9 +17,10 @@ given standard normal, so to take exactly ``dp.make_step``'s step for the same `
 testable with noise on) we add ``C * sigma * noise`` ourselves: the privatizer's update with its draw
 replaced by ours (tests/test_jax_privacy.py checks that its own draw has the same form). Then ``optax.sgd``.
 
-Settings: the peer runs at its best documented ``clipped_grad`` settings, ``BEST_SETTINGS`` (recorded with every
-benchmark point). Measured with jax 0.12.0.1 / jax-privacy 2.0.0 on the 2-core Intel Xeon, B = 32, float32, median
-of 2 calls after compiling (another job niced on the machine; ratios, not absolutes):
+Settings: the benchmark runs the peer at its fastest documented ``clipped_grad`` settings (its entry in
+``contract.peers`` passes them and records them with every point; the factory's defaults are the same). Measured
+with jax 0.12.0.1 / jax-privacy 2.0.0 on the 2-core Intel Xeon, B = 32, float32, median of 2 calls after
+compiling (another job niced on the machine; ratios, not absolutes):
   default (nan_safe=True)                  2427 ms     nan_safe=False                          754-763 ms
   microbatch_size=8 / 1                    1063 / 1074 ms
   nan_safe=False + microbatch_size=4 / 16  1191 / 1806 ms   nan_safe=False + keep_batch_dim=False 1079 ms
@@ -43,18 +44,14 @@ from jax_impl.per_sample import batch_loss
 JAX_PRIVACY_AVAILABLE: bool = importlib.util.find_spec("jax_privacy") is not None
 
 
-# The fastest documented settings of ``jax_privacy.clipped_grad`` measured here (module docstring).
-BEST_SETTINGS: dict[str, object] = {"nan_safe": False, "microbatch_size": None, "keep_batch_dim": True}
-
-
 def make_jax_privacy_step(
     *, lr: float, clip: float, noise_multiplier: float, loss: str = DEFAULT_LOSS, nan_safe: bool = False,
-    microbatch_size: int | None = None, model: str | Net = DEFAULT_MODEL,
+    microbatch_size: int | None = None, keep_batch_dim: bool = True, model: str | Net = DEFAULT_MODEL,
 ) -> DPStepFn:
     """One jitted step ``step(params, x, y, noise=None) -> (new_params, mean loss before the step)``.
 
     = ``p - lr * (clipped_grad(..., normalize_by=B) + C * sigma * noise / B)``, i.e. ``dp.make_step``'s update.
-    Raises ImportError (before any work) when jax-privacy is not installed (e.g. on a GPU box without it).
+    Raises ImportError (before any work) when jax-privacy is not installed (e.g. on a GPU image without it).
     """
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
     check_loss(loss)
@@ -71,7 +68,7 @@ def make_jax_privacy_step(
         grad_fn = jax_privacy.clipped_grad(
             partial(batch_loss, loss=loss, model=model),  # each example arrives as a batch of one: its own loss
             l2_clip_norm=clip, normalize_by=batch, batch_argnums=(1, 2), return_values=True,
-            nan_safe=nan_safe, microbatch_size=microbatch_size,
+            nan_safe=nan_safe, microbatch_size=microbatch_size, keep_batch_dim=keep_batch_dim,
         )
         with warnings.catch_warnings():  # jax-privacy 2.0.0 calls optax.global_norm, deprecated in optax 0.2.8
             warnings.filterwarnings("ignore", "optax.global_norm is deprecated", DeprecationWarning)

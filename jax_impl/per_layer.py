@@ -169,11 +169,3 @@ def per_layer_grads(
 
     return jax.lax.map(one, (x, y), batch_size=chunk_size)
 
-
-def _seed_rules() -> dict[str, object]:
-    """{layer: rule(a, g)} of the default model, for ``compare.profile``'s per-layer stages."""
-    found = {path_name(p): m for p, m in param_modules(resolve(DEFAULT_MODEL).abstract_module)}
-    return {name: (lambda a, g, layer=layer: rules.per_example(layer, a, g)) for name, layer in found.items()}
-
-
-RULES = _seed_rules()

@@ -55,6 +55,13 @@ def applicable_methods(model: str | Net = DEFAULT_MODEL) -> dict[str, str | None
     return out
 
 
+def not_run_by_default(model: str | Net = DEFAULT_MODEL) -> dict[str, str]:
+    """{method: why} of the methods that apply but that default method lists leave out for their cost: none here
+    (every method compiles once per shape, and the LSTM's recurrence stays one ``lax.scan``, not unrolled)."""
+    resolve(model)  # an unknown model name fails here
+    return {}
+
+
 def _check_applicable(method: str, model: str | Net) -> None:
     reason = applicable_methods(model).get(method)
     if reason is not None:

@@ -1,11 +1,12 @@
 """Canonical (state_dict names/layouts, numpy) <-> native Flax NNX ``nnx.State``.
 
 Every layout change between the frameworks is a rule per layer KIND, ``KIND_LAYOUTS`` (native leaf ->
-(canonical leaf, permutation applied to the canonical array)), listed once:
-  nnx.Linear  kernel (in, out)  <- weight (out, in)       permutation (1, 0)
-  nnx.Conv    kernel HWIO       <- weight OIHW            permutation (2, 3, 1, 0)
-  nnx.Embed   embedding (V, d)  <- weight (V, d)          unchanged
-  bias        unchanged; a layer of any other kind keeps its leaf names and layouts.
+(canonical leaf, permutation applied to the canonical array)), registered once by the kind's own rule file
+(``jax_impl.rules.register_layout``), e.g.
+  nnx.Linear  kernel (in, out)  <- weight (out, in)       permutation (1, 0)       (``rules/linear.py``)
+  nnx.Conv    kernel HWIO       <- weight OIHW            permutation (2, 3, 1, 0) (``rules/conv.py``)
+  nnx.Embed   embedding (V, d)  <- weight (V, d)          unchanged                (``rules/embedding.py``)
+A leaf not listed (biases, a layer of any other kind) keeps its name and layout.
 The table per workload (``layout(model)``) is derived from the module itself: canonical name = the module's
 path joined by "." + the canonical leaf, exactly torch's ``state_dict`` key since both sides use the same
 attribute names. The flatten order before a linear layer is handled in the model (``models.common``), not here.
@@ -22,32 +23,7 @@ from flax import nnx
 from contract.spec import DEFAULT_MODEL, DeviceError, InputError
 from contract.weights import validate_weights
 from jax_impl.model import Net, resolve
-from jax_impl.models.transformer import MultiheadSelfAttention
-
-OIHW_TO_HWIO = (2, 3, 1, 0)
-KIND_LAYOUTS: dict[type, dict[str, tuple[str, tuple[int, ...] | None]]] = {
-    nnx.Linear: {"kernel": ("weight", (1, 0)), "bias": ("bias", None)},
-    nnx.Conv: {"kernel": ("weight", OIHW_TO_HWIO), "bias": ("bias", None)},
-    nnx.Embed: {"embedding": ("weight", None)},
-}
-# The LSTM (``jax_impl.models.lstm.LSTM``, a scan cell: flax's LSTM cells have one bias, see that module):
-#   kernel_ih (in, 4H) <- weight_ih_l0 (4H, in)  permutation (1, 0)
-#   kernel_hh (H, 4H)  <- weight_hh_l0 (4H, H)   permutation (1, 0)
-#   bias_ih (4H,)      <- bias_ih_l0             unchanged
-#   bias_hh (4H,)      <- bias_hh_l0             unchanged
-# Gate blocks stay in PyTorch's order (i, f, g, o) along the 4H axis on both sides: no reordering, and the two
-# biases stay two leaves (tests/test_lstm.py pins this with weights that tell the gates and biases apart).
-from jax_impl.models.lstm import LSTM as _LSTM  # noqa: E402
-
-KIND_LAYOUTS[_LSTM] = {"kernel_ih": ("weight_ih_l0", (1, 0)), "kernel_hh": ("weight_hh_l0", (1, 0)),
-                       "bias_ih": ("bias_ih_l0", None), "bias_hh": ("bias_hh_l0", None)}
-# The transformer's kinds (issue 16; jax_impl/models/transformer.py documents the q/k/v and head order):
-#   nnx.LayerNorm           scale <- weight, bias <- bias
-#   MultiheadSelfAttention  in_proj_kernel (d, 3d) <- in_proj_weight (3d, d) transposed ([q | k | v] columns,
-#                           heads contiguous within each); in_proj_bias (3d,) unchanged; its out_proj is nnx.Linear
-KIND_LAYOUTS[nnx.LayerNorm] = {"scale": ("weight", None), "bias": ("bias", None)}
-KIND_LAYOUTS[MultiheadSelfAttention] = {"in_proj_kernel": ("in_proj_weight", (1, 0)),
-                                        "in_proj_bias": ("in_proj_bias", None)}
+from jax_impl.rules import KIND_LAYOUTS  # noqa: F401 - re-exported: the layouts, registered by the kinds' files
 
 Path = tuple  # a module's path in the graph: attribute names and list indices
 Entry = tuple[Path, str, "tuple[int, ...] | None"]  # (module path, native leaf, permutation or None)
@@ -86,8 +62,6 @@ def layout(model: str | Net = DEFAULT_MODEL) -> dict[str, Entry]:
     """{canonical name: (module path, native leaf, permutation)} in canonical (state_dict) order."""
     return _layout(resolve(model))
 
-
-LAYOUT = layout(DEFAULT_MODEL)  # the seed's table
 
 
 def precision_flags() -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""Issue 15: is the conv norm's cost model right?  Each conv layer of every workload, timed both ways.
+"""Is the conv norm's cost model right?  Each conv layer of every workload, timed both ways.
 
 Conv norms choose per layer between materialising that layer's per-example gradient (~P d p multiply-adds per
 example) and the Gram (ghost) form sum_{p,q} <u_p,u_q><g_p,g_q> (~P^2 (d + p)) by ``rules.gram_is_cheaper(P, d,
@@ -209,7 +209,7 @@ def threshold_fit(records: list[dict]) -> dict:
 
 
 def markdown(records: list[dict], info: dict, fit: dict, batch_sizes: list[int], frameworks: list[str]) -> str:
-    lines = ["# Conv norm cost model vs measurement (issue 15)", "",
+    lines = ["# Conv norm cost model vs measurement", "",
              f"`python scripts/conv_cost_model.py` on {info['cpu']} ({info['logical_cpus']} logical CPUs, "
              f"{info['threads_per_framework']} thread per framework), {info['shared']}. torch {info['torch']}, "
              f"jax {info['jax']}, flax {info['flax']}, numpy {info['numpy']}, Python {info['python']}; float32.",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from compare.benchmark.results import cpu_model
 from compare.benchmark.targets import DP_HPARAMS, NOISE, NOISE_SEED, measure, sync_fn
-from compare.frameworks import impl_module, per_sample_module
+from compare.frameworks import side
 from compare.lock import versions
 from compare.spec import parse_models
 
@@ -25,15 +25,15 @@ def _parts(framework: str, model: str, batch: int) -> dict[str, tuple]:
     from compare.spec import make_batch
     from compare.weights import init_weights
 
-    dp, ghost = impl_module(framework, "dp"), impl_module(framework, "ghost")
+    dp = side(framework)
     x, y = make_batch(batch, 0, model=model)
-    params, xn, yn = per_sample_module(framework).native_inputs(init_weights(0, model=model), x, y, model=model)
+    params, xn, yn = dp.native_inputs(init_weights(0, model=model), x, y, model=model)
     noise = NOISE[framework](dp, params, NOISE_SEED)
     sgd = dp.make_sgd_step(lr=DP_HPARAMS["lr"], model=model)
     bk = dp.make_step(**DP_HPARAMS, clipping="bk", model=model)
 
     def norms(p, a, b):
-        return ghost.ghost_norms(p, a, b, loss="nll_log_softmax", model=model)
+        return dp.per_example_norms(p, a, b, loss="nll_log_softmax", clipping="ghost", model=model)
 
     if framework == "jax":
         import jax

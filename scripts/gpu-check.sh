@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: one command on a fresh GPU box, no network, nothing installed (issue 8).
+# The GPU check: one command on a fresh GPU machine, no network, nothing installed.
 #
 #   scripts/gpu-check.sh OUT_DIR            # on a CUDA GPU; must finish within ~7 min on one H100
 #   scripts/gpu-check.sh OUT_DIR --dry-run  # the same stages on the CPU with tiny sizes (CI, ~2 min on 2 cores)

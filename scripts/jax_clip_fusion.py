@@ -20,9 +20,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from compare.frameworks import side
 from compare.spec import make_batch
 from compare.weights import init_weights
-from jax_impl.per_sample import batch_loss, native_inputs
+
+batch_loss, native_inputs = side("jax").batch_loss, side("jax").native_inputs
 
 
 def best_ms(f, *args, n: int = 3) -> float:

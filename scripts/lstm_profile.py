@@ -1,4 +1,4 @@
-"""Where the lstm workload's time goes (issue 16): per_layer and DP-SGD's bk / ghost at B=64, T=256, both sides.
+"""Where the lstm workload's time goes: per_layer and DP-SGD's bk / ghost at B=64, T=256, both sides.
 
 Each stage is timed on its own (min of ``--repeats`` calls after one warm-up: a shared machine; JAX stages jitted separately,
 so XLA cannot fuse across them), float32, CPU:
@@ -77,7 +77,8 @@ def torch_stages(batch: int, repeats: int) -> dict[str, float]:
     lstm, emb = layers["lstm"], layers["embedding"]
     inputs, cots = output_cotangents(params, xt, yt, LOSS, MODEL)
     a, g = inputs["lstm"], cots["lstm"]
-    dz, h_prev = rl.gate_cotangents(lstm, a, g)
+    own = layer_params(params, "lstm", lstm)
+    dz, h_prev = rl.gate_cotangents(own, a, g)
     clip = 0.1
 
     def no_grad(fn):
@@ -88,20 +89,20 @@ def torch_stages(batch: int, repeats: int) -> dict[str, float]:
 
     def gram_norm():
         with forced_routes(lstm="gram"):
-            return rl.lstm_norm_sq(lstm, a, g)
+            return rules.norm_sq(lstm, a, g, own)
 
     stages = {
         "forward": no_grad(lambda: functional_call(net.module, params, (xt,))),
         "SGD gradient (batched forward + backward)": lambda: reference_fn(loss=LOSS, model=MODEL)(params, xt, yt),
         "forward + backward to the layer outputs": lambda: output_cotangents(params, xt, yt, LOSS, MODEL),
-        "lstm: gate cotangents (recompute + BPTT)": lambda: rl.gate_cotangents(lstm, a, g),
+        "lstm: gate cotangents (recompute + BPTT)": lambda: rl.gate_cotangents(own, a, g),
         "lstm: per-example grads from dz (2 bmm)": lambda: (torch.bmm(dz.transpose(1, 2), a),
                                                             torch.bmm(dz.transpose(1, 2), h_prev)),
-        "lstm: rule total (per-example grads)": lambda: rules.per_example(lstm, {}, a, g),
+        "lstm: rule total (per-example grads)": lambda: rules.per_example(lstm, own, a, g),
         "lstm: vmap fallback instead of the rule": lambda: rules.fallback_per_example(
             lstm, layer_params(params, "lstm", lstm), a, g),
         "lstm: materialised norm (rule + norms)": lambda: sum(rules.sq(v) for v in
-                                                             rules.per_example(lstm, {}, a, g).values()),
+                                                             rules.per_example(lstm, own, a, g).values()),
         "lstm: Gram norm (forced)": gram_norm,
         "embedding: dense per-example grads (B x V x d)": lambda: rules.per_example(emb, {}, inputs["embedding"],
                                                                                      cots["embedding"]),

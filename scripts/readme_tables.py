@@ -13,15 +13,27 @@ import argparse
 import json
 from pathlib import Path
 
-PER_SAMPLE_ORDER = {"torch": ("batched", "loop", "vmap", "compile", "per_layer", "opacus_hooks", "opacus_ew",
-                              "opacus_functorch"),
-                    "jax": ("batched", "loop", "vmap", "vmap_nojit", "per_layer", "vmap_patches")}
-DP_ORDER = ("sgd", "dp_sgd", "dp_ghost", "dp_bk", "opacus_sgd", "opacus_ghost", "jax_privacy")
+from compare.benchmark.paired import GOALS
+from compare.benchmark.records import load_results
+from contract.peers import names as peer_names
+
+# Rows in this order: our own methods, then the peers of contract.peers (registration order).
+OWN_PER_SAMPLE_ORDER = {"torch": ("batched", "loop", "vmap", "compile", "per_layer"),
+                        "jax": ("batched", "loop", "vmap", "vmap_nojit", "per_layer", "vmap_patches")}
+OWN_DP_ORDER = ("sgd", "dp_sgd", "dp_ghost", "dp_bk")
+
+
+def per_sample_order() -> dict[str, tuple[str, ...]]:
+    return {fw: (*own, *peer_names(fw, "per_sample")) for fw, own in OWN_PER_SAMPLE_ORDER.items()}
+
+
+def dp_order() -> tuple[str, ...]:
+    return (*OWN_DP_ORDER, *peer_names(kind="dp"))
 
 
 def load(path: Path) -> tuple[dict, dict]:
-    data = json.loads((Path(path) / "results.json").read_text())
-    return data["meta"], {(r["framework"], r["method"], r["batch_size"]): r for r in data["timings"]}
+    data = load_results(path)
+    return data.meta, {(r["framework"], r["method"], r["batch_size"]): r for r in data.timings}
 
 
 def ok(r: dict | None) -> bool:
@@ -41,7 +53,8 @@ def per_sample(path: Path, sizes: tuple[int, ...] = (64, 256)) -> str:
     _, t = load(path)
     head = "| framework | method | " + " | ".join(f"B={b} ms (× floor)" for b in sizes) + f" | peak MB at {sizes[-1]} |"
     lines = [head, "|" + "---|" * (3 + len(sizes))]
-    for fw, methods in PER_SAMPLE_ORDER.items():
+    order = per_sample_order()
+    for fw, methods in order.items():
         for m in methods:
             rows = [t.get((fw, m, b)) for b in sizes]
             if not any(rows):
@@ -51,7 +64,7 @@ def per_sample(path: Path, sizes: tuple[int, ...] = (64, 256)) -> str:
                          f" | {peak / 1e6:.0f} |" if peak else f"| {fw} | `{m}` | " +
                          " | ".join(cell(r) for r in rows) + " | – |")
     floors = {fw: [t[(fw, 'per_layer', b)].get('floor_ms') for b in sizes if ok(t.get((fw, 'per_layer', b)))]
-              for fw in PER_SAMPLE_ORDER}
+              for fw in order}
     lines.append("")
     lines.append("Floors (ms): " + "; ".join(f"{fw} " + " / ".join(f"{f:.1f}" for f in fl if f) for fw, fl in
                                              floors.items()))
@@ -63,7 +76,7 @@ def dp(path: Path, sizes: tuple[int, ...]) -> str:
     head = "| framework | step | " + " | ".join(f"B={b} ms (× sgd)" for b in sizes) + f" | peak × sgd at {sizes[-1]} |"
     lines = [head, "|" + "---|" * (3 + len(sizes))]
     for fw in ("torch", "jax"):
-        for m in DP_ORDER:
+        for m in dp_order():
             rows = [t.get((fw, m, b)) for b in sizes]
             if not any(rows):
                 continue
@@ -111,7 +124,7 @@ def versions(old: list[Path], new: list[Path], sizes: tuple[int, ...] = (64, 256
 def _agreement_reports(path: Path) -> dict[str, dict]:
     """{model: report} from DIR/results.json's agreement (or DIR/agreement.json)."""
     f = Path(path) / "results.json"
-    data = json.loads(f.read_text())["agreement"] if f.is_file() else json.loads((Path(path) / "agreement.json").read_text())
+    data = load_results(f).agreement if f.is_file() else json.loads((Path(path) / "agreement.json").read_text())
     return data["by_model"] if "by_model" in data else {data.get("model", "seed_cnn"): data}
 
 
@@ -143,16 +156,17 @@ def agreement(path: Path) -> str:
 def suite(path: Path) -> str:
     from compare.benchmark.suite import markdown_tables, suite_rows
 
-    return markdown_tables(suite_rows(json.loads((Path(path) / "results.json").read_text())["timings"]))
+    return markdown_tables(suite_rows(load_results(path).timings))
 
 
 def claims(path: Path) -> str:
     """Per workload, over B = 16..256 (min-max): JAX's best private step against the best PyTorch one (ours or
     Opacus'), each framework's best private step against its peer library, and the DP overhead (x own sgd) of
     the best private step of each framework and of each peer; then the goals at B = 256."""
-    from compare.benchmark.suite import suite_rows
+    from compare.benchmark.suite import peer_heading, suite_rows
 
-    rows = suite_rows(json.loads((Path(path) / "results.json").read_text())["timings"])
+    torch_peer, jax_peer = peer_heading("torch"), peer_heading("jax")
+    rows = suite_rows(load_results(path).timings)
 
     def rng(vals):
         v = [x for x in vals if x is not None]
@@ -162,8 +176,9 @@ def claims(path: Path) -> str:
         c = [x for x in ((r["torch"].get("private") or {}).get("ms"), (r["torch"].get("peer_best") or {}).get("ms")) if x]
         return min(c) if c else None
 
-    lines = ["| workload | best PyTorch / best JAX private step (>1: JAX faster) | Opacus best / ours (torch) "
-             "| jax-privacy / ours (JAX) | x sgd: torch best | x sgd: JAX best | x sgd: Opacus best | x sgd: jax-privacy |",
+    lines = [f"| workload | best PyTorch / best JAX private step (>1: JAX faster) | {torch_peer} / ours (torch) "
+             f"| {jax_peer} / ours (JAX) | x sgd: torch best | x sgd: JAX best | x sgd: {torch_peer} "
+             f"| x sgd: {jax_peer} |",
              "|---|---|---|---|---|---|---|---|"]
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
@@ -185,8 +200,15 @@ def claims(path: Path) -> str:
                                ("per_sample", "torch", "ratio_to_floor"), ("per_sample", "jax", "ratio_to_floor")):
             e = r[fw].get(key) or {}
             v = e.get(field)
-            bound = 1.25 if key == "private" else 1.15
-            cells.append("–" if v is None else f"{v:.2f} ({e['method']}){'' if v <= bound else ' **miss**'}")
+            ci, paired_verdict = (e.get("x_sgd_ci95"), e.get("x_sgd_verdict")) if key == "private" else (
+                e.get("ratio_to_floor_ci95"), e.get("ratio_to_floor_verdict"))
+            bound = GOALS["private_over_sgd" if key == "private" else "per_sample_over_floor"][0]
+            if v is None:
+                cells.append("–")
+            elif paired_verdict:  # a paired run: the interval decides (met / missed / undecided)
+                cells.append(f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] ({e['method']}) **{paired_verdict}**")
+            else:  # an unpaired run (schema 1): no interval, so no verdict
+                cells.append(f"{v:.2f} ({e['method']}, unpaired){'' if v <= bound else ' above the goal'}")
         lines.append(f"| `{r['model']}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""Issue 16: the linear norm's cost model on the transformer's layers at T positions, timed both ways.
+"""The linear norm's cost model on the transformer's layers at T positions, timed both ways.
 
 A linear layer applied at T positions (input a (B, T, d), output cotangent g (B, T, p)) has two exact per-example
 norms: materialise the (p x d) gradient sum_t g_t a_t^T (~T d p multiply-adds per example) or the Gram (ghost)
@@ -195,7 +195,7 @@ def threshold_fit(records: list[dict]) -> dict:
 
 
 def markdown(records: list[dict], info: dict, fit: dict, frameworks: list[str]) -> str:
-    lines = ["# Linear norm cost model on the transformer's layers (issue 16)", "",
+    lines = ["# Linear norm cost model on the transformer's layers", "",
              f"`python scripts/seq_cost_model.py` on {info['cpu']} ({info['logical_cpus']} logical CPUs, "
              f"{info['threads_per_framework']} thread per framework), {SHARED}. torch {info['torch']}, jax "
              f"{info['jax']}, flax {info['flax']}, numpy {info['numpy']}, Python {info['python']}; float32, block 0 "

@@ -22,7 +22,7 @@ BATCH_SEED = 1
 # bug gives (O(1)). Batches are fixed and seeded: a float32 ReLU/max-pool decision flipped by rounding (see
 # FINDINGS.md, ~0.5% of samples) would exceed it, and the fixed batches used here have none.
 RTOL: dict[str, float] = {"float64": 1e-12, "float32": 1e-4}
-# torch vs JAX in float64: different kernels and summation orders, measured ~1e-15; 1e-10 as issue 2 states.
+# torch vs JAX in float64: different kernels and summation orders, measured ~1e-15; bound 1e-10.
 CROSS_RTOL_FLOAT64 = 1e-10
 
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from compare.agreement import oracle
+from compare.agreement import seed_oracle as oracle
 from compare.agreement import REPLAY_TOLERANCE, TOLERANCE, run_agreement
 from compare.spec import PARAM_NAMES, make_batch
 from jax_impl.decisions import forward_decisions as jax_decisions

@@ -13,6 +13,7 @@ from compare.benchmark import sweep
 from compare.benchmark.targets import DP_HPARAMS, DP_METHODS, DP_PER_SAMPLE_METHOD, TARGETS, measure, prepare, sync_fn
 from compare.benchmark.floor import add_floors, floor_ms, measure_write_bandwidth
 from compare.frameworks import FRAMEWORKS, impl_module, per_sample_module
+from compare.benchmark.pair import measure_group
 from compare.benchmark.point import measure_point
 from compare.benchmark.results import failure_record
 from compare.benchmark.cli import parse_args
@@ -133,7 +134,7 @@ def test_prepared_private_steps_take_the_materialising_steps_update(framework, m
     want = sync_fn(framework, "cpu")(fn(*args))[0]
     fn, args = prepare(framework, "dp", method, weights, 3, dtype="float64", device="cpu", loss="nll_log_softmax")
     # Opacus clips with clip / (||g|| + 1e-6): a clipped example's factor differs by ~1e-6 / ||g|| relative
-    # (torch_impl/opacus_ghost.py); measured 3e-8 here. Everything else is the same arithmetic: 1e-10.
+    # (torch_impl/opacus_step.py); measured 3e-8 here. Everything else is the same arithmetic: 1e-10.
     _assert_same_params(wmod, sync_fn(framework, "cpu")(fn(*args))[0], want,
                         rtol=1e-6 if method == "opacus_ghost" else 1e-10)
     assert TARGETS["dp"].details(framework, method)["clipping"] == {"dp_bk": "bk"}.get(method, method)
@@ -158,10 +159,16 @@ def test_tiny_sweep_plans_and_measures_the_dp_kind(tmp_path, weights, monkeypatc
     assert [(s.framework, s.kind, s.method) for s in plan] == [
         (fw, k, m) for fw in FRAMEWORKS for k, m in (("reference", "batched"), ("dp", "sgd"), ("dp", "dp_sgd"))]
     run_sweep(cfg, plan, env={}, device="cpu", agreement=None, argv=[], config={},
-              runner=lambda spec, env, timeout: measure_point(spec))
+              runner=lambda spec, env, timeout: measure_point(spec),
+              pair_runner=lambda specs, env, timeout, rounds, min_seconds, seed: measure_group(specs, 3, 0.0, seed))
     timings = json.loads((tmp_path / "results.json").read_text())["timings"]
     dp = [r for r in timings if r["kind"] == "dp"]
     assert len(dp) == 4 and all(r["status"] == "ok" and r["median_ms"] > 0 for r in dp), dp
+    # sgd and dp_sgd of each framework timed in one pair group: 3 rounds each, dp_sgd's ratio with its interval
+    assert all(len(r["rounds_ms"]) == 3 and r["pair"]["members"] == ["dp_sgd", "sgd"] for r in dp)
+    ratio = next(r for r in dp if r["method"] == "dp_sgd")["ratios"]["sgd"]
+    assert ratio["ci95"][0] <= ratio["median"] <= ratio["ci95"][1] and ratio["verdict"] in ("met", "missed",
+                                                                                             "undecided")
     assert {(r["method"], r["per_sample_method"]) for r in dp} == {("sgd", None), ("dp_sgd", DP_PER_SAMPLE_METHOD)}
     assert all(r["dp_hparams"] == DP_HPARAMS for r in dp)
     out = capsys.readouterr().out
@@ -236,8 +243,8 @@ def test_summary_dp_overhead_line_per_framework_and_batch():
     for r in t:
         r["per_sample_method"] = "vmap" if r["method"] == "dp_sgd" else None
     text = format_summary(t)
-    assert "DP overhead torch: dp_sgd 35.0 ms / sgd 10.0 ms = 3.50x (per-sample: vmap)" in text
-    assert "DP overhead jax: dp_sgd 10.0 ms / sgd 4.0 ms = 2.50x (per-sample: vmap)" in text
+    assert "DP overhead torch: dp_sgd 35.0 ms / sgd 10.0 ms = 3.50x (unpaired) (per-sample: vmap)" in text
+    assert "DP overhead jax: dp_sgd 10.0 ms / sgd 4.0 ms = 2.50x (unpaired) (per-sample: vmap)" in text
     assert text.count("DP overhead") == 2  # none at B=16: its dp_sgd ran out of memory
     torch_rows = [line.split()[1] for line in text.split("B=16")[0].splitlines() if line.startswith("torch ")]
     assert torch_rows == ["batched", "vmap", "dp_sgd", "sgd"]  # reference, per-sample, then the DP steps
@@ -250,6 +257,6 @@ def test_summary_names_the_best_private_step_in_time_and_memory():
         r.update(peak_mem_bytes=peak, clipping=clipping, per_sample_method="per_layer" if clipping == "materialize"
                  else None)
     text = format_summary(t)
-    assert "DP overhead jax: dp_bk 11.0 ms / sgd 10.0 ms = 1.10x (clipping: bk)" in text
-    assert "DP overhead jax: jax_privacy 30.0 ms / sgd 10.0 ms = 3.00x (clipping: jax_privacy)" in text
-    assert "best private step jax: dp_bk 1.10x sgd, peak memory 1.20x sgd's" in text
+    assert "DP overhead jax: dp_bk 11.0 ms / sgd 10.0 ms = 1.10x (unpaired) (clipping: bk)" in text
+    assert "DP overhead jax: jax_privacy 30.0 ms / sgd 10.0 ms = 3.00x (unpaired) (clipping: jax_privacy)" in text
+    assert "best private step jax: dp_bk, x sgd = 1.10x (unpaired), peak memory 1.20x sgd's" in text

@@ -1,4 +1,4 @@
-"""DP clipping strategies (issue 9): "ghost" and "bk" against "materialize", and the libraries' peers.
+"""DP clipping strategies: "ghost" and "bk" against "materialize", and the libraries' peers.
 
 Both frameworks run the same tests through ``compare.frameworks.impl_module(fw, "dp")``.
 Tolerances: float64 1e-10 relative (tests/helpers.py CROSS_RTOL_FLOAT64): the strategies compute the same
@@ -8,14 +8,16 @@ Batches are small (B=6) and steps are cached per configuration, so each jit/comp
 """
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import math
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 import pytest
 
-from compare.frameworks import FRAMEWORKS, impl_module
+from compare.frameworks import FRAMEWORKS, impl_module, side
+from contract.peers import names as peer_names
+from contract.peers import peer
 from contract.cost_model import forced_routes
 from compare.spec import LOSSES, PARAM_SHAPES, make_batch
 from compare.weights import init_weights
@@ -24,15 +26,8 @@ F64 = 1e-10
 B = 6
 LR = 0.2
 FAST = ("ghost", "bk")
-# The one-sided peers: name -> (framework, module, step factory, availability flag, eps in the peer's clip factor
-# min(1, clip / (||g|| + eps)): Opacus adds 1e-6 on both its paths (DPOptimizer.clip_and_accumulate,
-# GradSampleModuleFastGradientClipping.get_clipping_coef); jax_privacy's clip_pytree uses min(1, clip / ||g||)
-# as we do). "opacus_ghost" is imported by its historical module, as the benchmark does.
-PEERS = {
-    "opacus_hooks": ("torch", "torch_impl.opacus_step", "make_opacus_hooks_step", "OPACUS_AVAILABLE", 1e-6),
-    "opacus_ghost": ("torch", "torch_impl.opacus_ghost", "make_opacus_ghost_step", "OPACUS_GHOST_AVAILABLE", 1e-6),
-    "jax_privacy": ("jax", "jax_impl.jax_privacy_step", "make_jax_privacy_step", "JAX_PRIVACY_AVAILABLE", 0.0),
-}
+# The peer steps: every dp peer of contract.peers, built as the benchmark builds it (the side's make_peer_step).
+PEERS = peer_names(kind="dp")
 
 
 def rel_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
@@ -193,13 +188,13 @@ def test_float32_agrees_with_materialize(fw, clipping):
     assert abs(got_loss - ref_loss) <= 1e-6 * abs(ref_loss)
 
 
-def peer_factory(peer: str):
-    """(framework, step factory, eps); skips with the reason when the peer's library is missing."""
-    fw, module, factory, flag, eps = PEERS[peer]
-    mod = importlib.import_module(module)
-    if not getattr(mod, flag):
-        pytest.skip(f"{module}: its library is not installed")
-    return fw, getattr(mod, factory), eps
+def peer_factory(name: str):
+    """(framework, step factory, eps of its clip factor); skips with the reason when the peer's library is
+    missing."""
+    entry = peer(name)
+    if importlib.util.find_spec(entry.package.replace("-", "_")) is None:
+        pytest.skip(f"{name}: {entry.package} is not installed")
+    return entry.framework, partial(side(entry.framework).make_peer_step, name), entry.clip_eps
 
 
 @pytest.mark.parametrize("peer", PEERS)
@@ -265,7 +260,7 @@ def test_torch_bk_in_chunks_with_either_conv_rule(rule, monkeypatch):
     assert abs(float(got_total) - float(ref_total)) <= F64 * abs(float(ref_total))
 
 
-@pytest.mark.parametrize("peer", ["opacus_hooks", "opacus_ghost"])
+@pytest.mark.parametrize("peer", peer_names("torch", "dp"))
 def test_opacus_step_is_reusable_across_batches(peer):
     """One built step, called on B=6 and then on 4 of those examples with the updated parameters (float32,
     then float64 inputs): the second update equals a fresh step's (nothing of the first call's per-example

@@ -3,7 +3,7 @@
 torch: N gloo processes on localhost (``launch``); JAX: N host devices, which need XLA_FLAGS before JAX is
 imported, so the JAX checks run in one subprocess (gathered per-sample gradients on meshes of 1, 2, 4 devices; DP
 steps on 2 and 4). Each check runs once for many assertions: process start-up and XLA compilation dominate (about
-70 s of CPU time for the file; 1 min 45 s wall while 3 other helpers loaded the 2 cores). Batches of B=5 over N=2
+70 s of CPU time for the file; 1 min 45 s wall while other jobs loaded the 2 cores). Batches of B=5 over N=2
 or 4 devices exercise the masked padding. Tolerances: float64 1e-12 (the sums are only re-associated: per-device
 partial sums, then the all-reduce; measured <= 4.4e-16 on losses, 1.1e-16 on params); float32 2e-5 absolute on
 params and losses after two noisy steps of lr 0.5 (measured 6e-8). Clipping "bk" (the trainer's default) and

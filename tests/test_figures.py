@@ -70,7 +70,7 @@ def test_pytest_benchmark_json_is_accepted(tmp_path):
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(data))
     loaded = load_results(path)
-    assert loaded["timings"][0]["median_ms"] == pytest.approx(8.0) and loaded["timings"][0]["repeats"] == 5
+    assert loaded.timings[0]["median_ms"] == pytest.approx(8.0) and loaded.timings[0]["repeats"] == 5
     written = make_figures(path)
     # no memory and no agreement in a pytest-benchmark file: only the two timing figures
     assert {p.stem for p in written} == {"time_per_batch", "overhead"}

@@ -113,3 +113,13 @@ def test_each_side_provides_the_interface(framework: str):
 
 def test_the_interface_names_exactly_the_exports():
     assert set(interface.EXPORTS) == {n for n in _members()}
+
+
+@pytest.mark.parametrize("package", SIDES)
+def test_no_rule_and_no_layer_imports_a_workload(package: str):
+    """A kind's rules and the shared layer classes import no workload module (``<side>.models``): a layer that
+    several workloads use lives in ``<side>.layers``, which rules and workloads both import."""
+    files = [*sources(f"{package}/rules"), ROOT / package / "layers.py"]
+    bad = {str(p.relative_to(ROOT)): [n for n in imports(p) if n.startswith(f"{package}.models")]
+           for p in files}
+    assert not {k: v for k, v in bad.items() if v}, f"{package} rules import workloads: {bad}"

@@ -39,21 +39,24 @@ def test_flag_matches_the_installation():
     assert JAX_PRIVACY_AVAILABLE
 
 
-def test_benchmark_records_the_settings_the_peer_runs_with():
+def test_benchmark_passes_and_records_the_settings_the_peer_runs_with():
+    """Every recorded setting (contract.peers) is a keyword of the factory, passed to it, and its default."""
     import inspect
 
-    from compare.benchmark.targets import PEER_SETTINGS
-    from jax_impl.jax_privacy_step import BEST_SETTINGS
+    from compare.benchmark.targets import TARGETS
+    from contract.peers import peer
 
-    defaults = {k: v.default for k, v in inspect.signature(make_jax_privacy_step).parameters.items()}
-    assert PEER_SETTINGS["jax_privacy"] == BEST_SETTINGS
-    assert all(defaults.get(k, v) == v for k, v in BEST_SETTINGS.items())  # the factory's defaults are the best
+    entry = peer("jax_privacy")
+    params = inspect.signature(make_jax_privacy_step).parameters
+    assert set(entry.kwargs) == set(entry.settings)
+    assert {k: params[k].default for k in entry.settings} == dict(entry.settings)
+    assert TARGETS["dp"].details("jax", "jax_privacy")["peer_settings"] == dict(entry.settings)
 
 
 # float64 against make_step (both losses, clip = inf and a clip that clips half the batch) is
 # tests/test_clipping.py::test_peer_step_equals_materialize; here the float32 tolerance. On the B=8 seed-1 batch
 # the per-example norms are 10.2-12.3 ("seed"), so clip = 11 clips some examples and not others.
-# Every documented setting the benchmark measured (jax_privacy_step.BEST_SETTINGS is the default) gives the same step.
+# Every documented setting the benchmark measured (its registry settings are the defaults) gives the same step.
 CASES = [("float32", "seed", 11.0, ()), ("float32", "seed", 11.0, (("nan_safe", True),)),
          ("float32", "nll_log_softmax", 11.0, (("microbatch_size", 4),))]
 

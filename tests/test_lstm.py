@@ -1,4 +1,4 @@
-"""Issue 16's LSTM workload: parameter count and names, the forward against nn.LSTM, the canonical <-> Flax gate
+"""The LSTM workload: parameter count and names, the forward against nn.LSTM, the canonical <-> Flax gate
 mapping, and every per-sample method and DP strategy (and the peers) exact in float64 on both sides.
 
 The registered workload has T = 256; the method / strategy checks run on a small variant built here (T = 6,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from compare.frameworks import FRAMEWORKS
-from compare.benchmark.profile import SUBSETS, main
+from compare.benchmark.profile import SEED_SUBSETS, main
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -12,7 +12,7 @@ def test_reference_profile_prints_every_stage(framework: str, capsys: pytest.Cap
     assert main(["--framework", framework, "--method", "reference", "--batch-size", "2", "--repeats", "1",
                  "--top", "3"]) == 0
     out = capsys.readouterr().out
-    for stage in ("forward only", *SUBSETS):
+    for stage in ("forward only", *SEED_SUBSETS):
         line = next(line for line in out.splitlines() if line.strip().startswith(stage))
         wall, cpu = (float(v) for v in line.split()[-2:])
         assert wall > 0 and cpu >= 0
@@ -23,7 +23,7 @@ def test_unknown_method_is_rejected() -> None:
         main(["--framework", "jax", "--method", "nope"])
 
 
-# ---------------------------------------------------------------- --model (issue 15 item 4)
+# ---------------------------------------------------------------- --model
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

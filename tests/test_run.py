@@ -17,6 +17,13 @@ from compare.benchmark.sweep import plan_points, run_sweep
 FAKE_FLOOR = {"bytes_per_s": 1e10, "best_kernel": "fake"}
 
 
+def fake_pairs(specs: list[PointSpec], *, env: dict, timeout: float, rounds: int, min_seconds: float,
+               seed: int) -> dict:
+    """Stands in for the pair process: three equal rounds of 1 ms per member."""
+    return {"members": {s.method: {"rounds_ms": [1.0, 1.0, 1.0], "calls_per_round": 1} for s in specs},
+            "loadavg_max": 0.0, "cores": 2}
+
+
 def test_defaults_are_the_quick_sweep_and_full_is_the_paper_sweep():
     quick, full = parse_args([]), parse_args(["--full"])
     assert quick.batch_sizes == QUICK_BATCH_SIZES and quick.methods is None and quick.out == Path("results")
@@ -25,13 +32,14 @@ def test_defaults_are_the_quick_sweep_and_full_is_the_paper_sweep():
         quick.repeats = 1
 
 
-def test_options_parse_into_the_config():
+def test_options_parse_into_the_config(tmp_path):
+    (tmp_path / "w.safetensors").write_bytes(b"")  # --weights must name an existing file
     cfg = parse_args(["--batch-sizes", "16,64", "--frameworks", "jax", "--methods", "loop,vmap", "--dtype",
-                      "float64", "--device", "cpu", "--repeats", "7", "--weights", "w.safetensors", "--out", "d",
-                      "--resume", "--env", "XLA_FLAGS=--xla_foo=1", "--full"])
+                      "float64", "--device", "cpu", "--repeats", "7", "--weights", str(tmp_path / "w.safetensors"),
+                      "--out", str(tmp_path / "d"), "--resume", "--env", "XLA_FLAGS=--xla_foo=1", "--full"])
     assert cfg.batch_sizes == (16, 64) and cfg.frameworks == ("jax",) and cfg.methods == ("loop", "vmap")
     assert (cfg.dtype, cfg.device, cfg.repeats, cfg.resume) == ("float64", "cpu", 7, True)
-    assert cfg.weights == Path("w.safetensors") and cfg.out == Path("d")
+    assert cfg.weights == tmp_path / "w.safetensors" and cfg.out == tmp_path / "d"
     assert cfg.env == (("XLA_FLAGS", "--xla_foo=1"),)
 
 
@@ -82,7 +90,7 @@ def _sweep(tmp_path: Path, runner: FakeRunner, *extra: str, monkeypatch) -> dict
     cfg = parse_args(["--batch-sizes", "1,2", "--methods", "loop", "--out", str(tmp_path), *extra])
     plan = plan_points(cfg, tmp_path / "w", "cpu")
     run_sweep(cfg, plan, env={"MALLOC_MMAP_MAX_": "0"}, device="cpu", agreement=None, argv=[], config={},
-              runner=runner)
+              runner=runner, pair_runner=fake_pairs)
     return json.loads((tmp_path / "results.json").read_text())
 
 
@@ -98,7 +106,7 @@ def test_resume_after_a_kill_loses_no_finished_point_and_reruns_none(tmp_path, m
     results = _sweep(tmp_path, second, "--resume", monkeypatch=monkeypatch)
     assert len(second.calls) == 8 - 3 and not set(second.calls) & set(first.calls)
     assert sorted(point_key(r) for r in results["timings"]) == sorted(first.calls + second.calls)
-    kept = {point_key(r): r["median_ms"] for r in results["timings"]}
+    kept = {point_key(r): r["unpaired_median_ms"] for r in results["timings"]}  # the point process's median
     assert [kept[k] for k in first.calls] == [1.0, 2.0, 3.0]  # the first run's own measurements
     assert len((tmp_path / "points.jsonl").read_text().splitlines()) == 8
 
@@ -152,10 +160,11 @@ def test_main_writes_the_results_schema_and_figures(tmp_path, weights_file, monk
     """One real sweep (2 subprocess points, B=1, one timed call each)."""
     monkeypatch.setattr(sweep, "run_floor", lambda **_: FAKE_FLOOR)
     code = run.main(["--batch-sizes", "1", "--frameworks", "jax", "--methods", "vmap", "--repeats", "1",
-                     "--min-seconds", "0", "--no-agreement", "--weights", str(weights_file), "--out", str(tmp_path)])
+                     "--min-seconds", "0", "--rounds", "3", "--no-agreement", "--weights", str(weights_file),
+                     "--out", str(tmp_path)])
     assert code == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results) == {"meta", "agreement", "floor", "timings"}
+    assert set(results) == {"schema_version", "meta", "agreement", "floor", "timings"}
     for key in ("date", "command", "git_commit", "device", "cores", "versions", "xla_flags", "env", "threads"):
         assert key in results["meta"], key
     assert {"python", "torch", "jax", "jaxlib", "flax", "optax"} <= set(results["meta"]["versions"])
@@ -166,6 +175,10 @@ def test_main_writes_the_results_schema_and_figures(tmp_path, weights_file, monk
         for field in TIMING_FIELDS:
             assert isinstance(r[field], TYPES[field]), (field, r[field])
     assert results["timings"][1]["ratio_to_floor"] > 0
+    # batched and vmap timed as one pair group (--rounds 3): every round kept, the floor ratio paired
+    vmap = results["timings"][1]
+    assert len(vmap["rounds_ms"]) == len(results["timings"][0]["rounds_ms"]) >= 3
+    assert vmap["ratio_to_floor"] == vmap["ratios"]["floor"]["median"] and "verdict" in vmap["ratios"]["floor"]
     assert (tmp_path / "figures" / "time_per_batch.png").stat().st_size > 0
 
 

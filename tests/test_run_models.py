@@ -24,6 +24,14 @@ from compare.weights import WeightsError, init_weights, save_weights
 FAKE_FLOOR = {"bytes_per_s": 1e10, "best_kernel": "fake"}
 
 
+def fake_pairs(specs: list[PointSpec], *, env: dict, timeout: float, rounds: int, min_seconds: float,
+               seed: int) -> dict:
+    """Stands in for the pair process: three equal rounds of each member's made-up time."""
+    ms = {s.method: _fake_runner(s, env=env, timeout=timeout)["median_ms"] for s in specs}
+    return {"members": {m: {"rounds_ms": [t] * 3, "calls_per_round": 1} for m, t in ms.items()},
+            "loadavg_max": 0.0, "cores": 2}
+
+
 def _fake_runner(spec: PointSpec, *, env: dict, timeout: float) -> dict:
     record = failure_record(asdict(spec), "ok", "")
     # a made-up time that differs per method, so that "best" has one answer
@@ -49,6 +57,7 @@ def test_bad_model_name_is_one_usage_line(capsys):
 
 
 def test_weights_file_with_several_models_is_refused(capsys, tmp_path):
+    (tmp_path / "w.safetensors").write_bytes(b"")
     with pytest.raises(SystemExit):
         parse_args(["--model", "logreg,ffnn", "--weights", str(tmp_path / "w.safetensors")])
     assert "--weights names one workload's file" in capsys.readouterr().err
@@ -79,6 +88,18 @@ def test_suite_presets_and_explicit_options_win():
     assert cfg.models == ("logreg",) and cfg.batch_sizes == (4,) and cfg.methods == SUITES["fast-dpsgd"]["methods"]
 
 
+def test_suite_times_wrn16_4_at_small_batches_on_cpu_only(tmp_path):
+    """The study's WRN-16-4 points: B = 16-64 on a CPU, the suite's sizes on a GPU; --batch-sizes wins."""
+    cfg = parse_args(["--suite", "fast-dpsgd", "--model", "wrn16_4,logreg", "--out", str(tmp_path)])
+    paths = {m: tmp_path / f"{m}.safetensors" for m in cfg.models}
+    sizes = lambda device, model: sorted({s.batch_size for s in plan_points(cfg, paths, device)  # noqa: E731
+                                          if s.model == model})
+    assert sizes("cpu", "wrn16_4") == [16, 32, 64] and sizes("cpu", "logreg") == [16, 32, 64, 128, 256]
+    assert sizes("cuda", "wrn16_4") == [16, 32, 64, 128, 256]
+    cfg = parse_args(["--suite", "fast-dpsgd", "--model", "wrn16_4", "--batch-sizes", "128"])
+    assert sorted({s.batch_size for s in plan_points(cfg, {"wrn16_4": tmp_path / "w"}, "cpu")}) == [128]
+
+
 def test_plan_covers_every_workload_and_records_not_applicable_with_the_reason(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "run_floor", lambda **_: FAKE_FLOOR)
     cfg = parse_args(["--model", "logreg,mnist_cnn", "--batch-sizes", "2", "--methods", "per_layer,vmap_patches,dp_bk",
@@ -87,7 +108,8 @@ def test_plan_covers_every_workload_and_records_not_applicable_with_the_reason(t
     plan = plan_points(cfg, paths, "cpu")
     assert {s.model for s in plan} == {"logreg", "mnist_cnn"}
     assert all(Path(s.weights) == paths[s.model] for s in plan)
-    run_sweep(cfg, plan, env={}, device="cpu", agreement=None, argv=[], config={}, runner=_fake_runner)
+    run_sweep(cfg, plan, env={}, device="cpu", agreement=None, argv=[], config={}, runner=_fake_runner,
+              pair_runner=fake_pairs)
     timings = json.loads((tmp_path / "results.json").read_text())["timings"]
     assert all(r["model"] in ("logreg", "mnist_cnn") for r in timings)
     na = [r for r in timings if r["status"] == "not_applicable"]

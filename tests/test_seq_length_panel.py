@@ -1,4 +1,4 @@
-"""scripts/seq_length_panel.py (issue 16, item 3): the variant it builds, the norm routes it records, its records,
+"""scripts/seq_length_panel.py: the variant it builds, the norm routes it records, its records,
 its tables and figure, and --from-json.
 
 Small: the timed runs use a tiny variant (width 8, 1 block, T = 4, B = 2; the same model classes), both frameworks

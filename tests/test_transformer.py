@@ -1,4 +1,4 @@
-"""Issue 16, the transformer: exact per-sample gradients and DP steps on a SMALL variant built here (the same
+"""The transformer: exact per-sample gradients and DP steps on a SMALL variant built here (the same
 model classes as the registered workload, T = 6, width 16, 2 heads, 2 blocks), the canonical layout (the
 state_dict of torch's own nn.TransformerEncoder; the packed attention and LayerNorm <-> Flax NNX rules pinned
 with weights that tell the orderings apart), the parameter count, and the linear layers' norm routes.

@@ -231,11 +231,12 @@ def test_jax_layout_lists_every_parameter_and_matches_the_flax_shapes():
     from flax import nnx
 
     from jax_impl.model import ABSTRACT_STATE
-    from jax_impl.weights import LAYOUT, canonical_to_native_array
+    from jax_impl.weights import canonical_to_native_array, layout
 
-    assert set(LAYOUT) == set(PARAM_SHAPES)
+    table = layout("seed_cnn")
+    assert set(table) == set(PARAM_SHAPES)
     flax_shapes = {m: {leaf: v.shape for leaf, v in d.items()} for m, d in nnx.to_pure_dict(ABSTRACT_STATE).items()}
-    for name, (path, leaf, _) in LAYOUT.items():
+    for name, (path, leaf, _) in table.items():
         assert canonical_to_native_array(name, random_weights(0)[name]).shape == flax_shapes[path[0]][leaf], name
 
 

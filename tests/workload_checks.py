@@ -1,17 +1,18 @@
 """Shared checks of the workload tests (tests/test_workloads.py, tests/test_generic.py): every per-sample method
 against the framework's float64 loop, torch against JAX, and every DP strategy against a numpy reference.
 
-Tolerance: float64 1e-10 relative to each parameter's max |reference| (issue 15; measured <= ~1e-14 on every
+Tolerance: float64 1e-10 relative to each parameter's max |reference| (measured <= ~1e-14 on every
 workload: the methods differ only in summation order). B is small (3-4) to keep the suite within minutes.
 """
 from __future__ import annotations
 
-import importlib
+import importlib.util
 
 import numpy as np
 import pytest
 
-from compare.frameworks import impl_module
+from compare.frameworks import impl_module, side
+from contract.peers import peers
 from compare.spec import make_batch
 
 F64 = 1e-10
@@ -59,27 +60,16 @@ def reference_update(grads: dict[str, np.ndarray], clip: float, nm: float, noise
     return {k: -LR * (np.tensordot(f, g, 1) + (clip * nm * noise[k] if nm else 0.0)) / b for k, g in grads.items()}
 
 
-# framework -> peer name -> (module, step factory, eps in its clip factor min(1, clip / (||g|| + eps))); the first
-# is the framework's default peer (``peer=True``). Opacus clips with 1e-6 on both paths; jax-privacy as we do.
-PEERS: dict[str, dict[str, tuple[str, str, float]]] = {
-    "torch": {"opacus_ghost": ("torch_impl.opacus_ghost", "make_opacus_ghost_step", 1e-6),
-              "opacus_hooks": ("torch_impl.opacus_step", "make_opacus_hooks_step", 1e-6)},
-    "jax": {"jax_privacy": ("jax_impl.jax_privacy_step", "make_jax_privacy_step", 0.0)},
-}
-
-
 def dp_update(fw: str, weights, x, y, model, *, clipping: str | None, clip: float, nm: float, noise,
-              peer: bool | str = False, loss: str = "nll_log_softmax") -> dict[str, np.ndarray]:
-    """Canonical (new - old) of one DP step: ``dp.make_step(clipping=...)`` or a peer library's step (``peer``:
-    its name in ``PEERS[fw]``, or True for the framework's first)."""
+              peer: str | None = None, loss: str = "nll_log_softmax") -> dict[str, np.ndarray]:
+    """Canonical (new - old) of one DP step: ``dp.make_step(clipping=...)`` or, ``peer`` named, that dp peer's
+    step (``contract.peers``), built as the benchmark builds it."""
     dp, wmod = impl_module(fw, "dp"), impl_module(fw, "weights")
     params = wmod.to_native(weights, "float64", "cpu", model=model)
     xn, yn = dp.native_batch(x, y, dtype="float64", device="cpu", model=model)
     z = dp.native_noise(noise, dtype="float64", device="cpu", model=model) if nm else None
     if peer:
-        module, factory, _ = PEERS[fw][peer if isinstance(peer, str) else next(iter(PEERS[fw]))]
-        step = getattr(importlib.import_module(module), factory)(lr=LR, clip=clip, noise_multiplier=nm, loss=loss,
-                                                                 model=model)
+        step = side(fw).make_peer_step(peer, lr=LR, clip=clip, noise_multiplier=nm, loss=loss, model=model)
     else:
         step = dp.make_step(lr=LR, clip=clip, noise_multiplier=nm, loss=loss, clipping=clipping, model=model)
     new, _ = step(params, xn, yn, z)
@@ -87,25 +77,18 @@ def dp_update(fw: str, weights, x, y, model, *, clipping: str | None, clip: floa
     return {k: v - before[k] for k, v in wmod.to_canonical(new, model=model).items()}
 
 
-PEER_EPS = {fw: next(iter(peers.values()))[2] for fw, peers in PEERS.items()}  # the default peer's
-
-
-PEER_LIBRARY = {"torch": "opacus", "jax": "jax_privacy"}
-
-
 def skip_without_peer(fw: str) -> None:
-    """The peer library may be missing (the lent GPU image has neither): skip with the reason, after the
-    strategies' own checks have run."""
-    import importlib.util
-
-    if importlib.util.find_spec(PEER_LIBRARY[fw]) is None:
-        pytest.skip(f"{fw} peer: {PEER_LIBRARY[fw]} is not installed (our strategies were checked)")
+    """The peer library may be missing (a GPU image with torch 2.11 / jax 0.11.2 has neither): skip with the
+    reason, after the strategies' own checks have run."""
+    for package in dict.fromkeys(p.package for p in peers(fw, "dp")):
+        if importlib.util.find_spec(package.replace("-", "_")) is None:
+            pytest.skip(f"{fw} peer: {package} is not installed (our strategies were checked)")
 
 
 def check_dp(fw: str, weights, model, clippings: tuple[str, ...], batch_size: int = 4, seed: int = 3,
              batch=None, peer: bool = True) -> None:
     """Each strategy's step (half the examples clipped, noise on) = the numpy reference from the loop's
-    per-example gradients; each peer library step of ``fw`` (``PEERS``) with its own clip epsilon."""
+    per-example gradients; each dp peer step of ``fw`` (``contract.peers``) with its own clip epsilon."""
     x, y = batch if batch is not None else make_batch(batch_size, seed=seed, dtype="float64", model=model)
     grads = per_sample(fw, weights, x, y, "loop", model)
     b = x.shape[0]
@@ -120,7 +103,8 @@ def check_dp(fw: str, weights, model, clippings: tuple[str, ...], batch_size: in
         assert_close(ours[clipping], ref, f"{fw} dp {clipping}")
     if peer:
         skip_without_peer(fw)
-        for name, (_, _, eps) in PEERS[fw].items():  # Opacus: ghost clipping, then the hooks + DPOptimizer path
+        for entry in peers(fw, "dp"):  # Opacus: the hooks + DPOptimizer path, then ghost clipping
+            name, eps = entry.name, entry.clip_eps
             peer_ref = reference_update(grads, clip, 1.1, {k: v.astype(np.float64) for k, v in noise.items()}, eps=eps)
             got = dp_update(fw, weights, x, y, model, clipping=None, clip=clip, nm=1.1, noise=noise, peer=name)
             assert_close(got, peer_ref, f"{fw} peer {name}")

@@ -23,6 +23,7 @@ from torch.overrides import TorchFunctionMode
 
 from contract import sites as S
 from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, make_batch
+from torch_impl import rules
 from torch_impl.model import Net, loss_fn, resolve
 from torch_impl.per_layer import param_layers
 from torch_impl.per_sample import native_inputs
@@ -72,7 +73,7 @@ class _Recorder(TorchFunctionMode):
         else:
             out = F.relu(z)
             self.out[f"{site.base}.pre"] = z
-            if self.scales and layer is not None:
+            if self.scales and layer is not None and rules.kind_of(self.modules[layer]) in S.SCALED_KINDS:
                 last, a = self.last, self.last[1]
                 own = {k.rsplit(".", 1)[1]: v.abs() for k, v in self.params.items() if k.rsplit(".", 1)[0] == layer}
                 self.out[f"{site.base}.scale"] = functional_call(self.modules[layer], own, (a.abs(),))

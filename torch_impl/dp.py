@@ -9,7 +9,7 @@ The aggregation is optax's ``differentially_private_aggregate`` written in torch
 ``z`` is passed in by the caller so both frameworks can take the *same* noisy step from one shared numpy draw
 (``compare.train``); ``sample_noise`` draws it natively (torch.Generator) where only speed matters.
 
-The step is two halves (issue 9), so a data-parallel step can all-reduce between them:
+The step is two halves, so a data-parallel step can all-reduce between them:
   ``clipped_grad_sum``  -> (sum_b m_b f_b g_b, sum_b m_b loss_b): SUMS, by one of ``CLIPPINGS``:
       "materialize"  per-example gradients (any ``per_sample.METHODS`` method), their norms, a tensordot;
       "ghost"        norms from layer inputs/output cotangents, then a second batched backward

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from contract.spec import DEFAULT_MODEL
 from torch_impl import rules
 from torch_impl.model import Net, resolve
-from torch_impl.per_layer import forward_to_outputs, layer_grads, param_layers, site_cotangents, site_layer
+from torch_impl.per_layer import (forward_to_outputs, layer_grads, layer_params, param_layers, site_cotangents,
+                                  site_layer)
 
 Params = dict[str, torch.Tensor]
 Arrays = dict[str, torch.Tensor]
@@ -69,12 +70,18 @@ def _sq(v: torch.Tensor) -> torch.Tensor:
     return rules.sq(v)
 
 
-def _split(net: Net, inputs: Arrays, cots: Arrays) -> tuple[Arrays, list[str]]:
+def _own(params: Params | None, name: str, layer: torch.nn.Module) -> Params | None:
+    """The layer's {leaf: tensor} for its kind's rules (None where no parameters were given)."""
+    return None if not params else layer_params(params, name, layer)
+
+
+def _split(net: Net, inputs: Arrays, cots: Arrays, params: Params | None) -> tuple[Arrays, list[str]]:
     """({layer: (B,) squared norm} of the layers with a cheap norm rule, [the layers to materialise])."""
     cheap, materialised = {}, []
     for name, layer in param_layers(net.module).items():
         sites = [s for s in inputs if site_layer(s) == name]
-        norm = rules.norm_sq(layer, inputs[sites[0]], cots[sites[0]]) if len(sites) == 1 else None
+        norm = rules.norm_sq(layer, inputs[sites[0]], cots[sites[0]], _own(params, name, layer)) \
+            if len(sites) == 1 else None
         if norm is None:
             materialised.append(name)
         else:
@@ -98,9 +105,9 @@ def layer_norms_sq(
 ) -> Arrays:
     """{layer: (B,)} squared per-example norm of each layer's gradient, from site inputs ``a`` and output
     cotangents ``g`` (as ``per_layer.output_cotangents`` returns them). ``params`` is needed only by layers
-    the vmap fallback materialises."""
+    the vmap fallback materialises and by kinds whose rules read parameter values (the LSTM)."""
     net = resolve(model)
-    cheap, names = _split(net, inputs, cotangents)
+    cheap, names = _split(net, inputs, cotangents, params)
     batch = next(iter(cotangents.values())).shape[0]
     out = dict(cheap)
     for name in names:
@@ -163,7 +170,7 @@ def bk_clipped_sum(
     loss_sum = _mask_sum(losses, mask)
     del losses  # its graph's saved activations are already freed by the backward; drop the nodes too
     with rules.bookkeeping():  # a materialised layer's sum is a tensordot here: the norm forms are chosen for bk
-        cheap, names = _split(net, inputs, cots)
+        cheap, names = _split(net, inputs, cots, params)
     batch = x.shape[0]
     cheap_sq = sum(cheap.values()) if cheap else torch.zeros(batch, dtype=params[next(iter(params))].dtype,
                                                              device=x.device)
@@ -182,6 +189,7 @@ def bk_clipped_sum(
     layers = param_layers(net.module)
     for name in cheap:
         site = next(s for s in inputs if site_layer(s) == name)
-        for leaf, v in rules.clipped_sum(layers[name], inputs[site], cots[site], weights).items():
+        own = _own(params, name, layers[name])
+        for leaf, v in rules.clipped_sum(layers[name], inputs[site], cots[site], weights, own).items():
             sums[f"{name}.{leaf}" if name else leaf] = v
     return {name: sums[name] for name in params}, loss_sum

@@ -43,7 +43,6 @@ from torch_impl.model import Net, loss_fn
 from torch_impl.opacus_methods import live_module
 
 OPACUS_AVAILABLE = importlib.util.find_spec("opacus") is not None
-OPACUS_GHOST_AVAILABLE = OPACUS_AVAILABLE  # the name the ghost peer's callers know
 
 Params = dict[str, torch.Tensor]
 DPStepFn = Callable[[Params, torch.Tensor, torch.Tensor, "Params | None"], tuple[Params, torch.Tensor]]

@@ -133,11 +133,3 @@ def per_layer_grads(
             out[n][sl].copy_(g)
     return out
 
-
-def _seed_rules() -> dict[str, object]:
-    """{layer: rule(a, g)} of the default model, for ``compare.profile``'s per-layer stages."""
-    layers = param_layers(resolve(DEFAULT_MODEL).module)
-    return {name: (lambda a, g, layer=layer: rules.per_example(layer, {}, a, g)) for name, layer in layers.items()}
-
-
-RULES = _seed_rules()

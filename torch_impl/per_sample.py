@@ -13,7 +13,8 @@ Methods (``METHODS``):
 ``native_fn`` returns the framework-native callable ``(params, x, y) -> {name: (B, *shape)}`` that the
 benchmarks time; ``per_sample_grads`` is the canonical numpy-in/numpy-out API shared with ``jax_impl``.
 Every function takes ``model=`` (a ``contract.spec.MODELS`` name, default "seed_cnn", or a ``model.Net``);
-``applicable_methods(model)`` says which methods apply to a workload and why not.
+``applicable_methods(model)`` says which methods apply to a workload and why not; ``not_run_by_default(model)``
+which of those default method lists leave out for their cost.
 """
 from __future__ import annotations
 
@@ -37,10 +38,11 @@ from contract.spec import (
     check_method,
     check_output_fits,
 )
+from torch_impl import rules
 from torch_impl.model import Net, loss_fn, resolve
 from torch_impl.opacus_methods import OPACUS_METHODS, opacus_fn
 from torch_impl.opacus_methods import not_applicable as opacus_not_applicable
-from torch_impl.per_layer import per_layer_grads
+from torch_impl.per_layer import param_layers, per_layer_grads
 from torch_impl.weights import TORCH_DTYPES, resolve_device, to_canonical, to_native
 
 # Opacus is an optional extra (``pip install -e ".[opacus]"``); its methods exist only where it is installed.
@@ -65,6 +67,20 @@ def applicable_methods(model: str | Net = DEFAULT_MODEL) -> dict[str, str | None
     out.update({m: "cuda only (CUDA_METHODS)" for m in CUDA_METHODS})
     out.update(MISSING)
     return out
+
+
+def not_run_by_default(model: str | Net = DEFAULT_MODEL) -> dict[str, str]:
+    """{method: why} of the methods that apply to the workload but that default method lists leave out for their
+    cost (named explicitly, they run). ``compile`` on a network with a recurrent layer (kind "lstm"): dynamo
+    unrolls the recurrence's Python loop over its T positions; measured 775 s to compile the float64 agreement
+    check of the lstm workload (T = 256) on a 2-core CPU, 13 min of every ``compare.run --model lstm``."""
+    net = resolve(model)
+    if not any(rules.kind_of(layer) == "lstm" for layer in param_layers(net.module).values()):
+        return {}
+    steps = net.spec.input_shape[0]
+    return {"compile": f"not run by default: torch.compile unrolls the {steps}-step recurrence (775 s to compile "
+                       "at 256 steps on a 2-core CPU); its float64 agreement is tested at T = 6 in "
+                       "tests/test_lstm.py; name it in methods= to run it"}
 
 
 def batch_loss(
@@ -100,7 +116,7 @@ def _compiled(loss: str, chunk_size: int | None, mode: str | None = None, model:
     next call (each call marks a new step; torch raises if an overwritten output is read, it never returns
     stale values silently). Every caller here consumes the result before calling again (the benchmark drops
     it, ``per_sample_grads`` copies it to the host, the DP step reduces it), so no clone is paid; a clone
-    would add one more write of B x 1,199,882 values to every call.
+    would add one more write of B x |params| values to every call.
     """
     compiled = torch.compile(_vmap(loss, chunk_size, model), mode=mode)
     name = "compile" if mode is None else "compile_cudagraphs"

@@ -12,9 +12,6 @@ from contract.spec import DEFAULT_MODEL, DeviceError, InputError
 from contract.weights import validate_weights
 from torch_impl.model import Net, resolve
 
-# canonical name -> (native name, permutation applied to the canonical array); identity here.
-TRANSPOSES: dict[str, tuple[int, ...]] = {}
-
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -27,7 +24,7 @@ def full_float32() -> dict[str, object]:
     (per-sample methods, reference, DP steps, training) computes in full float32.
     Only the legacy flags, on purpose: torch >= 2.9 prefers ``...fp32_precision = "ieee"`` and warns about these,
     but a new-API write makes torch.compile's own legacy reads raise a mixed-API RuntimeError (pytorch#166387,
-    fixed only after 2.11), and the GPU box runs torch 2.11 with ``compile`` / ``compile_cudagraphs``.
+    fixed only after 2.11), and a GPU image with torch 2.11 / jax 0.11.2 runs ``compile`` / ``compile_cudagraphs``.
     """
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

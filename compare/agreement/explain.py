@@ -8,32 +8,40 @@ a float64 gradient with the framework's own float32 decisions forced (the replay
 to ``REPLAY_TOLERANCE`` it is explained (legitimate float32 sensitivity); otherwise it is a real discrepancy
 and the report is not ok.
 
-Per workload (sites found from the model by ``*_impl.decisions``, nothing here names a layer):
-- seed_cnn: ReLU gates of conv1, conv2, fc1 and the 2x2/2 max-pool winners (``pool.winner``); the replay is
-  the numpy oracle (``compare.agreement.oracle``), independent of both frameworks.
-- mnist_cnn: ReLU gates of conv1, conv2, fc1 and two overlapping 2x2/1 max-pools (``pool1.winner``,
-  ``pool2.winner``); ffnn: the fc1 ReLU; cifar10_cnn: the ReLUs of conv1..conv7 (its average pools decide
-  nothing). Their replay is the reference framework's float64 autodiff through the forced piece
-  (``*_impl.decisions.replay_grads``; checked equal to the numpy oracle on the seed CNN and to each
-  framework's float64 loop when the float64 decisions are forced).
-- logreg, embed: no ReLU, no max-pool, hence no decision: the float32 gradient is a smooth function of the
-  inputs, its error is rounding only and must stay within ``TOLERANCE["float32"]`` (1e-4 relative, see
-  ``compare.agreement.errors``); a sample beyond it cannot be explained and the report is not ok.
+Per workload (sites found from the model by each side's ``decisions``, nothing here names a layer or a workload):
+- the sites are the workload's ReLU gates and max-pool winners (e.g. mnist_cnn: conv1, conv2, fc1 and two
+  overlapping 2x2/1 max-pools; cifar10_cnn: the ReLUs of conv1..conv7, its average pools decide nothing);
+- the replay is an independent numpy oracle where ``ORACLES`` has one for the workload (the seed CNN's,
+  ``compare.agreement.seed_oracle``, independent of both frameworks), else the reference framework's float64
+  autodiff through the forced piece (each side's ``decisions.replay_grads``; checked equal to the numpy oracle
+  on the seed CNN and to each framework's float64 loop when the float64 decisions are forced);
+- a workload with no ReLU and no max-pool (logreg, embed) has no decision: its float32 gradient is a smooth
+  function of the inputs, its error is rounding only and must stay within ``TOLERANCE["float32"]`` (1e-4
+  relative, see ``compare.agreement.errors``); a sample beyond it cannot be explained and the report is not ok.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from types import ModuleType
 
 import numpy as np
 
-from compare.agreement import oracle
+from compare.agreement import seed_oracle
 from compare.agreement import sites as S
 from compare.agreement.errors import ParamAgreement, compare_grads, sample_errors
 from compare.frameworks import side
-from compare.spec import DEFAULT_MODEL, PARAM_NAMES
+from compare.spec import DEFAULT_MODEL, check_model
 
 Arrays = dict[str, np.ndarray]
-_ORACLE_CHUNK = 16  # samples per oracle call: bounds memory (the fc1 outer product is 9 MB per sample)
+# Independent numpy oracles by workload: ``per_sample_grads(weights, x, y, loss=, forced=)`` of that workload
+# alone. A workload listed here gets a third, framework-free float64 check and a framework-free replay.
+ORACLES: dict[str, ModuleType] = {seed_oracle.WORKLOAD: seed_oracle}
+_ORACLE_CHUNK = 16  # samples per oracle call: bounds memory (the seed oracle's fc1 outer product is 9 MB a sample)
+
+
+def has_oracle(model: str) -> bool:
+    """Whether ``ORACLES`` holds a numpy oracle for the workload ``model``."""
+    return check_model(model).name in ORACLES
 
 
 @dataclass
@@ -50,7 +58,9 @@ class DecisionPoint:
     def describe(self) -> str:
         where = ",".join(f"{n}={i}" for n, i in zip(("c", "h", "w"), self.index))
         change = f" {self.float64}->{self.float32}" if self.float32 >= 0 else ""
-        return f"sample {self.sample} {self.decision}[{where}]{change} margin {self.margin:.2g} u*S"
+        margin = (f"margin {self.margin:.2g} u*S" if self.margin == self.margin else
+                  "margin unknown (the gated layer is no dot product: no rounding scale S)")
+        return f"sample {self.sample} {self.decision}[{where}]{change} {margin}"
 
     def to_json(self) -> dict:
         return {**asdict(self), "index": list(self.index)}
@@ -97,11 +107,13 @@ class Float64Decisions:
 
 
 def check_oracle(weights: Arrays, x: np.ndarray, y: np.ndarray, loss: str, reference: Arrays,
-                 scales: dict[str, float], tol: float) -> list[ParamAgreement]:
-    """The numpy oracle (unforced, seed CNN only) against the reference: a third, framework-independent float64 check."""
+                 scales: dict[str, float], tol: float, *, model: str = DEFAULT_MODEL) -> list[ParamAgreement]:
+    """The workload's numpy oracle (unforced; ``ORACLES``) against the reference: a third, framework-independent
+    float64 check."""
+    oracle = ORACLES[check_model(model).name]
     chunks = [oracle.per_sample_grads(weights, x[i:i + _ORACLE_CHUNK], y[i:i + _ORACLE_CHUNK], loss=loss)
               for i in range(0, x.shape[0], _ORACLE_CHUNK)]
-    got = {k: np.concatenate([c[k] for c in chunks]) for k in PARAM_NAMES}
+    got = {k: np.concatenate([c[k] for c in chunks]) for k in check_model(model).param_names}
     return compare_grads(got, reference, tol, scales)
 
 
@@ -124,12 +136,12 @@ def find_flips(d32: Arrays, f64: Float64Decisions, sample: int) -> list[Decision
 
 def replay_grads(weights: Arrays, x: np.ndarray, y: np.ndarray, loss: str, forced: Arrays, *, model: str,
                  framework: str, device: str | None) -> Arrays:
-    """float64 gradients with ``forced`` decisions: the numpy oracle for the seed CNN (framework-independent),
-    else ``framework``'s ``decisions.replay_grads`` (its float64 autodiff through the forced piece)."""
-    if model == DEFAULT_MODEL:
-        return oracle.per_sample_grads(weights, x, y, loss=loss, forced=forced)
-    return side(framework).replay_grads(weights, x, y, forced, loss=loss, device=device,
-                                                            model=model)
+    """float64 gradients with ``forced`` decisions: the workload's numpy oracle where ``ORACLES`` has one
+    (framework-independent), else ``framework``'s ``decisions.replay_grads`` (its float64 autodiff through the
+    forced piece)."""
+    if has_oracle(model):
+        return ORACLES[check_model(model).name].per_sample_grads(weights, x, y, loss=loss, forced=forced)
+    return side(framework).replay_grads(weights, x, y, forced, loss=loss, device=device, model=model)
 
 
 def replay_errors(weights: Arrays, x: np.ndarray, y: np.ndarray, loss: str, got32: Arrays, d32: Arrays,

@@ -31,7 +31,7 @@ class AgreementReport:
     apply to this workload here, with the reason (``applicable_methods``), and those not run (``methods=``).
     ``cross`` compares the frameworks directly (float64 rows must pass; float32 rows inform only: each
     framework is judged against the reference, where a flip is explained or not); ``oracle`` checks the numpy
-    oracle against it (seed CNN only); ``explanations[key]`` has one entry per float32 sample out of tolerance
+    oracle against it (workloads with one: ``explain.ORACLES``); ``explanations[key]`` has one entry per float32 sample out of tolerance
     (see ``compare.agreement.explain``); ``decision_sites``: the workload's ReLU / max-pool sites (empty: its
     float32 error is rounding only).
     """
@@ -128,16 +128,6 @@ class AgreementReport:
         return "\n".join(lines)
 
 
-# (framework, workload, method) left out of the DEFAULT method list (``methods=None``), with the reason; named in
-# ``methods`` they run. torch.compile unrolls the LSTM's Python loop over its 256 positions: 775 s measured for
-# the lstm's float64 check on the 2-core CPU, 13 min of every ``compare.run --model lstm``.
-NOT_RUN_BY_DEFAULT: dict[tuple[str, str, str], str] = {
-    ("torch", "lstm", "compile"): "not run by default: torch.compile unrolls the 256-step recurrence (775 s to "
-                                  "compile on a 2-core CPU); its float64 agreement is tested at T = 6 in "
-                                  "tests/test_lstm.py; name it in methods= to run it",
-}
-
-
 def _float64_methods(report: AgreementReport, fw: str, weights, x, y, *, loss: str, device: str | None,
                      model: str, loop: dict[str, np.ndarray], methods: tuple[str, ...] | None,
                      cache: dict[tuple[str, str], dict[str, np.ndarray]], keep: str) -> None:
@@ -146,6 +136,7 @@ def _float64_methods(report: AgreementReport, fw: str, weights, x, y, *, loss: s
     float64 (2.1 GB for the transformer at B = 64), and keeping every method's ran a 24 GB machine out of memory."""
     ps = side(fw)
     scales = reference_scales(loop)
+    costly = ps.not_run_by_default(model) if methods is None else {}  # left out of the default list, with why
     for m, reason in ps.applicable_methods(model).items():
         if m == "loop":
             continue
@@ -154,8 +145,8 @@ def _float64_methods(report: AgreementReport, fw: str, weights, x, y, *, loss: s
             report.not_applicable[key] = reason
         elif methods is not None and m not in methods:
             report.not_applicable[key] = f"not run: not in methods={tuple(methods)}"
-        elif methods is None and (fw, model, m) in NOT_RUN_BY_DEFAULT:
-            report.not_applicable[key] = NOT_RUN_BY_DEFAULT[(fw, model, m)]
+        elif m in costly:
+            report.not_applicable[key] = costly[m]
         else:
             try:
                 got = ps.per_sample_grads(weights, x, y, method=m, loss=loss, dtype="float64", device=device,
@@ -191,7 +182,7 @@ def run_agreement(
     - float32, each framework's ``method`` against the reference at ``TOLERANCE["float32"]`` = 1e-4; every
       sample beyond it is explained, or not, by decision replay (``compare.agreement.explain``, which says what
       that means per workload) to ``REPLAY_TOLERANCE`` = 1e-5.
-    - seed CNN only: the numpy oracle (``compare.agreement.oracle``) against the reference.
+    - a workload with an independent numpy oracle (``explain.ORACLES``: the seed CNN's) is also checked against it.
     """
     name = check_model(model).name
     check_batch(x, y, name)
@@ -203,8 +194,8 @@ def run_agreement(
         weights, x, y, method="loop", loss=loss, dtype="float64", device=device, model=name)
     scales = reference_scales(reference)
     report = AgreementReport(f"{ref_fw}/float64/loop", x.shape[0], loss, {}, dict(TOLERANCE), model=name)
-    if name == DEFAULT_MODEL:
-        report.oracle = explain.check_oracle(weights, x, y, loss, reference, scales, TOLERANCE["float64"])
+    if explain.has_oracle(name):
+        report.oracle = explain.check_oracle(weights, x, y, loss, reference, scales, TOLERANCE["float64"], model=name)
     float64 = explain.Float64Decisions.compute(weights, x, NEAR_KINK, framework=ref_fw, device=device, model=name)
     report.near_kinks = float64.near
     report.decision_sites = [s.key for s in float64.sites]

@@ -8,7 +8,14 @@ to ``sgd`` is the DP overhead printed per framework and batch size and drawn in 
 
 Every point (framework, kind, method, batch size, dtype) runs in its own subprocess with one shared environment,
 is appended to DIR/points.jsonl as soon as it is measured, and ends up in DIR/results.json with the agreement
-report, the measured floor and the run's meta; a summary table and DIR/figures/ follow.
+report, the measured floor and the run's meta; a summary table and DIR/figures/ follow, and a short verdict ends
+the output (do they agree; which framework is faster at per-sample gradients and by how much; each framework's
+best private step as a multiple of its SGD step).
+
+Nothing is overwritten: a run into a directory that holds an earlier run moves that run's files to
+DIR/runs/<date>-<time>/ first; --resume continues it instead (every finished point, and each workload's saved
+agreement report in DIR/agreement/, is kept and not run again). Ctrl-C or SIGTERM stops the measuring process,
+removes its temporary files and prints what was kept and the command that resumes.
 
 examples:
   python -m compare.run                                  # quick: agreement + B=32, every method and DP step (~2.5 min idle)
@@ -22,7 +29,7 @@ examples:
   python -m compare.run --device cuda --full            # GPU: B=16..8192, one process per (framework, method)
   python -m compare.run --device cuda --agreement-only --dtype float64   # agreement check alone -> DIR/agreement.json
   python -m compare.run --model mnist_cnn,embed          # other workloads (compare.spec.MODELS; 'all' for every one)
-  python -m compare.run --suite fast-dpsgd --out paper/cpu-suite   # the peer study's workloads (every registered one), B=16..256
+  python -m compare.run --suite fast-dpsgd --out results/suite   # the peer study's workloads (every registered one), B=16..256
 
 Workloads (``--model``, default seed_cnn): each gets its own weights file (DIR/weights_seed0.safetensors for the
 seed CNN, DIR/weights_<model>_seed0.safetensors for the others), its own agreement check and its points; every
@@ -45,10 +52,16 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from compare.paths import output_dir
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, DTYPES, LOSSES, DeviceError, InputError, make_batch, parse_models
+from compare.arguments import ExtendUnique, csv_list, models_arg
+from compare.paths import input_file, output_dir
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, DTYPES, LOSSES, DeviceError
 from compare.weights import WeightsError, init_weights, load_weights, save_weights
 
+from compare.benchmark.agreement_stage import agreement_only, read_agreement_file, run_agreement_check
+from compare.benchmark.run_state import interrupted_line, prepare_out, start_lines
+from compare.benchmark.verdict import COLUMNS_HELP, format_verdict
+from compare.interrupt import exit_status, interruptible, kill_children, signal_name
+from compare.logs import setup_logging
 from compare.benchmark.config import (
     FULL_BATCH_SIZES, FULL_GPU_BATCH_SIZES, GROUPINGS, MALLOC_ENV, QUICK_BATCH_SIZES, SUITES, Config,
     batch_sizes_for,
@@ -57,24 +70,10 @@ from compare.benchmark.config import (
 log = logging.getLogger("compare.run")
 
 def _csv(kind: type, choices: tuple[str, ...] | None = None):
-    def parse(text: str) -> tuple:
-        items = tuple(kind(t.strip()) for t in text.split(",") if t.strip())
-        if not items:
-            raise argparse.ArgumentTypeError("expected a comma-separated list")
-        bad = [i for i in items if choices is not None and i not in choices]
-        if bad:
-            raise argparse.ArgumentTypeError(f"unknown {bad}; expected some of {choices}")
-        if kind is int and min(items) < 1:
-            raise argparse.ArgumentTypeError(f"batch sizes must be positive, got {items}")
-        return items
-    return parse
+    return csv_list(kind, choices, positive=kind is int)
 
 
-def _models(text: str) -> tuple[str, ...]:
-    try:
-        return parse_models(text)
-    except InputError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+_models = models_arg  # an empty entry or an unknown name: one usage line
 
 
 def _env_pair(text: str) -> tuple[str, str]:
@@ -87,13 +86,14 @@ def _env_pair(text: str) -> tuple[str, str]:
 def parse_args(argv: list[str] | None = None) -> Config:
     from compare.frameworks import FRAMEWORKS
 
-    p = argparse.ArgumentParser(prog="python -m compare.run", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m compare.run", description=__doc__, epilog=COLUMNS_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true", help=f"paper sweep: batch sizes {FULL_BATCH_SIZES} on cpu, "
                    f"{FULL_GPU_BATCH_SIZES} on cuda, >= 5 repeats and >= 1 s per point (the largest batches that "
                    "do not fit are recorded as oom or skipped)")
     p.add_argument("--batch-sizes", type=_csv(int), help=f"comma-separated (quick default {QUICK_BATCH_SIZES})")
-    p.add_argument("--frameworks", type=_csv(str, FRAMEWORKS), default=FRAMEWORKS, help="default: torch,jax")
+    p.add_argument("--frameworks", type=_csv(str, FRAMEWORKS), nargs="+", action=ExtendUnique, default=FRAMEWORKS,
+                   help="comma- or space-separated (default: torch,jax)")
     p.add_argument("--methods", type=_csv(str), help="methods to time, comma-separated (default: all): per-sample "
                    "methods of each framework's METHODS, and the DP steps sgd, dp_sgd, dp_ghost, dp_bk, opacus_ghost "
                    "(torch), jax_privacy (jax) (naming a private step also runs sgd, the denominator of its "
@@ -108,9 +108,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--repeats", type=int, help="minimum timed calls per point (quick 3, full 5)")
     p.add_argument("--min-seconds", type=float, help="minimum timed seconds per point (quick 0.2, full 1.0)")
     p.add_argument("--timeout", type=float, help="seconds before a point is killed (quick 120, full 900)")
-    p.add_argument("--weights", type=Path, help="safetensors weights file (default: create the seed-0 file in --out)")
+    p.add_argument("--weights", type=input_file, help="safetensors weights file (default: create the seed-0 file in --out)")
     p.add_argument("--out", type=output_dir, default=Path("results"), help="output directory (default: results/)")
-    p.add_argument("--resume", action="store_true", help="keep DIR/points.jsonl and skip the points it has")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out: reuse its saved agreement "
+                   "reports and skip the points it has (without --resume an earlier run is moved to DIR/runs/)")
     p.add_argument("--loss", choices=LOSSES, default=DEFAULT_LOSS)
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic batches")
     p.add_argument("--agreement-batch-size", type=int, default=64, help="batch of the agreement check (default 64)")
@@ -127,8 +128,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    "skipped (default: no limit)")
     p.add_argument("--agreement-only", action="store_true",
                    help="run the agreement check alone (float32 and float64), write DIR/agreement.json and exit")
-    p.add_argument("--agreement-file", type=Path, help="an agreement.json written by --agreement-only: put it in "
+    p.add_argument("--agreement-file", type=input_file, help="an agreement.json written by --agreement-only: put it in "
                    "results.json instead of running the check again")
+    p.add_argument("--rounds", type=int, default=15, help="minimum interleaved rounds per pair group: a method and "
+                   "its baselines (sgd; the batched reference and floor; a peer and our best step) timed in one "
+                   "process, order shuffled per round; ratios are medians of per-round ratios with a bootstrap 95%% "
+                   "interval (default 15; more narrows wide intervals)")
     p.add_argument("--devices", type=int, help="also time the data-parallel kind (dist_per_sample, dist_dp_bk: "
                    "<fw>_impl.distributed) on N devices, batch sizes per device; on a CPU the N JAX host devices / "
                    "gloo processes share its cores, so this measures overhead, not speed-up")
@@ -139,6 +144,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         p.error("--agreement-only runs the check: it takes neither --agreement-file nor --no-agreement")
     if a.budget is not None and a.budget <= 0:
         p.error("--budget must be > 0")
+    if a.rounds < 2:
+        p.error(f"--rounds must be >= 2 (a bootstrap interval needs rounds), got {a.rounds}")
     for name in ("repeats", "agreement_batch_size"):
         if getattr(a, name) is not None and getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -163,7 +170,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         agreement=not a.no_agreement, figures=not a.no_figures, malloc=a.malloc, env=tuple(a.env),
         group_points=suite.get("group_points", a.group_points) if a.group_points == "auto" else a.group_points,
         budget=a.budget, agreement_only=a.agreement_only, agreement_file=a.agreement_file,
-        devices=a.devices, models=models, suite=a.suite,
+        devices=a.devices, models=models, suite=a.suite, rounds=a.rounds,
+        cpu_batch_sizes=() if a.batch_sizes else tuple(suite.get("cpu_batch_sizes", {}).items()),
     )
 
 
@@ -218,51 +226,24 @@ def prepare_device(cfg: Config) -> tuple[Config, str]:
     return cfg, device
 
 
-def run_agreement_check(cfg: Config, weights: dict[str, dict], device: str) -> tuple[dict | None, bool]:
-    """The agreement report of every workload of the run (``weights``: {model: its weights}).
-
-    One workload: its report as is (``results.json`` keeps the shape it had before ``--model``); several:
-    ``{"ok": all ok, "by_model": {model: report}}``."""
-    if cfg.agreement_file is not None:
-        report = json.loads(Path(cfg.agreement_file).read_text())
-        log.info("agreement report from %s (ok=%s)", cfg.agreement_file, report.get("ok"))
-        return report, bool(report.get("ok"))
-    if not cfg.agreement:
-        log.info("agreement check skipped (--no-agreement)")
-        return None, True
-    from compare.agreement import run_agreement
-
-    reports = {}
-    for model, w in weights.items():
-        x, y = make_batch(cfg.agreement_batch_size, cfg.seed, model=model)
-        kwargs = {} if model == DEFAULT_MODEL else {"model": model}  # the seed call stays today's call
-        report = run_agreement(w, x, y, loss=cfg.loss, device=device, **kwargs)
-        print(report.format_table())
-        if not report.ok:
-            log.error("%s: per-sample gradients DISAGREE beyond tolerance (see the table above)", model)
-        reports[model] = {**report.to_json(), "model": model}
-    ok = all(r["ok"] for r in reports.values())
-    if len(reports) == 1:
-        return next(iter(reports.values())), ok
-    return {"ok": ok, "by_model": reports}, ok
-
-
-def _agreement_only(cfg: Config, weights: dict[str, dict], device: str) -> int:
-    agreement, ok = run_agreement_check(dataclasses.replace(cfg, agreement=True), weights, device)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    path = cfg.out / "agreement.json"
-    path.write_text(json.dumps({**agreement, "device": device}, indent=1))
-    log.info("wrote %s (ok=%s)", path, ok)
-    return 0 if ok else 1
-
-
 def _config_json(cfg: Config) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     cfg = parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    with interruptible():
+        try:
+            return _run(cfg, argv)
+        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the children are gone, the temporary files too
+            kill_children()
+            print(interrupted_line(cfg, argv, signal_name(err)), file=sys.stderr)
+            return exit_status(err)
+
+
+def _run(cfg: Config, argv: list[str]) -> int:
     from compare.benchmark.sweep import plan_points, run_sweep
 
     if cfg.devices is not None:  # before JAX is imported anywhere in this process or the points
@@ -272,34 +253,37 @@ def main(argv: list[str] | None = None) -> int:
         force_host_devices(cfg.devices)
         os.environ[DEVICES_ENV] = str(cfg.devices)  # read by the distributed kind here and in every point
 
-    try:
-        resolved = {m: resolve_weights(cfg, m) for m in cfg.models}
-    except WeightsError as err:
-        log.error("%s", err)
-        return 2
-    weights_paths = {m: path for m, (path, _) in resolved.items()}
-    weights = {m: w for m, (_, w) in resolved.items()}
-    try:
+    env = point_env(cfg)
+    try:  # every check before anything is written: device, methods, --agreement-file, --resume
         cfg, device = prepare_device(cfg)
         if cfg.devices is not None:
             from compare.frameworks import side
 
             for fw in cfg.frameworks:
                 side(fw).check_devices(cfg.devices, device)
-        if cfg.agreement_only:
-            return _agreement_only(cfg, weights, device)
-        plan = plan_points(cfg, weights_paths, device)
-        agreement, ok = run_agreement_check(cfg, weights, device)
-    except (DeviceError, ValueError, OSError) as err:  # bad input or no GPU: one line, no traceback
+        weights_paths = {m: cfg.weights or weights_file(cfg.out, m) for m in cfg.models}
+        plan = [] if cfg.agreement_only else plan_points(cfg, weights_paths, device)
+        if cfg.agreement_file is not None:
+            read_agreement_file(cfg.agreement_file)
+        weights = {m: resolve_weights(cfg, m)[1] for m in cfg.models}
+        prepare_out(cfg, env)
+    except (DeviceError, WeightsError, ValueError, OSError) as err:  # bad input or no GPU: one line, no traceback
         log.error("%s", err)
         return 2
-    results_path = run_sweep(cfg, plan, env=point_env(cfg), device=device, agreement=agreement,
-                             argv=list(sys.argv[1:] if argv is None else argv), config=_config_json(cfg))
+    for line in start_lines(cfg, plan, weights, device):
+        log.info("%s", line)
+    if cfg.agreement_only:
+        return agreement_only(cfg, weights, device)
+    agreement, ok = run_agreement_check(cfg, weights, device)
+    results_path = run_sweep(cfg, plan, env=env, device=device, agreement=agreement, argv=argv,
+                             config=_config_json(cfg))
     if cfg.figures:
         from compare.benchmark.figures import make_figures
 
-        for path in make_figures(results_path):
-            log.info("figure: %s", path)
+        figures = make_figures(results_path)
+        folders = sorted({str(p.parent) for p in figures})
+        log.info("%d figures (pdf, png) in %s", len(figures), ", ".join(folders))
+    print(format_verdict(json.loads(results_path.read_text())))
     return 0 if ok else 1
 
 

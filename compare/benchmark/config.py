@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compare.spec import MODELS
+from contract.peers import names as peer_names
 
 QUICK_BATCH_SIZES = (32,)  # one batch, every method of both frameworks (~18 points of ~2-5 s each when idle)
 FULL_BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024)
@@ -27,19 +28,21 @@ MALLOC_ENV = {
 
 # ``--suite NAME``: a named study, i.e. presets for --model, --batch-sizes and --methods (explicit options win).
 # "fast-dpsgd": the six workloads of the peer study (Subramani, Vadivelu & Kamath, NeurIPS 2021) at B = 16..256;
-# per framework the non-private step, every private step (the best of which is reported), the peers (Opacus'
-# hooks-materialise and ghost steps; jax-privacy) and the fast per-sample methods (against the floor). loop,
-# vmap_nojit, compile and Opacus' per-sample modes are left out: on the seed CNN (paper/cpu, --full) none of them
-# is ever the fastest, and torch.compile alone would cost ~1 min of compilation per point on 2 cores.
+# per framework the non-private step, every private step (the best of which is reported), every peer step of
+# contract.peers (Opacus' hooks-materialise and ghost steps; jax-privacy) and the fast per-sample methods (against
+# the floor). loop, vmap_nojit, compile and Opacus' per-sample modes are left out: on the seed CNN (paper/cpu,
+# --full) none of them is ever the fastest, and torch.compile alone would cost ~1 min of compilation per point on 2 cores.
 SUITES: dict[str, dict[str, tuple]] = {
     "fast-dpsgd": {
         "models": tuple(MODELS),  # every registered workload
         "batch_sizes": (16, 32, 64, 128, 256),
-        "methods": ("per_layer", "vmap", "vmap_patches", "sgd", "dp_sgd", "dp_ghost", "dp_bk", "opacus_sgd",
-                    "opacus_ghost", "jax_privacy"),
+        "methods": ("per_layer", "vmap", "vmap_patches", "sgd", "dp_sgd", "dp_ghost", "dp_bk", *peer_names(kind="dp")),
         # timing: >= 3 calls and >= 0.5 s per point; one process per (workload, framework, kind, method) running
         # its batch sizes ascending (~110 processes instead of ~540: start-up is most of a small workload's time)
         "repeats": 3, "min_seconds": 0.5, "timeout": 300.0, "group_points": "method",
+        # on a CPU, wrn16_4 is timed at B = 16-64 only: one SGD step is ~150 GFLOP at B = 64 (2.3 GFLOP of
+        # forward per example, x3 with the backward), so B = 128 / 256 would take minutes per point
+        "cpu_batch_sizes": {"wrn16_4": (16, 32, 64)},
     },
 }
 
@@ -73,6 +76,14 @@ class Config:
     devices: int | None = None  # --devices N: also time the data-parallel kind on N devices (batch sizes per device)
     models: tuple[str, ...] = ("seed_cnn",)  # --model: compare.spec.MODELS names, timed one after the other
     suite: str | None = None  # --suite: the SUITES preset this run used (recorded in meta)
+    rounds: int = 15  # --rounds: minimum interleaved rounds of each pair group (compare.benchmark.paired)
+    # {model: batch sizes} replacing ``batch_sizes`` for that workload on a CPU (a suite's ``cpu_batch_sizes``,
+    # unless --batch-sizes was given)
+    cpu_batch_sizes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    def batch_sizes_of(self, model: str, device: str) -> tuple[int, ...]:
+        """The batch sizes timed for ``model`` on ``device``."""
+        return dict(self.cpu_batch_sizes).get(model, self.batch_sizes) if device == "cpu" else self.batch_sizes
 
 
 def batch_sizes_for(full: bool, device: str) -> tuple[int, ...]:

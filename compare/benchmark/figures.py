@@ -9,8 +9,9 @@ PNG into DIR/figures/ (the file's directory for a file), sized for one paper col
   4. agreement:        each framework's float32 per-parameter error against the float64 reference;
   5. dp_overhead:      one training step, DP-SGD vs non-private SGD, vs batch size (top), and their ratio, the
                        DP overhead (bottom). Figures 1-3 are about gradients and leave the DP steps out.
-Colours are per framework, markers per method, identical in every figure; baselines (the batched reference,
-the non-private step) are dashed.
+Colours are per framework, markers per method (``contract.peers``), identical in every figure; baselines (the batched reference,
+the non-private step) are dashed. Ratios (figures 2 and 5) are the paired ones (median per-round ratio,
+``compare.benchmark.pair``) where the records have them, else ratios of medians (unpaired results files).
 
 Several workloads in one file (``compare.run --model a,b`` or ``--suite``): figures 1-5 per workload in
 figures/<model>/, and across workloads (``compare.benchmark.suite``): 6. suite_steps, small multiples of ms per
@@ -28,40 +29,59 @@ from pathlib import Path
 
 import numpy as np
 
+from compare.logs import setup_logging
 from compare.paths import output_dir
 from compare.benchmark.floor import floor_ms
+from compare.benchmark.records import ResultsFile, check_record, results_from_json
 from compare.spec import DEFAULT_MODEL, check_model
+from contract.peers import Marker, markers
 
 log = logging.getLogger("compare.benchmark.figures")
 
 COLUMN_WIDTH_IN = 3.3
 COLORS = {"torch": "#d9480f", "jax": "#1c7ed6"}  # PyTorch orange / JAX blue
-MARKERS = {"batched": "s", "loop": "o", "vmap": "^", "compile": "v", "vmap_nojit": "x", "sgd": "D", "dp_sgd": "h",
-           "dp_ghost": "P", "dp_bk": "*", "opacus_sgd": "H", "opacus_ghost": "X", "jax_privacy": "d"}
-SPARE_MARKERS = ("<", ">", "p", "+", "1", "2", "3", "4", "8", "|")
+# Markers: one per method and peer, from contract.peers; a method registered nowhere (a results file of other
+# code) gets one of these, which no registered method uses: an n-armed asterisk.
+SPARE_MARKERS = tuple((n, 2, 0) for n in (5, 7, 8, 9, 10))
 BASELINES = ("batched", "sgd")  # drawn dashed: what the other lines are measured against
 RC = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 5.5, "xtick.labelsize": 6,
       "ytick.labelsize": 6, "lines.linewidth": 0.8, "lines.markersize": 3.2, "axes.grid": True,
       "grid.alpha": 0.3, "grid.linewidth": 0.5, "savefig.bbox": "tight", "savefig.pad_inches": 0.02}
 
 
-def load_results(path: Path) -> dict:
-    """``results.json`` as is; a pytest-benchmark JSON converted to the same {meta, timings} shape."""
-    data = json.loads(path.read_text())
+def load_results(path: Path) -> ResultsFile:
+    """``results.json`` (any readable schema version, ``compare.benchmark.records``); a pytest-benchmark JSON
+    converted to the same shape.
+    ``ValueError`` naming the file when it is missing, not JSON (e.g. cut off by a kill) or of another kind."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file (give a compare.run results directory or a results JSON "
+                         "file)") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a directory, not a results file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a JSON text file") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); a file cut "
+                         "off by an interrupted write? compare.run writes results.json atomically; its points "
+                         "are in points.jsonl") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object with 'timings', got a JSON {type(data).__name__}")
     if "timings" in data:
-        return data
+        return results_from_json(data, str(path))
     if "benchmarks" in data:
-        return _from_pytest_benchmark(data)
+        return _from_pytest_benchmark(data, str(path))
     raise ValueError(f"{path}: neither a compare.run results.json (no 'timings') nor a pytest-benchmark JSON "
                      "(no 'benchmarks')")
 
 
-def _from_pytest_benchmark(data: dict) -> dict:
+def _from_pytest_benchmark(data: dict, where: str) -> ResultsFile:
     timings = []
     for b in data["benchmarks"]:
         info, stats = b.get("extra_info", {}), b["stats"]
-        if "framework" not in info:
-            continue  # a benchmark of some other suite
+        if "framework" not in info or "pair_group" in info:
+            continue  # a benchmark of some other suite, or a pair group (its ratios are in extra_info)
         timings.append({**info, "median_ms": stats["median"] * 1e3, "iqr_ms": stats["iqr"] * 1e3,
                         "min_ms": stats["min"] * 1e3, "repeats": stats["rounds"], "compile_ms": None,
                         "first_call_ms": None, "peak_mem_bytes": None, "status": "ok", "reason": ""})
@@ -70,12 +90,13 @@ def _from_pytest_benchmark(data: dict) -> dict:
     first = data["benchmarks"][0].get("extra_info", {})
     meta = {"device": data.get("machine_info", {}).get("cpu", {}).get("brand_raw", "?"),
             "versions": first.get("versions", {}), "source": "pytest-benchmark"}
-    return {"meta": meta, "agreement": None, "floor": None, "timings": timings}
+    return ResultsFile(meta=meta, agreement=None, floor=None,
+                       timings=[check_record(r, f"{where}: benchmark {i}") for i, r in enumerate(timings)])
 
 
-def _markers(methods: set[str]) -> dict[str, str]:
-    spare = iter(SPARE_MARKERS)
-    return {m: MARKERS.get(m) or next(spare, "o") for m in sorted(methods)}
+def _markers(methods: set[str]) -> dict[str, Marker]:
+    known, spare = markers(), iter(SPARE_MARKERS)
+    return {m: known.get(m) or next(spare, "o") for m in sorted(methods)}
 
 
 def _caption(fig, ax, meta: dict, dtype: str, model: str = DEFAULT_MODEL) -> None:
@@ -185,6 +206,9 @@ def fig_overhead(ax, timings, markers) -> None:
     per = [r for r in timings if r["kind"] == "per_sample"]
 
     def ratio(r):
+        paired = (r.get("ratios") or {}).get("batched")  # median per-round ratio (compare.benchmark.pair)
+        if paired:
+            return paired["median"]
         ref = refs.get((r["framework"], r["batch_size"], r["dtype"]))
         return r["median_ms"] / ref if ref else None
 
@@ -244,6 +268,9 @@ def fig_dp(axes, timings, markers) -> None:
            for r in timings if r["method"] == "sgd" and r["status"] == "ok"}
 
     def ratio(r):
+        paired = (r.get("ratios") or {}).get("sgd")  # median per-round ratio (compare.benchmark.pair)
+        if paired:
+            return paired["median"]
         base = sgd.get((r["framework"], r["batch_size"], r["dtype"]))
         return r["median_ms"] / base if base else None
 
@@ -275,10 +302,11 @@ def make_figures(path: Path, out_dir: Path | None = None) -> list[Path]:
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
-    data = load_results(path)
+    loaded = load_results(path)
+    data = {"meta": loaded.meta, "agreement": loaded.agreement, "floor": loaded.floor, "timings": loaded.timings}
     out_dir = Path(out_dir) if out_dir else path.parent / "figures"
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings, meta = data["timings"], data.get("meta", {})
+    timings, meta = loaded.timings, loaded.meta
     models = models_of(timings) or [DEFAULT_MODEL]
     if len(models) == 1:
         return _figure_set(path, {**data, "agreement": _agreement_of(data.get("agreement"), models[0], False)},
@@ -360,11 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path", type=Path, help="results directory (with results.json) or a JSON file")
     p.add_argument("--out", type=output_dir, help="output directory (default: <dir>/figures)")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         written = make_figures(a.path, a.out)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError) as err:
         log.error("%s", err)
+        return 2
+    except (KeyError, TypeError) as err:  # a record without a field the figures need
+        log.error("%s: a record lacks %s or has the wrong type: not a compare.run results file?", a.path, err)
         return 2
     for w in written:
         log.info("wrote %s", w)

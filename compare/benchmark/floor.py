@@ -2,7 +2,7 @@
 
 floor(framework, model, B) = that framework's batched reference median at B + B x P x itemsize / bandwidth
 (P = the workload's parameter count, 1,199,882 for the seed CNN),
-with bandwidth the best write bandwidth this machine reaches, measured in the same run (Performance issue, item 1).
+with bandwidth the best write bandwidth this machine reaches, measured in the same run.
 CPU: the best of numpy ``fill`` (one thread) and torch ``fill_`` / ``zero_`` (intra-op threads) on a ~1 GB buffer
 that is touched first, so page faults are not counted. GPU: the device-to-device bandwidth, the best of torch
 ``copy_`` between two 1 GiB cuda buffers (bytes read + bytes written per second, the usual figure of a device's
@@ -89,7 +89,8 @@ def floor_ms(reference_ms: float, batch_size: int, itemsize: int, bytes_per_s: f
 
 
 def add_floors(timings: list[dict], bytes_per_s: float | None) -> list[dict]:
-    """Set ``floor_ms`` and ``ratio_to_floor`` on every ok per-sample record that has an ok reference."""
+    """Set ``floor_ms`` and ``ratio_to_floor`` on every ok per-sample record that has an ok reference; a paired
+    record keeps its median per-round ratio (``ratios["floor"]``, compare.benchmark.pair)."""
     def key(r: dict) -> tuple:
         return r.get("model") or "seed_cnn", r["framework"], r["batch_size"], r["dtype"], r["device"]
 
@@ -101,7 +102,9 @@ def add_floors(timings: list[dict], bytes_per_s: float | None) -> list[dict]:
         fl = None if ref is None or not bytes_per_s else floor_ms(
             ref, r["batch_size"], np.dtype(r["dtype"]).itemsize, bytes_per_s, check_model(key(r)[0]).num_params)
         r["floor_ms"] = fl
-        r["ratio_to_floor"] = r["median_ms"] / fl if fl and r["status"] == "ok" else None
+        paired = ((r.get("ratios") or {}).get("floor") or {}).get("median")  # compare.benchmark.pair's, per round
+        r["ratio_to_floor"] = paired if paired is not None else (
+            r["median_ms"] / fl if fl and r["status"] == "ok" else None)
     return timings
 
 

@@ -6,9 +6,9 @@
   per_layer, both frameworks: wall time of each stage (forward, forward+backward to the layer outputs,
          each layer's rule), timed separately after a warm-up;
   reference, both frameworks: the forward alone, then the batched gradient w.r.t. subsets of the parameters
-         (seed_cnn: fc only: no conv backward; conv2 only: adds conv2's weight-gradient convolution; conv1 only:
-         adds conv2's input-gradient convolution), which isolates the convolution backward passes on any backend;
-         other workloads: each parameterised layer alone, then all (``subsets(model)``).
+         (``subsets(model)``: a workload's hand-picked ``CURATED_SUBSETS``, e.g. the seed CNN's fc only / conv2
+         only / conv1 only, which isolate its convolution backward passes on any backend; otherwise each
+         parameterised layer alone, then all).
 ``--model NAME[,NAME...]|all`` (default seed_cnn) profiles each workload in turn; every section header, and every
 record of ``--json``, names its model. The per_layer stages come from the workload's own layers (one rule stage
 per layer call site); a method that does not apply to a workload (``applicable_methods``) is reported as such
@@ -26,8 +26,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from compare.arguments import models_arg
 from compare.frameworks import FRAMEWORKS, side
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, LOSSES, MODELS, InputError, make_batch, parse_models
+from compare.paths import output_file
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, LOSSES, MODELS, make_batch
 from compare.weights import init_weights
 
 
@@ -45,12 +47,7 @@ class Config:
     json: Path | None = None
 
 
-def model_arg(text: str) -> tuple[str, ...]:
-    """argparse ``type=`` for ``--model``: a bad name is one usage line (exit 2)."""
-    try:
-        return parse_models(text)
-    except InputError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+model_arg = models_arg  # an empty entry or an unknown name: one usage line
 
 
 def not_applicable(framework: str, method: str, model: str) -> str | None:
@@ -65,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--framework", choices=FRAMEWORKS, required=True)
     p.add_argument("--model", type=model_arg, default=(DEFAULT_MODEL,), metavar="NAME[,NAME...]|all",
                    help=f"workloads to profile in turn (default: {DEFAULT_MODEL}; one of {', '.join(MODELS)})")
-    p.add_argument("--json", type=Path, default=None, help="also write the stage timings as JSON records "
+    p.add_argument("--json", type=output_file, default=None, help="also write the stage timings as JSON records "
                    "(model, framework, method, section, stage, wall_ms, cpu_ms) to this file")
     p.add_argument("--method", default="per_layer", help="a per-sample method, or 'reference' (batched gradient)")
     p.add_argument("--batch-size", type=int, default=256)
@@ -151,23 +148,29 @@ def per_layer_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:
     return [(name, _median_ms(fn, sync, cfg.repeats)) for name, fn in stages.items()]
 
 
-# Parameter subsets whose gradients isolate one piece of the backward pass (the rest is held constant).
-SUBSETS: dict[str, tuple[str, ...]] = {
+# The seed CNN's hand-picked parameter subsets (seed only; the rest held constant): each isolates one of its
+# convolution backward passes. Other workloads take ``layer_subsets``.
+SEED_SUBSETS: dict[str, tuple[str, ...]] = {
     "grad w.r.t. fc1+fc2 only (no conv backward)": ("fc1", "fc2"),
     "grad w.r.t. conv2 only (+ conv2 weight-grad conv)": ("conv2",),
     "grad w.r.t. conv1 only (+ conv2 input-grad conv)": ("conv1",),
     "grad w.r.t. all (the batched reference)": ("conv1", "conv2", "fc1", "fc2"),
 }
+# Hand-picked subsets by workload name, for the workloads that have them.
+CURATED_SUBSETS: dict[str, dict[str, tuple[str, ...]]] = {"seed_cnn": SEED_SUBSETS}
 ALL_STAGE = "grad w.r.t. all (the batched reference)"
 
 
-def subsets(model: str = DEFAULT_MODEL) -> dict[str, tuple[str, ...]]:
-    """The reference stages' parameter subsets of a workload: the seed's ``SUBSETS``; for any other workload,
-    each parameterised layer (top-level canonical name prefix) alone, then all of them."""
-    if model == DEFAULT_MODEL:
-        return dict(SUBSETS)
+def layer_subsets(model: str) -> dict[str, tuple[str, ...]]:
+    """Each parameterised layer (top-level canonical name prefix) of a workload alone, then all of them."""
     layers = tuple(dict.fromkeys(k.split(".")[0] for k in MODELS[model].param_shapes))
     return {**{f"grad w.r.t. {layer} only": (layer,) for layer in layers}, ALL_STAGE: layers}
+
+
+def subsets(model: str = DEFAULT_MODEL) -> dict[str, tuple[str, ...]]:
+    """The reference stages' parameter subsets of a workload: its ``CURATED_SUBSETS`` entry if it has one, else
+    ``layer_subsets``."""
+    return dict(CURATED_SUBSETS[model]) if model in CURATED_SUBSETS else layer_subsets(model)
 
 
 def reference_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:

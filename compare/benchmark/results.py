@@ -1,7 +1,7 @@
-"""The results data: timing-record schema, the append-only ``points.jsonl``, ``meta`` and ``results.json``.
+"""The results data on disk: the append-only ``points.jsonl``, ``meta`` and ``results.json``.
 
-A record is a flat dict with at least ``TIMING_FIELDS``; extras (``compile_source``, ``times_ms``, RSS and GPU
-peaks, ``threads``, ``floor_ms``, ``ratio_to_floor``...) ride along. Each finished point is appended and
+A record is a flat dict of the fields ``compare.benchmark.records.FIELDS`` registers (the schema, its version
+and its checks live there). Each finished point is appended and
 flushed at once, so a run killed at any moment keeps every finished point; a line cut off by the kill is
 dropped (and the file rewritten without it) when the run resumes.
 """
@@ -17,67 +17,42 @@ import sys
 from pathlib import Path
 
 from compare.env import memory_settings
+from compare.env_vars import behaviour_env
+from compare.benchmark.records import (  # noqa: F401 - the schema's names, importable from here as before
+    KEY_FIELDS, STATUSES, TIMING_FIELDS, ResultsFile, failure_record, parse_points, point_key, point_record,
+    record_model,
+)
 from compare.lock import below_oldest, lock_status, versions
-from compare.spec import DEFAULT_MODEL
 
 log = logging.getLogger("compare.benchmark.results")
 
-TIMING_FIELDS: tuple[str, ...] = (
-    "model", "framework", "method", "kind", "batch_size", "dtype", "device", "median_ms", "iqr_ms", "min_ms", "repeats",
-    "compile_ms", "first_call_ms", "peak_mem_bytes", "status", "reason",
-)
-# What identifies a point: a resumed run skips a planned point whose key is already recorded.
-# ``model`` (issue 15): records written before it existed are the default workload's (``point_key`` fills it in).
-KEY_FIELDS: tuple[str, ...] = ("model", "framework", "kind", "method", "batch_size", "dtype", "device", "loss",
-                               "chunk_size")
-# "not_applicable": the method cannot run on the point's workload (the reason says why, e.g. no convolution for
-# JAX's vmap_patches); "skipped": it could, but was not run here (a missing library, memory, the budget).
-STATUSES: tuple[str, ...] = ("ok", "oom", "error", "timeout", "skipped", "not_applicable")
-# Environment variables that change what a point measures; recorded in meta and identical for every point.
-ENV_PREFIXES: tuple[str, ...] = ("OMP_", "MKL_", "OPENBLAS_", "MALLOC_", "XLA_", "JAX_", "TF_", "CUDA_",
-                                 "PYTORCH_", "TORCH_", "LD_PRELOAD", "NPROC")
-
-
-def point_key(record: dict) -> tuple:
-    return tuple(record.get(f) or DEFAULT_MODEL if f == "model" else record.get(f) for f in KEY_FIELDS)
-
-
-def record_model(record: dict) -> str:
-    """The record's workload (the default for records written before ``model`` was recorded)."""
-    return record.get("model") or DEFAULT_MODEL
-
-
-def failure_record(spec: dict, status: str, reason: str, **extra: object) -> dict:
-    """A record for a point that produced no timing: every schema field present, the numbers ``None``."""
-    if status not in STATUSES:
-        raise ValueError(f"unknown status {status!r}; expected one of {STATUSES}")
-    record = {f: None for f in TIMING_FIELDS}
-    record.update({k: spec.get(k) for k in (*KEY_FIELDS, "weights")}, status=status, reason=reason)
-    record.update(extra)
-    return record
 
 
 def append_point(path: Path, record: dict) -> None:
-    """One JSON line, flushed and fsynced before returning: the point survives a kill right after."""
+    """One JSON line (stamped with the schema version), flushed and fsynced before returning: the point survives a
+    kill right after."""
     with open(path, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+        fh.write(json.dumps(point_record(record)) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 
 
 def load_points(path: Path) -> list[dict]:
-    """Every complete record of ``path``; a torn last line (a kill mid-write) is dropped and the file repaired."""
+    """Every complete record of ``path`` (checked against the schema); a torn last line (a kill mid-write) is
+    dropped and the file repaired."""
     if not path.is_file():
         return []
-    records, good, torn = [], [], 0
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-            good.append(line)
-        except json.JSONDecodeError:
-            torn += 1
+    lines = path.read_text().splitlines()
+    records, torn = parse_points(lines, str(path))
     if torn:
         log.warning("%s: dropped %d incomplete line(s) left by an interrupted run", path, torn)
+        good = []
+        for line in lines:
+            try:
+                json.loads(line)
+                good.append(line)
+            except json.JSONDecodeError:
+                pass
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("".join(g + "\n" for g in good))
         os.replace(tmp, path)
@@ -116,7 +91,9 @@ def device_name(device: str) -> str:
 
 
 def relevant_env(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in sorted(env.items()) if k.startswith(ENV_PREFIXES)}
+    """The variables that change what a point measures (``compare.env_vars.BEHAVIOUR_ENV``, by name): recorded in
+    meta, identical for every point."""
+    return behaviour_env(env)
 
 
 def make_meta(*, argv: list[str], device: str, env: dict[str, str], config: dict) -> dict:
@@ -149,9 +126,10 @@ def _gpu_report() -> dict:
 
 
 def write_results(path: Path, *, meta: dict, agreement: dict | None, floor: dict | None, timings: list[dict]) -> Path:
-    """Atomic write of ``results.json`` = {meta, agreement, floor, timings}."""
+    """Atomic write of ``results.json`` = {schema_version, meta, agreement, floor, timings}."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"meta": meta, "agreement": agreement, "floor": floor, "timings": timings}, indent=1))
+    data = ResultsFile(meta=meta, agreement=agreement, floor=floor, timings=[point_record(r) for r in timings])
+    tmp.write_text(json.dumps(data.to_json(), indent=1))
     os.replace(tmp, path)
     return path

@@ -2,12 +2,14 @@
 tables (LaTeX booktabs for a paper, markdown for the README) and its small-multiples figure.
 
 A row holds, per framework, the non-private step (``sgd``), the best private step of our own strategies
-(``dp_sgd`` / ``dp_ghost`` / ``dp_bk``, whichever is fastest at that point: named in the row), the peers (Opacus'
-``opacus_sgd`` = hooks + DPOptimizer, materialising; ``opacus_ghost``; jax-privacy's ``jax_privacy``), and the
+(``dp_sgd`` / ``dp_ghost`` / ``dp_bk``, whichever is fastest at that point: named in the row), the framework's
+peer steps (``contract.peers``: Opacus' hooks + DPOptimizer and ghost clipping; jax-privacy), and the
 best per-sample method with its ratio to the floor. Ratios: ``x sgd`` = a private step over the same
 framework's sgd at the same point (the DP overhead of Subramani et al. 2021); ``peer / ours`` = the best peer
 step over our best private step of the same framework. Every number is a median of one run; nothing is
-interpolated: a point that did not run is a dash.
+interpolated: a point that did not run is a dash. A ratio timed as a pair (``compare.benchmark.pair``) is the
+median of per-round ratios and carries its bootstrap 95% interval (``ci95``) and goal verdict (met / missed /
+undecided); the tables print both. Records of unpaired runs (schema version 1) give the ratio of medians alone.
 """
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from compare.spec import DEFAULT_MODEL
+from contract.peers import library
+from contract.peers import names as peer_names
 
 OWN_PRIVATE: tuple[str, ...] = ("dp_sgd", "dp_ghost", "dp_bk")
-PEERS: dict[str, tuple[str, ...]] = {"torch": ("opacus_sgd", "opacus_ghost"), "jax": ("jax_privacy",)}
 FRAMEWORK_NAMES = {"torch": "PyTorch", "jax": "JAX"}
-PEER_NAMES = {"opacus_sgd": "Opacus", "opacus_ghost": "Opacus ghost", "jax_privacy": "jax-privacy"}
 
 
 def _model(r: dict) -> str:
@@ -38,6 +40,24 @@ def models_of(timings: list[dict]) -> list[str]:
 def _best(records: list[dict]) -> dict | None:
     ok = [r for r in records if _ok(r)]
     return min(ok, key=lambda r: r["median_ms"]) if ok else None
+
+
+def _ratio(record: dict, baseline: str, unpaired: float | None) -> dict:
+    """``{"x": ratio, "ci95": [lo, hi], "verdict": ...}`` from the record's paired ratio to ``baseline``; only
+    ``{"x": unpaired}`` for a record without one (an unpaired run). Key names as ``suite_rows`` stores them."""
+    e = (record.get("ratios") or {}).get(baseline)
+    if not e:
+        return {"x": unpaired}
+    return {"x": e["median"], "ci95": e["ci95"], **({"verdict": e["verdict"]} if "verdict" in e else {})}
+
+
+def _x_sgd(record: dict, sgd: dict | None) -> dict:
+    return _named(_ratio(record, "sgd", record["median_ms"] / sgd["median_ms"] if sgd else None), "x_sgd")
+
+
+def _named(ratio: dict, name: str) -> dict:
+    """``{name: x, name_ci95: ..., name_verdict: ...}``, the last two only where the ratio has them (paired)."""
+    return {name: ratio["x"], **{f"{name}_{k}": ratio[k] for k in ("ci95", "verdict") if k in ratio}}
 
 
 def suite_rows(timings: list[dict]) -> list[dict]:
@@ -59,17 +79,20 @@ def suite_rows(timings: list[dict]) -> list[dict]:
             own = _best([dp[m] for m in OWN_PRIVATE if m in dp])
             if own:
                 entry["private"] = {"method": own["method"], "ms": own["median_ms"],
-                                    "x_sgd": own["median_ms"] / sgd["median_ms"] if sgd else None}
-            entry["peers"] = {m: dp[m]["median_ms"] for m in PEERS[fw] if m in dp}
-            peer = _best([dp[m] for m in PEERS[fw] if m in dp])
+                                    **_x_sgd(own, sgd)}
+            peers = peer_names(fw, "dp")
+            entry["peers"] = {m: dp[m]["median_ms"] for m in peers if m in dp}
+            peer = _best([dp[m] for m in peers if m in dp])
             if peer:
+                over = _ratio(peer, own["method"], peer["median_ms"] / own["median_ms"]) if own else {"x": None}
                 entry["peer_best"] = {"method": peer["method"], "ms": peer["median_ms"],
-                                      "x_sgd": peer["median_ms"] / sgd["median_ms"] if sgd else None,
-                                      "over_ours": peer["median_ms"] / own["median_ms"] if own else None}
+                                      **_x_sgd(peer, sgd),
+                                      **_named(over, "over_ours")}
             ps = _best([r for r in recs if r["kind"] == "per_sample"])
             if ps:
+                floor = _ratio(ps, "floor", ps.get("ratio_to_floor"))
                 entry["per_sample"] = {"method": ps["method"], "ms": ps["median_ms"],
-                                       "ratio_to_floor": ps.get("ratio_to_floor")}
+                                       **_named(floor, "ratio_to_floor")}
             row[fw] = entry
         rows.append(row)
     return rows
@@ -86,12 +109,31 @@ def _ms(v: float | None) -> str:
     return f"{v:.3g}" if v < 100 else f"{v:.0f}"
 
 
+def _x(value: float | None, ci95: list[float] | None = None, verdict: str | None = None) -> str:
+    """``1.22x`` (unpaired), ``1.22x [1.18, 1.26]`` or ``1.22x [1.18, 1.26] met``."""
+    text = f"{_num(value, '.2f')}x"
+    if ci95:
+        text += f" [{ci95[0]:.2f}, {ci95[1]:.2f}]"
+    return text + (f" {verdict}" if verdict else "")
+
+
 def _cells(entry: dict) -> list[str]:
     priv, peer, ps = entry.get("private"), entry.get("peer_best"), entry.get("per_sample")
-    return [_ms(entry.get("sgd_ms")),
-            "-" if not priv else f"{_ms(priv['ms'])} ({_num(priv['x_sgd'], '.2f')}x, {priv['method']})",
-            "-" if not peer else f"{_ms(peer['ms'])} ({_num(peer['x_sgd'], '.2f')}x)",
-            "-" if not ps else f"{ps['method']} {_num(ps['ratio_to_floor'], '.2f')}x"]
+    cells = [_ms(entry.get("sgd_ms"))]
+    if priv:
+        x = _x(priv["x_sgd"], priv.get("x_sgd_ci95"), priv.get("x_sgd_verdict"))
+        cells.append(f"{_ms(priv['ms'])} ({x}, {priv['method']})")
+    else:
+        cells.append("-")
+    cells.append(f"{_ms(peer['ms'])} ({_x(peer['x_sgd'], peer.get('x_sgd_ci95'))})" if peer else "-")
+    cells.append(f"{ps['method']} {_x(ps['ratio_to_floor'], ps.get('ratio_to_floor_ci95'), ps.get('ratio_to_floor_verdict'))}"
+                 if ps else "-")
+    return cells
+
+
+def peer_heading(framework: str) -> str:
+    """A table's name for ``framework``'s best peer step: its peer libraries, "best" when it has several steps."""
+    return library(framework) + (" best" if len(peer_names(framework, "dp")) > 1 else "")
 
 
 def markdown_tables(rows: list[dict]) -> str:
@@ -99,8 +141,9 @@ def markdown_tables(rows: list[dict]) -> str:
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
         out += [f"**{model}**", "",
-                "| B | torch sgd ms | torch best private (x sgd) | Opacus best (x sgd) | torch best per-sample / floor "
-                "| JAX sgd ms | JAX best private (x sgd) | jax-privacy (x sgd) | JAX best per-sample / floor |",
+                f"| B | torch sgd ms | torch best private (x sgd) | {peer_heading('torch')} (x sgd) "
+                f"| torch best per-sample / floor | JAX sgd ms | JAX best private (x sgd) "
+                f"| {peer_heading('jax')} (x sgd) | JAX best per-sample / floor |",
                 "|---:|---:|---|---|---|---:|---|---|---|"]
         for r in (r for r in rows if r["model"] == model):
             out.append("| " + " | ".join([str(r["batch_size"]), *_cells(r["torch"]), *_cells(r["jax"])]) + " |")
@@ -120,12 +163,14 @@ def latex_table(rows: list[dict], meta: dict) -> str:
         "% Written by python -m compare.figures from " + meta.get("command", "compare.run") + ".",
         f"% {meta.get('device', '?')}; torch {v.get('torch', '?')}, jax {v.get('jax', '?')}, "
         f"flax {v.get('flax', '?')}; commit {meta.get('git_commit', '?')}; {meta.get('date', '')}",
-        "% Needs \\usepackage{booktabs}. ms = median per step; (x) = over the same framework's non-private step.",
+        "% Needs \\usepackage{booktabs}. ms = median per step; (x) = over the same framework's non-private step "
+        "(paired runs: median per-round ratio [95% interval] and the goal's verdict).",
         r"\begin{tabular}{llrrlrrrlr}",
         r"\toprule",
         r" & & \multicolumn{4}{c}{PyTorch} & \multicolumn{4}{c}{JAX} \\",
         r"\cmidrule(lr){3-6}\cmidrule(lr){7-10}",
-        r"workload & $B$ & SGD ms & private (x) & best & Opacus (x) & SGD ms & private (x) & best & jax-privacy (x) \\",
+        rf"workload & $B$ & SGD ms & private (x) & best & {_tex(library('torch'))} (x) & SGD ms & private (x) & best & "
+        rf"{_tex(library('jax'))} (x) \\",
         r"\midrule",
     ]
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -136,7 +181,11 @@ def latex_table(rows: list[dict], meta: dict) -> str:
             for fw in ("torch", "jax"):
                 e = r[fw]
                 priv, peer = e.get("private"), e.get("peer_best")
-                cells += [_ms(e.get("sgd_ms")), _num(priv and priv["x_sgd"], ".2f"),
+                x = _num(priv and priv["x_sgd"], ".2f")
+                if priv and priv.get("x_sgd_ci95"):  # paired: the interval and the goal's verdict
+                    lo, hi = priv["x_sgd_ci95"]
+                    x += f" [{lo:.2f}, {hi:.2f}] {priv.get('x_sgd_verdict', '')}".rstrip()
+                cells += [_ms(e.get("sgd_ms")), x,
                           _tex(priv["method"].replace("dp_", "")) if priv else "-", _num(peer and peer["x_sgd"], ".2f")]
             lines.append(" & ".join(cells) + r" \\")
         if i < len(models) - 1:

@@ -13,10 +13,11 @@ points not started within it are recorded as skipped. A point whose per-sample g
 (a per-sample method, or the DP-SGD step) do not fit in available host memory is skipped up front. Each record
 gets its kind's ``details`` (for ``dp``: the per-sample method inside the step and the DP settings). With
 ``--resume`` every point already in DIR/points.jsonl (whatever its status) is kept and not run again; the
-environment must match.
+environment must match. Without it, an earlier run's files are moved to DIR/runs/ (``compare.rundir``).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict
@@ -31,6 +32,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from compare.benchmark.targets import TARGETS, not_applicable
 from compare.benchmark.floor import add_floors, run_floor
 from compare.benchmark.config import grouping_for
+from compare.benchmark.floor import floor_ms
+from compare.benchmark.pair import attach, group_key, pair_groups, run_pair
 from compare.benchmark.point import GIVE_UP, PointSpec, run_group, run_point
 from compare.benchmark.results import (
     append_point, failure_record, load_points, make_meta, point_key, relevant_env, write_results,
@@ -38,6 +41,8 @@ from compare.benchmark.results import (
 from compare.frameworks import side
 from compare.spec import DEFAULT_MODEL, available_memory_bytes, check_model
 from compare.benchmark.summary import format_summary
+from compare.benchmark.run_state import ResumeError, check_resume_env
+from compare.rundir import keep_earlier_run
 
 if TYPE_CHECKING:
     from compare.benchmark.config import Config
@@ -98,13 +103,22 @@ def _plan_model(cfg: Config, weights_path: Path, device: str, model: str) -> lis
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; the frameworks {cfg.frameworks} have {sorted(known)}")
     plan = []
-    for bsz in sorted(cfg.batch_sizes):
+    sizes = cfg.batch_sizes_of(model, device)
+    if sizes != cfg.batch_sizes:
+        log.info("%s on %s: batch sizes %s only (the suite's cpu_batch_sizes)", model, device,
+                 ",".join(map(str, sizes)))
+    for bsz in sorted(sizes):
         for fw in cfg.frameworks:
             for kind, methods in per_fw[fw].items():
                 for m in _selected(cfg, kind, methods):
+                    # a paired kind's own process only probes (compile, memory, an unpaired median): its
+                    # time comes from the pair group's rounds (compare.benchmark.pair)
+                    probe = group_key({"kind": kind, "framework": fw, "batch_size": bsz, "dtype": cfg.dtype,
+                                       "device": device, "model": model}) is not None
                     plan.append(PointSpec(framework=fw, kind=kind, method=m, batch_size=bsz, dtype=cfg.dtype,
                                           device=device, loss=cfg.loss, weights=str(weights_path), seed=cfg.seed,
-                                          min_repeats=cfg.repeats, min_seconds=cfg.min_seconds, model=model))
+                                          min_repeats=cfg.repeats, min_seconds=0.0 if probe else cfg.min_seconds,
+                                          model=model))
     if grouping_for(cfg.group_points, device) == "method":  # one process per (framework, kind, method)
         # kinds in TARGETS order, each method beside the other framework's method of the same rank, so that a
         # --budget cut leaves both frameworks alike; the one-launch-per-example methods (SLOW_LAST) go last in
@@ -113,8 +127,9 @@ def _plan_model(cfg: Config, weights_path: Path, device: str, model: str) -> lis
         rank = {(fw, kind, m): (kinds.index(kind), m in SLOW_LAST, i, cfg.frameworks.index(fw))
                 for fw, ks in per_fw.items() for kind, ms in ks.items() for i, m in enumerate(ms)}
         plan.sort(key=lambda s: (rank[(s.framework, s.kind, s.method)], s.batch_size))
-    dropped = sorted(k for k in TARGETS if not any(s.kind == k for s in plan))
-    if dropped:
+    dropped = sorted(k for k in TARGETS if not any(s.kind == k for s in plan)
+                     and any(per_fw[fw][k] for fw in per_fw))  # a kind with methods here, none of them named
+    if dropped and cfg.methods is not None:
         log.info("--methods %s plans no point of kind(s) %s", ",".join(cfg.methods or ()), ", ".join(dropped))
     return plan
 
@@ -170,15 +185,15 @@ def _open_points(out: Path, env: dict[str, str], resume: bool) -> list[dict]:
     points, sweep_file = out / "points.jsonl", out / "sweep_env.json"
     env_now = relevant_env(env)
     if resume:
-        if sweep_file.is_file() and json.loads(sweep_file.read_text()) != env_now:
-            raise SystemExit(f"cannot --resume in {out}: the environment differs from the recorded one "
-                             f"({sweep_file}); use another --out or run without --resume")
+        try:
+            check_resume_env(out, env)
+        except ResumeError as err:
+            raise SystemExit(str(err)) from None
         records = load_points(points)
         log.info("resuming: %d point(s) already in %s", len(records), points)
     else:
-        if points.exists():
-            points.replace(points.with_name("points.jsonl.prev"))
-            log.info("moved the previous %s to points.jsonl.prev (use --resume to continue it)", points)
+        if points.exists() or (out / "results.json").exists():  # an earlier run: moved to runs/, not overwritten
+            keep_earlier_run(out, "sweep", hint="; add --resume to continue a run instead")
         records = []
     out.mkdir(parents=True, exist_ok=True)
     sweep_file.write_text(json.dumps(env_now, indent=1))
@@ -186,10 +201,11 @@ def _open_points(out: Path, env: dict[str, str], resume: bool) -> list[dict]:
 
 
 def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device: str, agreement: dict | None,
-              argv: list[str], config: dict, runner: Runner | None = None) -> Path:
+              argv: list[str], config: dict, runner: Runner | None = None, pair_runner: Runner | None = None) -> Path:
     """Run ``plan`` (skipping recorded points), then write DIR/results.json and print the summary.
 
-    ``runner(spec, env=, timeout=) -> record`` defaults to ``run_point`` (one subprocess per point).
+    ``runner(spec, env=, timeout=) -> record`` defaults to ``run_point`` (one subprocess per point);
+    ``pair_runner(specs, env=, timeout=, rounds=, min_seconds=, seed=) -> result`` to ``run_pair``.
     """
     runner = runner or run_point
 
@@ -240,16 +256,16 @@ def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device
                 continue
             bar.set_description(f"{runnable[0].label()} .. B={runnable[-1].batch_size}")
             measured = 0
-            results = run_group(runnable, env=env, timeout=cfg.timeout)
-            for record in results:
-                keep(runnable[measured], record)
-                measured += 1
-                if over_budget():
-                    results.close()  # kills the group's process
-                    break
+            with contextlib.closing(run_group(runnable, env=env, timeout=cfg.timeout)) as results:
+                for record in results:  # closed on any exit (an interrupt too): kills the group's process
+                    keep(runnable[measured], record)
+                    measured += 1
+                    if over_budget():
+                        break
             for spec in runnable[measured:]:  # after an oom/timeout, or when the budget ran out
                 reason = _skip_reason(spec, gave_up) or f"not started: the run's budget of {cfg.budget:g} s was spent"
                 keep(spec, failure_record(asdict(spec), "skipped", reason))
+    _run_pairs(cfg, plan, records, out, env, floor and floor["bytes_per_s"], pair_runner or run_pair)
     planned = {s.key() for s in plan}
     timings = add_floors([r for r in records if point_key(r) in planned], floor and floor["bytes_per_s"])
     meta = make_meta(argv=argv, device=device, env=env, config=config)
@@ -258,7 +274,50 @@ def run_sweep(cfg: Config, plan: list[PointSpec], *, env: dict[str, str], device
     meta["startup_s"] = startup_summary(timings)
     meta["threads"] = {fw: next((r["threads"] for r in timings if r["framework"] == fw and r.get("threads")), None)
                        for fw in cfg.frameworks}
+    meta["paired"] = {"rounds": cfg.rounds, "min_seconds": cfg.min_seconds, "bootstrap": "percentile, 2000 "
+                      "resamples of the rounds, seed 0", "protocol": "compare.benchmark.paired"}
     path = write_results(out / "results.json", meta=meta, agreement=agreement, floor=floor, timings=timings)
-    print(format_summary(timings, floor and floor["bytes_per_s"]))
+    print(format_summary(timings, floor and floor["bytes_per_s"], rounds=cfg.rounds))
     log.info("wrote %s (%d points)", path, len(timings))
     return path
+
+
+def _run_pairs(cfg: Config, plan: list[PointSpec], records: list[dict], out: Path, env: dict[str, str],
+               bytes_per_s: float | None, pair_runner: Runner) -> None:
+    """Time every pair group of the ok points (``compare.benchmark.pair``), one child process each, and write its
+    rounds, ratios and warnings into the records. Each group's raw result is appended to DIR/pairs.jsonl as soon
+    as it exists; with --resume a group already there (same members) is not timed again."""
+    pairs_file = out / "pairs.jsonl"
+    stored = {}
+    if cfg.resume and pairs_file.is_file():
+        for line in pairs_file.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # cut off by a kill
+                continue
+            stored[entry["id"]] = entry
+    elif pairs_file.exists():
+        pairs_file.replace(pairs_file.with_name("pairs.jsonl.prev"))
+    specs = {s.key(): s for s in plan}
+    by_key = {point_key(r): r for r in records}
+    ok = [specs[k] for k, r in by_key.items() if k in specs and r["status"] == "ok"]
+    groups = pair_groups(ok)
+    for group in tqdm(groups, unit="pair", dynamic_ncols=True, desc="paired rounds"):
+        s0 = group[0]
+        family = group_key(s0)[-1]
+        gid = f"{s0.model}/{s0.framework}/B={s0.batch_size}/{s0.dtype}/{s0.device}/{family}"
+        members = sorted(s.method for s in group)
+        entry = stored.get(gid)
+        if entry is None or entry["members"] != members:
+            result = pair_runner(group, env=env, timeout=cfg.timeout, rounds=cfg.rounds,
+                                 min_seconds=cfg.min_seconds, seed=cfg.seed)
+            entry = {"id": gid, "members": members, "result": result}
+            with open(pairs_file, "a") as fh:
+                fh.write(json.dumps(entry) + "\n")
+            if result.get("error") or any("error" in m for m in result.get("members", {}).values()):
+                log.warning("pair group %s: %s", gid, result.get("error") or "a member failed (see its warnings)")
+        write_ms = None
+        if bytes_per_s and family == "grad":
+            write_ms = floor_ms(0.0, s0.batch_size, np.dtype(s0.dtype).itemsize, bytes_per_s,
+                                check_model(s0.model).num_params)
+        attach({s.method: by_key[s.key()] for s in group}, entry["result"], group_id=gid, floor_write_ms=write_ms)

@@ -11,7 +11,7 @@ and which hold a per-sample gradient. A new kind is one more entry here; the har
 ``pytest --benchmark`` pick it up. Kinds: ``reference`` (batched gradient of the mean loss), ``per_sample`` (every
 method of ``METHODS``) and ``dp`` (one training step of ``<fw>_impl.dp``: ``sgd``, non-private, and ``dp_sgd``,
 per-sample gradients + clipping + noise + SGD update; their ratio is the DP overhead of the DP literature, e.g.
-Subramani et al. 2021, arXiv:2010.09063). Neither torch nor jax is imported at module level: a point process
+Subramani et al. 2021, arXiv:2010.09063; then the framework's peer steps, ``contract.peers``). Neither torch nor jax is imported at module level: a point process
 imports only its own framework.
 """
 from __future__ import annotations
@@ -25,6 +25,8 @@ import numpy as np
 
 from compare.frameworks import side
 from compare.spec import DEFAULT_MODEL, make_batch
+from contract.peers import names as peer_names
+from contract.peers import peer
 
 NativeFn = Callable[..., Any]
 
@@ -97,26 +99,13 @@ DP_PER_SAMPLE_METHOD = "per_layer"
 # dp method -> the clipping strategy of <fw>_impl.dp.make_step it times (``CLIPPINGS``); ``sgd`` is the
 # non-private baseline every ratio is taken against.
 DP_CLIPPING: dict[str, str] = {"dp_sgd": "materialize", "dp_ghost": "ghost", "dp_bk": "bk"}
-# One-sided peers: the library each framework's users would reach for, timed as the same step.
-DP_PEERS: dict[str, dict[str, tuple[str, str]]] = {  # framework -> method -> (impl module, step factory)
-    "torch": {"opacus_sgd": ("opacus_step", "make_opacus_hooks_step"),  # hooks: per-sample grads materialised
-              "opacus_ghost": ("opacus_step", "make_opacus_ghost_step")},
-    "jax": {"jax_privacy": ("jax_privacy_step", "make_jax_privacy_step")},
-}
-# The settings each peer's step factory runs with (its defaults; named in every record of that peer).
-PEER_SETTINGS: dict[str, dict[str, object]] = {
-    "jax_privacy": {"nan_safe": False, "microbatch_size": None, "keep_batch_dim": True},  # = BEST_SETTINGS
-    "opacus_ghost": {"module": "GradSampleModuleFastGradientClipping", "use_ghost_clipping": True,
-                     "loss_reduction": "mean"},
-    "opacus_sgd": {"module": "GradSampleModule", "grad_sample_mode": "hooks", "force_functorch": False,
-                   "strict": True, "optimizer": "DPOptimizer", "loss_reduction": "mean"},
-}
 DP_METHODS: tuple[str, ...] = ("sgd", *DP_CLIPPING)
 NOISE_SEED = 0
 
 
 def _dp_methods(framework: str) -> tuple[str, ...]:
-    return DP_METHODS + tuple(DP_PEERS.get(framework, {}))
+    """Ours, then the framework's peer steps (``contract.peers``: the library its users would reach for)."""
+    return DP_METHODS + peer_names(framework, "dp")
 
 
 def _torch_noise(dp: Any, params: Any, seed: int) -> Any:
@@ -146,11 +135,9 @@ def dp_step_factory(framework: str, method: str) -> Callable[..., NativeFn]:
         dp = side(framework)
         clipping = DP_CLIPPING[method]
         return lambda **kw: dp.make_step(**kw, per_sample_method=DP_PER_SAMPLE_METHOD, clipping=clipping)
-    peers = DP_PEERS.get(framework, {})
-    if method not in peers:
+    if method not in peer_names(framework, "dp"):
         raise ValueError(f"the dp kind has methods {_dp_methods(framework)} for {framework}, not {method!r}")
-    module, factory = peers[method]
-    return getattr(impl_module(framework, module), factory)
+    return lambda **kw: side(framework).make_peer_step(method, **kw)
 
 
 def _build_dp(framework: str, method: str, weights: dict, x: np.ndarray, y: np.ndarray, *,
@@ -171,12 +158,12 @@ def _build_dp(framework: str, method: str, weights: dict, x: np.ndarray, y: np.n
 def _dp_details(framework: str, method: str) -> dict:
     details = {"per_sample_method": DP_PER_SAMPLE_METHOD if DP_CLIPPING.get(method) == "materialize" else None,
                "clipping": DP_CLIPPING.get(method, method if method != "sgd" else None), "dp_hparams": DP_HPARAMS}
-    if method in PEER_SETTINGS:
-        details["peer_settings"] = PEER_SETTINGS[method]
+    if method in peer_names(framework, "dp"):
+        details["peer_settings"] = dict(peer(method).settings)  # what its step ran with
     return details
 
 
-# The data-parallel kind (``compare.run --devices N``, issue 10): ``<fw>_impl.distributed`` on N devices, each
+# The data-parallel kind (``compare.run --devices N``): ``<fw>_impl.distributed`` on N devices, each
 # point's batch_size PER DEVICE (global batch N x B); planned only when --devices is given, which sets DEVICES_ENV
 # for the run and its point processes. On one CPU the N replicas share its cores: that measures overhead.
 DEVICES_ENV = "COMPARE_DEVICES"
@@ -217,7 +204,8 @@ TARGETS: dict[str, Target] = {
     "per_sample": Target("per_sample", _per_sample_methods, _build_per_sample, "each",
                          holds_per_sample=lambda method: True),
     "dp": Target("dp", _dp_methods, _build_dp, "each", baseline="sgd",
-                 holds_per_sample=lambda method: method in ("dp_sgd", "opacus_sgd", "jax_privacy"),
+                 holds_per_sample=lambda method: method == "dp_sgd" or (
+                     method in peer_names(kind="dp") and peer(method).materializes),
                  details=_dp_details),
     "distributed": Target("distributed", lambda fw: tuple(DIST_METHODS) if run_devices() else (), _build_distributed,
                           "each", holds_per_sample=lambda method: method == "dist_per_sample", details=_dist_details),

@@ -4,7 +4,8 @@ Both frameworks start from one canonical weights dict, see the same seeded batch
 Gaussian noise (one numpy standard normal draw per step, converted to each side's layout), so their loss
 curves should overlay step by step (exactly up to float rounding with ``--noise-multiplier 0``).
 Writes, in ``--out``: ``train_progress.jsonl`` (one line per step, flushed as it goes, so an interrupted run
-keeps what it did), ``train.json`` (after each framework, then final) and ``train_loss.{pdf,png}``.
+keeps what it did), ``train.json`` (after each framework, then final) and ``train_loss.{pdf,png}``; an earlier
+run's files there are first moved to ``--out/runs/<date>-<time>/`` (``compare.rundir``), never overwritten.
 
 ``--model NAME[,NAME...]|all`` (default ``seed_cnn``) picks the workloads (``compare.spec.MODELS``), one run each,
 all checked before the first one starts. ``--model seed_cnn`` alone writes into ``--out`` itself, as before; any
@@ -37,7 +38,6 @@ import json
 import logging
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -50,19 +50,23 @@ import numpy as np
 
 from contract.devices import DevicesError, check_count, force_host_devices
 from compare.env import require_gpu, share_gpu_memory
-from compare.lock import lock_status, versions
-from compare.paths import output_dir
+from compare.arguments import ExtendUnique, csv_list, models_arg
+from compare.interrupt import exit_status, interruptible, kill_children, signal_name
+from compare.logs import setup_logging
+from compare.paths import input_file, output_dir
+from compare.rundir import keep_earlier_run
+from compare.training.report import kept_line, meta, plot, write_json
 from compare.training.data import DataError, Dataset, batch_indices, load_for_model
 from compare.frameworks import FRAMEWORKS, side
 from compare.training.privacy import ACCOUNTANTS, DPConfigError, check_delta, check_dp_params, epsilon
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, DTYPES, MODELS, DeviceError, InputError, parse_models
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, DTYPES, MODELS, DeviceError
 from compare.weights import WeightsError, init_weights, load_weights
 
 log = logging.getLogger("compare.train")
 
 # = <fw>_impl.dp.CLIPPINGS (tests/test_distributed.py checks), listed here so --help imports no framework
 CLIPPINGS: tuple[str, ...] = ("materialize", "ghost", "bk")
-DEFAULT_CLIPPING = "bk"  # the fastest exact strategy of both dp modules (issue 9's measurements)
+DEFAULT_CLIPPING = "bk"  # the fastest exact strategy of both dp modules (paper/cpu-suite: dp_bk is the best private step)
 SGD_BASELINE_REPS = 5  # timed non-private steps per framework, after one warm-up step
 EVAL_BATCH = 256
 
@@ -90,12 +94,7 @@ class Config:
     model: str = DEFAULT_MODEL  # this run's workload (one of ``models``)
 
 
-def model_arg(text: str) -> tuple[str, ...]:
-    """argparse ``type=`` for ``--model``: a bad name is one usage line (exit 2) before anything is imported."""
-    try:
-        return parse_models(text)
-    except InputError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+model_arg = models_arg  # an empty entry or an unknown name: one usage line
 
 
 def run_dir(out: Path, models: tuple[str, ...], model: str) -> Path:
@@ -120,11 +119,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--out", type=output_dir, default=Path("results/train"), help="output directory")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    p.add_argument("--weights", type=Path, default=None,
+    p.add_argument("--weights", type=input_file, default=None,
                    help="safetensors weights of the one --model (default: that workload's seed-0 init)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data split, batch order and noise")
     p.add_argument("--accountant", choices=ACCOUNTANTS, default="prv", help="Opacus accountant (default: prv)")
-    p.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
+    p.add_argument("--frameworks", nargs="+", type=csv_list(str, FRAMEWORKS), action=ExtendUnique,
+                   default=FRAMEWORKS, help="comma- or space-separated (default: torch,jax)")
     p.add_argument("--devices", type=int, default=1, help="data-parallel replicas (GPUs, or JAX host devices / "
                    "gloo processes on a CPU); default 1. torch with N > 1: spawned here unless run by torchrun")
     p.add_argument("--clipping", choices=CLIPPINGS, default=DEFAULT_CLIPPING,
@@ -301,73 +301,6 @@ def train_framework(
     return summarize(fw, dp, params, data, cfg, losses, times)
 
 
-def meta(data: Dataset, steps: int, sample_rate: float, model: str = DEFAULT_MODEL) -> dict:
-    import torch
-
-    return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": model,
-        "model_description": MODELS[model].description,
-        "data": data.description,
-        "dataset": data.describe(),
-        "steps": steps,
-        "sample_rate": sample_rate,
-        "versions": versions(),
-        "lock": lock_status(),
-        "platform": platform.platform(),
-        "threads": {"torch": torch.get_num_threads(), "cpu_count": os.cpu_count()},
-        "notes": [
-            "batches: a seeded shuffle per epoch, fixed-size batches, remainder dropped; the accountant "
-            "assumes Poisson sampling at rate batch_size / n_train (the usual approximation)",
-            "noise: one float32 numpy standard normal draw per step, shared by both frameworks",
-            "step_ms: median wall time of the native DP step (per-sample grads, clip, noise, SGD update) "
-            "excluding the first (compiling) step and the host-side batch/noise preparation",
-            "sgd_step_ms: median of the non-private step (batched mean gradient, SGD) at the same batch size",
-            "epsilon = inf when noise_multiplier = 0: no differential privacy guarantee",
-        ],
-    }
-
-
-def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
-def plot(report: dict, out: Path) -> list[Path]:
-    """Both loss curves on one axis (PDF + PNG), made from the report alone."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = report["frameworks"]
-    both = len(runs) == 2
-    fig, axes = plt.subplots(2 if both else 1, 1, figsize=(6.4, 5.6 if both else 4.0), sharex=True, squeeze=False,
-                             gridspec_kw={"height_ratios": [3, 1]} if both else None)
-    ax = axes[0, 0]
-    for (fw, r), style in zip(runs.items(), ("-", "--")):
-        ax.plot(r["loss"], style, label=f"{fw} (test acc {r['test_accuracy']:.3f})")
-    cfg, eps = report["config"], report["epsilon"]
-    ax.set_ylabel("training loss (cross-entropy)")
-    synthetic = " (SYNTHETIC)" if report["meta"]["dataset"].get("synthetic") else ""
-    ax.set_title(f"DP-SGD, model {report['model']}, on {report['meta']['dataset']['name']}{synthetic}\n"
-                 f"clip={cfg['clip']}, sigma={cfg['noise_multiplier']}, B={cfg['batch_size']}, "
-                 f"lr={cfg['lr']}, {cfg['dtype']}, eps={eps:.2f} at delta={report['delta']:g}", fontsize=9)
-    ax.legend()
-    if both:
-        t, j = (np.asarray(r["loss"]) for r in runs.values())
-        axes[1, 0].semilogy(np.maximum(np.abs(t - j), 1e-17), "k.", markersize=3)
-        axes[1, 0].set_ylabel("|torch - jax|", fontsize=8)
-    axes[-1, 0].set_xlabel("step")
-    fig.tight_layout()
-    paths = [out / "train_loss.pdf", out / "train_loss.png"]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return paths
-
-
 def prepare(cfg: Config) -> tuple[Dataset, int, dict[str, np.ndarray], float]:
     """This run's data, step count, initial weights and epsilon: every check of one workload, before any step."""
     data = load_for_model(cfg.model, cfg.seed, cfg.data)
@@ -389,6 +322,7 @@ def train_model(cfg: Config, data: Dataset, steps: int, weights: dict[str, np.nd
              cfg.model, data.name, n, len(data.y_test), steps, cfg.batch_size, eps, cfg.delta, cfg.accountant)
     if data.synthetic:
         log.warning("%s: %s", cfg.model, data.description)
+    keep_earlier_run(cfg.out, "train")
     cfg.out.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
               for k, v in asdict(cfg).items()}
@@ -420,8 +354,23 @@ def train_model(cfg: Config, data: Dataset, steps: int, weights: dict[str, np.nd
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     cfg = parse_args(argv)
+    with interruptible():
+        try:
+            return _main(cfg)
+        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: one line, what was kept
+            kill_children(b"multiprocessing")  # spawned data-parallel torch replicas, if any
+            print(interrupted_line(cfg, signal_name(err)), file=sys.stderr)
+            return exit_status(err)
+
+
+def interrupted_line(cfg: Config, signame: str) -> str:
+    """What an interrupted training kept, in one line."""
+    return kept_line([run_dir(cfg.out, cfg.models, m) for m in cfg.models], signame)
+
+
+def _main(cfg: Config) -> int:
     memory = share_gpu_memory()  # both frameworks in this process: before JAX is imported (no 75% preallocation)
     try:
         check_config(cfg)

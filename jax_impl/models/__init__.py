@@ -12,6 +12,7 @@ from jax_impl.models.lstm import LSTMNet
 from jax_impl.models.mnist_cnn import MnistCNN
 from jax_impl.models.seed_cnn import SimpleCNN
 from jax_impl.models.transformer import TransformerNet
+from jax_impl.models.wrn import WRN
 
 CLASSES: dict[str, type[nnx.Module]] = {
     "seed_cnn": SimpleCNN,
@@ -22,4 +23,5 @@ CLASSES: dict[str, type[nnx.Module]] = {
     "embed": EmbedNet,
     "lstm": LSTMNet,
     "transformer": TransformerNet,
+    "wrn16_4": WRN,
 }

@@ -14,8 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-# Full float32 on every backend (no TF32 on GPUs), matching torch_impl which disables TF32.
-PRECISION = jax.lax.Precision.HIGHEST
+from jax_impl.layers import PRECISION  # noqa: F401 - full float32 on every backend; re-exported
 
 
 def nhwc(x: jax.Array) -> jax.Array:

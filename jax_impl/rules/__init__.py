@@ -1,19 +1,25 @@
-"""Per-layer-KIND rules for per-example gradients, their norms and clipped sums (mirrors ``torch_impl.rules``).
+"""Per-layer-KIND rules for per-example gradients, their norms and clipped sums, and each kind's native weight
+layout (mirrors ``torch_impl.rules``).
 
-Keyed by Flax NNX module type, registered by decorator, one small file per kind:
+Keyed by Flax NNX module type, registered by decorator or call, one small file per kind:
+  layout         ``register_layout(type, {native leaf: (canonical leaf, permutation or None)})``: how the
+                 kind's parameters differ from PyTorch's ``state_dict`` (read by ``jax_impl.weights``)
   grad sampler   (layer, a, g) -> {native leaf: (B, *leaf shape)}, or None: the instance has options the
                  rule does not cover (then the fallback)
   norm sampler   (layer, a, g) -> (B,) squared norms, or None = "materialise me" (the kind's cost model, or an
                  instance the rule does not cover)
   clipped sum    (layer, a, g, w) -> {native leaf: leaf shape} = sum_b w_b grad_b, no per-example gradients
 with a = the layer's input, g = d(sum of per-example losses)/d(layer output) (conv: NHWC; kernels (in, out)
-and HWIO). A layer of no registered kind, or called more than once per forward, is materialised by
+and HWIO). The layer is merged with its parameters (``per_layer.layers``): a rule reads them from it.
+A layer of no registered kind, or called more than once per forward, is materialised by
 ``fallback_per_example``: vmap over examples of the vjp of that layer ALONE. A layer that applies all its own
 parameters through a parameter-free ``Projection`` child is recorded at that child's call and takes its rules
 (``site_module``, kind "projection"). Every dot uses ``PRECISION``.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable
 
 import jax
@@ -31,6 +37,14 @@ GRAD_SAMPLERS: dict[type, GradSampler] = {}
 NORM_SAMPLERS: dict[type, NormSampler] = {}
 SUM_SAMPLERS: dict[type, SumSampler] = {}
 KINDS: dict[type, str] = {}
+Layout = dict[str, tuple[str, "tuple[int, ...] | None"]]  # native leaf -> (canonical leaf, permutation or None)
+KIND_LAYOUTS: dict[type, Layout] = {}
+
+
+def register_layout(layout: Layout, *types: type) -> None:
+    """The native <-> canonical layout of a kind's leaves (a leaf not listed keeps its name and layout)."""
+    for t in types:
+        KIND_LAYOUTS[t] = layout
 
 
 def _register(table: dict, kind: str, *types: type) -> Callable:
@@ -122,6 +136,10 @@ def clipped_sum(layer: nnx.Module, a: jax.Array, g: jax.Array, w: jax.Array) -> 
     return SUM_SAMPLERS[type(site)](site, a, g, w)
 
 
-from jax_impl.rules import conv, embedding, linear  # noqa: E402,F401 - registers the kinds
-from jax_impl.rules import lstm  # noqa: E402,F401 - the LSTM kind (jax_impl.models.lstm.LSTM)
-from jax_impl.rules import layernorm, param_add, projection  # noqa: E402,F401 - the transformer's kinds
+def _register_every_kind() -> None:
+    """Import every module of this package: each registers its kind, so adding a kind is adding its file."""
+    for kind in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{kind.name}")
+
+
+_register_every_kind()

@@ -31,9 +31,13 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn.linear import canonicalize_padding
 
-from jax_impl.models.common import PRECISION
+from jax_impl.layers import PRECISION
 from contract.cost_model import norm_route
-from jax_impl.rules import Leaves, register_clipped_sum, register_grad_sampler, register_norm_sampler, sq
+from jax_impl.rules import (Leaves, register_clipped_sum, register_grad_sampler, register_layout,
+                            register_norm_sampler, sq)
+
+OIHW_TO_HWIO = (2, 3, 1, 0)  # native kernel HWIO <- canonical weight OIHW
+register_layout({"kernel": ("weight", OIHW_TO_HWIO), "bias": ("bias", None)}, nnx.Conv)
 
 Geometry = tuple[tuple[int, int], tuple[int, int], tuple[tuple[int, int], tuple[int, int]]]
 

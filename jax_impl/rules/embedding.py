@@ -18,9 +18,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from contract.cost_model import embedding_route
-from jax_impl.models.common import PRECISION
+from jax_impl.layers import PRECISION
 
-from jax_impl.rules import Leaves, register_clipped_sum, register_grad_sampler, register_norm_sampler
+from jax_impl.rules import Leaves, register_clipped_sum, register_grad_sampler, register_layout, register_norm_sampler
+
+register_layout({"embedding": ("weight", None)}, nnx.Embed)  # (V, d) on both sides
 
 
 def _rows(ids: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -10,7 +10,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jax_impl.rules import Leaves, register_clipped_sum, register_grad_sampler, register_norm_sampler, sq
+from jax_impl.rules import (Leaves, register_clipped_sum, register_grad_sampler, register_layout,
+                            register_norm_sampler, sq)
+
+register_layout({"scale": ("weight", None), "bias": ("bias", None)}, nnx.LayerNorm)
 
 
 def _axes(v: object) -> tuple:

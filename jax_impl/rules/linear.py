@@ -15,9 +15,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jax_impl.models.common import PRECISION
+from jax_impl.layers import PRECISION
 from contract.cost_model import norm_route
-from jax_impl.rules import Leaves, register_clipped_sum, register_grad_sampler, register_norm_sampler, sq
+from jax_impl.rules import (Leaves, register_clipped_sum, register_grad_sampler, register_layout,
+                            register_norm_sampler, sq)
+
+# native kernel (in, out) <- canonical weight (out, in)
+register_layout({"kernel": ("weight", (1, 0)), "bias": ("bias", None)}, nnx.Linear)
 
 
 def _positions(a: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -1,4 +1,4 @@
-"""The LSTM (``jax_impl.models.lstm.LSTM``: kernels (in, 4H) / (H, 4H), gates i, f, g, o, two biases); mirrors
+"""The LSTM (``jax_impl.layers.LSTM``: kernels (in, 4H) / (H, 4H), gates i, f, g, o, two biases); mirrors
 ``torch_impl.rules.lstm`` (the formulas and the cost model are stated there).
 
   grad    kernel_ih_b = sum_t x_bt dz_bt^T, kernel_hh_b = sum_t h_b,t-1 dz_bt^T, bias_ih_b = bias_hh_b = sum_t dz_bt;
@@ -9,18 +9,23 @@ dz (B, T, 4H), the gate pre-activations' cotangents, come from ``jax.vjp`` of th
 scan) at the recomputed pre-activations, pulled back from the output cotangent g: one extra forward + backward
 scan of this layer (the rules see its input and output cotangent only). The layer here is merged with the
 parameters (``per_layer.layers``), so the rule reads its kernels directly.
+Layout: kernel_ih (in, 4H) <- weight_ih_l0 (4H, in) and kernel_hh (H, 4H) <- weight_hh_l0 (4H, H) transposed,
+bias_ih / bias_hh <- bias_ih_l0 / bias_hh_l0 unchanged. Gate blocks stay in PyTorch's order (i, f, g, o) along the
+4H axis on both sides: no reordering, and the two biases stay two leaves (tests/test_lstm.py pins this with
+weights that tell the gates and biases apart).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from jax_impl.models.common import PRECISION
-from jax_impl.models.lstm import LSTM, recurrence
 from contract.cost_model import norm_route
-from jax_impl.rules import Leaves, register_clipped_sum, register_grad_sampler, register_norm_sampler, sq
+from jax_impl.layers import LSTM, PRECISION, recurrence
+from jax_impl.rules import (Leaves, register_clipped_sum, register_grad_sampler, register_layout,
+                            register_norm_sampler, sq)
 
-
+register_layout({"kernel_ih": ("weight_ih_l0", (1, 0)), "kernel_hh": ("weight_hh_l0", (1, 0)),
+                 "bias_ih": ("bias_ih_l0", None), "bias_hh": ("bias_hh_l0", None)}, LSTM)
 
 def gate_cotangents(layer: LSTM, a: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(dz (B, T, 4H), h_prev (B, T, H)) from the layer's input a (B, T, in) and output cotangent g (B, T, H)."""

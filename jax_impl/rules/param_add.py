@@ -1,5 +1,5 @@
 """Kind "param_add" (mirrors ``torch_impl.rules.param_add``): a module that adds its one parameter, shaped like
-the trailing axes of the (B, ...) activation (``jax_impl.models.transformer.LearnedPositions``); each example's
+the trailing axes of the (B, ...) activation (``jax_impl.layers.LearnedPositions``); each example's
 gradient is its output cotangent:  grad  g_b;  norm  ||g_b||^2;  sum  sum_b w_b g_b."""
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jax_impl.models.common import PRECISION
-from jax_impl.models.transformer import LearnedPositions
+from jax_impl.layers import PRECISION, LearnedPositions
 from jax_impl.rules import Leaves, register_clipped_sum, register_grad_sampler, register_norm_sampler, sq
 
 

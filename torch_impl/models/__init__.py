@@ -15,6 +15,7 @@ from torch_impl.models.lstm import LSTMNet
 from torch_impl.models.mnist_cnn import MnistCNN
 from torch_impl.models.seed_cnn import SimpleCNN
 from torch_impl.models.transformer import TransformerNet
+from torch_impl.models.wrn import WRN
 
 CLASSES: dict[str, type[nn.Module]] = {
     "seed_cnn": SimpleCNN,
@@ -25,4 +26,5 @@ CLASSES: dict[str, type[nn.Module]] = {
     "embed": EmbedNet,
     "lstm": LSTMNet,
     "transformer": TransformerNet,
+    "wrn16_4": WRN,
 }

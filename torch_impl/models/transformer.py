@@ -13,8 +13,8 @@ logits.
 
 Why not ``nn.MultiheadAttention`` itself: its forward is ``F.multi_head_attention_forward``, which reads
 ``out_proj.weight`` directly, so out_proj's forward hook never fires and ``per_layer`` / ``ghost`` (which find
-layers by forward hooks) would see no call of out_proj. ``MultiheadSelfAttention`` below owns the same
-parameters (same names, same packing, same math, no dropout, no mask) and calls ``self.out_proj`` as a module:
+layers by forward hooks) would see no call of out_proj. ``MultiheadSelfAttention`` (``torch_impl.layers``) owns
+the same parameters (same names, same packing, same math, no dropout, no mask) and calls ``self.out_proj`` as a module:
 out_proj is then an ordinary linear-kind layer on (B, T, 256). The packed in-projection is a raw parameter pair of
 the attention module (torch's names); it is applied through a parameter-free ``Projection`` child, at whose call
 the engine records the attention module's site (``torch_impl.rules.site_module``): a = the block's normed input,
@@ -29,72 +29,13 @@ for ``nn.MultiheadAttention``, whose q / k / v it splits into separate Linear mo
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torch_impl.layers import LearnedPositions, MultiheadSelfAttention, Projection, attend  # noqa: F401 - re-exported
+
 VOCAB, SEQ_LEN, WIDTH, HEADS, FF, LAYERS, CLASSES = 10004, 128, 256, 4, 1024, 2, 2
-
-
-class LearnedPositions(nn.Module):
-    """A learned (T, d) table ADDED to the (B, T, d) activations (kind "param_add" in ``torch_impl.rules``:
-    each example's gradient is its own output cotangent, no per-example work at all)."""
-
-    def __init__(self, seq_len: int, width: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(seq_len, width) * 0.02)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if h.shape[-2:] != self.weight.shape:
-            raise ValueError(f"positions {tuple(self.weight.shape)} do not match activations {tuple(h.shape)}")
-        return h + self.weight
-
-
-def attend(qkv: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, T, 3d) packed [q | k | v] (each d = heads x head_dim) -> (B, T, d): softmax(q k^T / sqrt(hd)) v per
-    head, heads concatenated in order (``nn.MultiheadAttention``'s math without dropout and masks)."""
-    b, t, three_d = qkv.shape
-    hd = three_d // (3 * heads)
-    q, k, v = qkv.reshape(b, t, 3, heads, hd).permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
-    scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(hd)
-    return torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(b, t, heads * hd)
-
-
-class Projection(nn.Module):
-    """``F.linear(x, weight, bias)`` with its PARENT's parameters passed in; owns none. ``weight`` / ``bias``
-    name the parent's attributes it applies. Why a module: the engine records a layer's (input, output
-    cotangent) at a module call, and a parent whose OWN parameters all go through one such child is recorded at
-    the child's call (``torch_impl.rules.site_module``, kind "projection"), while the parameters keep the
-    parent's canonical names (``in_proj_weight``, not ``in_proj.weight``)."""
-
-    def __init__(self, weight: str, bias: str | None) -> None:
-        super().__init__()
-        self.weight_name, self.bias_name = weight, bias
-        self.applies = (weight,) if bias is None else (weight, bias)
-
-    def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return F.linear(x, weight, bias)
-
-
-class MultiheadSelfAttention(nn.Module):
-    """Self-attention with ``nn.MultiheadAttention``'s parameters: ``in_proj_weight`` (3d, d), ``in_proj_bias``
-    (3d,), ``out_proj`` (nn.Linear); init as torch's (xavier-uniform in-projection, zero biases). The packed
-    in-projection is applied by a parameter-free ``Projection`` child, so its rule sees d loss / d [q|k|v]."""
-
-    def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
-        self.in_proj = Projection("in_proj_weight", "in_proj_bias")
-        self.out_proj = nn.Linear(width, width)
-        nn.init.xavier_uniform_(self.in_proj_weight)
-        nn.init.zeros_(self.out_proj.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(attend(self.in_proj(x, self.in_proj_weight, self.in_proj_bias), self.heads))
 
 
 class EncoderLayer(nn.Module):

@@ -7,16 +7,23 @@ its module type(s):
   norm sampler   (layer, a, g) -> (B,) squared norms, or None = "materialise me" (the kind's cost model said
                  so, or the instance has options the rule does not cover)
   clipped sum    (layer, a, g, w) -> {leaf: leaf shape} = sum_b w_b grad_b, without per-example gradients
-with a = the layer's input, g = d(sum of per-example losses)/d(layer output). A layer of no registered kind
+with a = the layer's input, g = d(sum of per-example losses)/d(layer output). The layer is the model's template
+module (meta parameters: structure and options only). A kind whose rules need the parameter VALUES (the LSTM
+recomputes its recurrence) registers with ``needs_params=True`` and its samplers get ``params=`` the layer's own
+leaves {leaf: tensor} as a keyword: the engine passes them to ``per_example`` / ``norm_sq`` / ``clipped_sum``,
+nothing is kept on the module between calls. A layer of no registered kind
 (or one called more than once per forward) falls back to materialising: ``fallback_per_example`` is
 ``vmap`` over examples of the vjp of that layer ALONE (as Opacus' functorch fallback), so an unknown layer
 is slower, never wrong. The engine (``per_layer``, ``ghost``) never names a model's layers.
-Kinds here: ``linear`` (nn.Linear, inputs (B, d) or (B, T..., d)), ``conv`` (nn.Conv2d), ``embedding``, ``lstm``,
-``layernorm``, ``param_add`` and ``projection`` (a parent's parameters applied by a parameter-free child:
-``site_module``).
+Kinds here, one file each: ``linear`` (nn.Linear, inputs (B, d) or (B, T..., d)), ``conv`` (nn.Conv2d),
+``embedding``, ``lstm``, ``layernorm``, ``groupnorm``, ``param_add`` and ``projection`` (a parent's parameters
+applied by a parameter-free child: ``site_module``); their layer classes that torch lacks are in
+``torch_impl.layers``.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable
 
 import torch
@@ -35,28 +42,34 @@ GRAD_SAMPLERS: dict[type[nn.Module], GradSampler] = {}
 NORM_SAMPLERS: dict[type[nn.Module], NormSampler] = {}
 SUM_SAMPLERS: dict[type[nn.Module], SumSampler] = {}
 KINDS: dict[type[nn.Module], str] = {}
+NEEDS_PARAMS: set[Callable] = set()  # samplers called with ``params=`` (the layer's own leaves)
 
 
-def _register(table: dict, kind: str, *types: type[nn.Module]) -> Callable:
+def _register(table: dict, kind: str, types: tuple[type[nn.Module], ...], needs_params: bool) -> Callable:
     def deco(fn: Callable) -> Callable:
         for t in types:
             table[t] = fn
             KINDS[t] = kind
+        if needs_params:
+            NEEDS_PARAMS.add(fn)
         return fn
 
     return deco
 
 
-def register_grad_sampler(kind: str, *types: type[nn.Module]) -> Callable[[GradSampler], GradSampler]:
-    return _register(GRAD_SAMPLERS, kind, *types)
+def register_grad_sampler(kind: str, *types: type[nn.Module], needs_params: bool = False
+                          ) -> Callable[[GradSampler], GradSampler]:
+    return _register(GRAD_SAMPLERS, kind, types, needs_params)
 
 
-def register_norm_sampler(kind: str, *types: type[nn.Module]) -> Callable[[NormSampler], NormSampler]:
-    return _register(NORM_SAMPLERS, kind, *types)
+def register_norm_sampler(kind: str, *types: type[nn.Module], needs_params: bool = False
+                          ) -> Callable[[NormSampler], NormSampler]:
+    return _register(NORM_SAMPLERS, kind, types, needs_params)
 
 
-def register_clipped_sum(kind: str, *types: type[nn.Module]) -> Callable[[SumSampler], SumSampler]:
-    return _register(SUM_SAMPLERS, kind, *types)
+def register_clipped_sum(kind: str, *types: type[nn.Module], needs_params: bool = False
+                         ) -> Callable[[SumSampler], SumSampler]:
+    return _register(SUM_SAMPLERS, kind, types, needs_params)
 
 
 # Parameter-free module types through which a PARENT applies all of its own parameters (kind "projection",
@@ -108,27 +121,42 @@ def fallback_per_example(layer: nn.Module, params: Leaves, a: Tensor, g: Tensor)
     return vmap(one)(a, g)
 
 
-def per_example(layer: nn.Module, params: Leaves, a: Tensor, g: Tensor) -> Leaves:
-    """The layer kind's grad sampler, or the fallback (no kind, or an instance the kind's rule does not cover)."""
+def _call(sampler: Callable, layer: nn.Module, params: Leaves | None, *args: Tensor) -> object:
+    """``sampler(site, *args)``, with ``params=`` the layer's own leaves for a kind registered ``needs_params``."""
     site = site_module(layer)
-    sampler = GRAD_SAMPLERS.get(type(site))
-    out = None if sampler is None else sampler(site, a, g)
+    if sampler not in NEEDS_PARAMS:
+        return sampler(site, *args)
+    if params is None:
+        raise ValueError(f"the {KINDS[type(site)]!r} rules of {type(layer).__name__} need the layer's parameters: "
+                         "pass params={leaf: tensor}")
+    return sampler(site, *args, params=leaf_params(layer, params))
+
+
+def per_example(layer: nn.Module, params: Leaves, a: Tensor, g: Tensor) -> Leaves:
+    """The layer kind's grad sampler, or the fallback (no kind, or an instance the kind's rule does not cover).
+
+    params: {leaf: tensor} of the layer (its children's too, for the fallback)."""
+    sampler = GRAD_SAMPLERS.get(type(site_module(layer)))
+    out = None if sampler is None else _call(sampler, layer, params, a, g)
     return out if out is not None else fallback_per_example(layer, params, a, g)
 
 
-def norm_sq(layer: nn.Module, a: Tensor, g: Tensor) -> Tensor | None:
-    """(B,) squared per-example norm without per-example gradients, or None: materialise this layer."""
-    site = site_module(layer)
-    sampler = NORM_SAMPLERS.get(type(site))
-    return None if sampler is None else sampler(site, a, g)
+def norm_sq(layer: nn.Module, a: Tensor, g: Tensor, params: Leaves | None = None) -> Tensor | None:
+    """(B,) squared per-example norm without per-example gradients, or None: materialise this layer.
+    ``params`` (the layer's {leaf: tensor}) is needed only by a kind registered ``needs_params``."""
+    sampler = NORM_SAMPLERS.get(type(site_module(layer)))
+    return None if sampler is None else _call(sampler, layer, params, a, g)
 
 
-def clipped_sum(layer: nn.Module, a: Tensor, g: Tensor, w: Tensor) -> Leaves:
+def clipped_sum(layer: nn.Module, a: Tensor, g: Tensor, w: Tensor, params: Leaves | None = None) -> Leaves:
     """sum_b w_b grad_b of a layer whose ``norm_sq`` was not None (its kind has a clipped-sum rule)."""
-    site = site_module(layer)
-    return SUM_SAMPLERS[type(site)](site, a, g, w)
+    return _call(SUM_SAMPLERS[type(site_module(layer))], layer, params, a, g, w)
 
 
-from torch_impl.rules import conv, embedding, linear  # noqa: E402,F401 - registers the kinds
-from torch_impl.rules import lstm  # noqa: E402,F401 - the LSTM kind (torch_impl.models.lstm.LSTM)
-from torch_impl.rules import layernorm, param_add, projection  # noqa: E402,F401 - the transformer's kinds
+def _register_every_kind() -> None:
+    """Import every module of this package: each registers its kind, so adding a kind is adding its file."""
+    for kind in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{kind.name}")
+
+
+_register_every_kind()

@@ -1,4 +1,4 @@
-"""The LSTM (``torch_impl.models.lstm.LSTM``: nn.LSTM's parameters, gate order i, f, g, o, two biases).
+"""The LSTM (``torch_impl.layers.LSTM``: nn.LSTM's parameters, gate order i, f, g, o, two biases).
 
 The layer's parameters act through its gate pre-activations z_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh, so
 with dz_t = d(sum of per-example losses)/dz_t (B, T, 4H) and h_{-1} = 0:
@@ -13,9 +13,9 @@ with dz_t = d(sum of per-example losses)/dz_t (B, T, 4H) and h_{-1} = 0:
           W_hh = (w dz)^T h_prev over all examples and positions (one matmul each), biases sum of w dz.
 Where dz comes from: the hooks see the layer's input x and output cotangent g = dL/dh_t (only the direct part:
 h_t also feeds step t+1), not the gate cotangents inside the recurrence. ``gate_cotangents`` recomputes the
-layer's forward from x (its weights from ``LSTM.last_weights``, the latest forward's) and backpropagates g
-through the recurrence alone (autograd, batched over examples): one extra forward + backward of this layer,
-not of the model. Per-layer / materialising paths pay it once; ``bk`` on the Gram route twice (norm, then the
+layer's forward from x (its weights: ``params``, the layer's own leaves, which the engine passes to this kind,
+registered ``needs_params``) and backpropagates g through the recurrence alone (autograd, batched over
+examples): one extra forward + backward of this layer, not of the model. Per-layer / materialising paths pay it once; ``bk`` on the Gram route twice (norm, then the
 clipped sum), as the rules are stateless; the model's own backward is still one.
 ``contract.cost_model.forced_routes(lstm=...)`` forces "gram" / "materialize" (tests).
 """
@@ -23,23 +23,18 @@ from __future__ import annotations
 
 import torch
 
-from torch_impl.models.lstm import LSTM, recurrence
 from contract.cost_model import norm_route
+from torch_impl.layers import LSTM, recurrence
 from torch_impl.rules import Leaves, register_clipped_sum, register_grad_sampler, register_norm_sampler, sq
 
 Tensor = torch.Tensor
+NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 
 
-def _weights(layer: LSTM, a: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    if layer.last_weights is None:
-        raise RuntimeError("the LSTM rule needs the weights of the forward that recorded its input; this layer has "
-                           "not run a plain (non-vmap, non-compiled) forward")
-    return tuple(w.to(a.dtype) for w in layer.last_weights)
-
-
-def gate_cotangents(layer: LSTM, a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
-    """(dz (B, T, 4H), h_prev (B, T, H)) from the layer's input a (B, T, in) and output cotangent g (B, T, H)."""
-    w_ih, w_hh, b_ih, b_hh = _weights(layer, a)
+def gate_cotangents(params: Leaves, a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """(dz (B, T, 4H), h_prev (B, T, H)) from the layer's parameters {leaf: tensor}, its input a (B, T, in) and
+    output cotangent g (B, T, H)."""
+    w_ih, w_hh, b_ih, b_hh = (params[n].detach() for n in NAMES)
     with torch.enable_grad():
         pre = (torch.matmul(a, w_ih.t()) + (b_ih + b_hh)).requires_grad_(True)
         h = recurrence(pre, w_hh)
@@ -54,28 +49,28 @@ def norm_rule(layer: LSTM, a: Tensor) -> str:
     return norm_route("lstm", a.shape[1], layer.input_size + hidden, 4 * hidden)
 
 
-@register_grad_sampler("lstm", LSTM)
-def lstm_grad_sample(layer: LSTM, a: Tensor, g: Tensor) -> Leaves:
+@register_grad_sampler("lstm", LSTM, needs_params=True)
+def lstm_grad_sample(layer: LSTM, a: Tensor, g: Tensor, *, params: Leaves) -> Leaves:
     """weight_ih_l0 (B, 4H, in), weight_hh_l0 (B, 4H, H), bias_ih_l0 = bias_hh_l0 (B, 4H)."""
-    dz, h_prev = gate_cotangents(layer, a, g)
+    dz, h_prev = gate_cotangents(params, a, g)
     dzt = dz.transpose(1, 2)
     db = dz.sum(1)
     return {"weight_ih_l0": torch.bmm(dzt, a), "weight_hh_l0": torch.bmm(dzt, h_prev), "bias_ih_l0": db,
             "bias_hh_l0": db.clone()}
 
 
-@register_norm_sampler("lstm", LSTM)
-def lstm_norm_sq(layer: LSTM, a: Tensor, g: Tensor) -> Tensor | None:
+@register_norm_sampler("lstm", LSTM, needs_params=True)
+def lstm_norm_sq(layer: LSTM, a: Tensor, g: Tensor, *, params: Leaves) -> Tensor | None:
     if norm_rule(layer, a) == "materialize":
         return None
-    dz, h_prev = gate_cotangents(layer, a, g)
+    dz, h_prev = gate_cotangents(params, a, g)
     gram = lambda v: torch.bmm(v, v.transpose(1, 2))  # noqa: E731
     return ((gram(a) + gram(h_prev)) * gram(dz)).sum(dim=(1, 2)) + 2.0 * sq(dz.sum(1))
 
 
-@register_clipped_sum("lstm", LSTM)
-def lstm_clipped_sum(layer: LSTM, a: Tensor, g: Tensor, w: Tensor) -> Leaves:
-    dz, h_prev = gate_cotangents(layer, a, g * w.view(-1, 1, 1))  # linear in g: = w_b dz_b
+@register_clipped_sum("lstm", LSTM, needs_params=True)
+def lstm_clipped_sum(layer: LSTM, a: Tensor, g: Tensor, w: Tensor, *, params: Leaves) -> Leaves:
+    dz, h_prev = gate_cotangents(params, a, g * w.view(-1, 1, 1))  # linear in g: = w_b dz_b
     dz = dz.reshape(-1, dz.shape[-1])
     db = dz.sum(0)
     return {"weight_ih_l0": dz.T @ a.reshape(-1, a.shape[-1]), "weight_hh_l0": dz.T @ h_prev.reshape(-1, h_prev.shape[-1]),

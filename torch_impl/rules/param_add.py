@@ -1,5 +1,5 @@
 """Kind "param_add": a module whose forward ADDS its one parameter to its input, the parameter's shape being the
-trailing shape of the (B, ...) activation (learned positions, ``torch_impl.models.transformer.LearnedPositions``,
+trailing shape of the (B, ...) activation (learned positions, ``torch_impl.layers.LearnedPositions``,
 (T, d) added to (B, T, d)). Then y_b = a_b + P, so each example's gradient IS its output cotangent:
   grad    P_b = g_b;   norm  ||g_b||^2;   sum  sum_b w_b g_b.
 No per-example work at all, where the fallback would vmap the layer's vjp (same numbers, more passes).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from torch_impl.models.transformer import LearnedPositions
+from torch_impl.layers import LearnedPositions
 from torch_impl.rules import Leaves, register_clipped_sum, register_grad_sampler, register_norm_sampler, sq
 
 Tensor = torch.Tensor

@@ -1,5 +1,5 @@
 """Kind "projection": a linear map whose weight and bias belong to the PARENT module
-(``torch_impl.models.transformer.Projection``; the attention's packed [q|k|v] in-projection, ``in_proj_weight``
+(``torch_impl.layers.Projection``; the attention's packed [q|k|v] in-projection, ``in_proj_weight``
 (3d, d) / ``in_proj_bias`` under ``nn.MultiheadAttention``'s names).
 
 The engine records a layer's input a and output cotangent g at its module's call. The attention module owns the
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from torch_impl.models.transformer import Projection
+from torch_impl.layers import Projection
 from torch_impl.rules import SITE_TYPES, Leaves, register_clipped_sum, register_grad_sampler, register_norm_sampler
 from torch_impl.rules.linear import weight_clipped_sum, weight_grads, weight_norm_sq
 

@@ -1,4 +1,5 @@
-"""A pure-numpy float64 per-sample gradient of the seed CNN, with optional FORCED non-smooth decisions.
+"""A pure-numpy float64 per-sample gradient of the seed CNN ONLY (``WORKLOAD``), with optional FORCED non-smooth
+decisions; its layer sizes are written out below, so it checks no other workload.
 
 Unforced, it is a third reference, independent of both frameworks (explicit im2col convolutions, hand-written
 backward). Forced, it is the *decision-replay oracle*: the network is piecewise smooth, and a float32 run picks
@@ -15,6 +16,7 @@ import numpy as np
 
 from compare.spec import check_batch, check_loss
 
+WORKLOAD = "seed_cnn"  # the one workload this oracle computes (``compare.agreement.explain.ORACLES``)
 U32 = 2.0**-24  # unit roundoff of float32
 DECISION_SHAPES: dict[str, tuple[int, ...]] = {
     "conv1.relu": (32, 26, 26), "conv2.relu": (64, 24, 24), "fc1.relu": (128,), "pool.winner": (64, 12, 12),
@@ -136,7 +138,7 @@ def per_sample_grads(
     weights: Arrays, x: np.ndarray, y: np.ndarray, *, loss: str = "nll_log_softmax", forced: Arrays | None = None
 ) -> Arrays:
     """float64 per-sample gradients ``{name: (B, *shape)}``; ``forced`` decisions (B, ...) make it the replay oracle."""
-    check_batch(x, y)
+    check_batch(x, y, WORKLOAD)
     check_loss(loss)
     if forced is not None:
         check_decisions(forced, x.shape[0])
