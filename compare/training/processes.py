@@ -10,7 +10,8 @@ launcher returns to the report. The accountant runs once, here, on the global ba
 value.
 
 Faults (``watch``): a process that exits non-zero ends the run with one ``ProcessError`` naming it (its exit code
-or signal, its last step and its last error line); the others are ended ``grace_s`` later. Each process stamps a
+or signal, its last step and its last error line): of the processes that exited within ``SETTLE_S``, the one
+furthest behind (the others died of it in their next collective); the rest are ended ``grace_s`` later. Each process stamps a
 heartbeat file before and after every step (``beat``); when no stamp has moved for ``timeout_s`` the run is stuck:
 the process(es) behind the others are named as hung (the others wait in the all-reduce for them), or all of
 them when none is behind, and every process is ended. Output of process R: ``<out>/processes/<fw>-<R>.log``.
@@ -36,7 +37,8 @@ HEARTBEAT_ENV = "COMPARE_HEARTBEAT_DIR"
 RESULT_ENV = "COMPARE_RESULT"
 PROGRESS_ENV = "COMPARE_PROGRESS"
 WORKER_ENV = "COMPARE_WORKER"  # "<framework>:<model>": this process trains that pair only
-DEFAULT_TIMEOUT_S = 300.0  # no step stamp for this long: hung (compilation of the first step included)
+DEFAULT_TIMEOUT_S = 300.0
+SETTLE_S = 3.0  # after a death: torchrun notices its worker's exit within its monitor interval (0.5 s)  # no step stamp for this long: hung (compilation of the first step included)
 
 
 class ProcessError(RuntimeError):
@@ -91,8 +93,13 @@ def watch(procs: list[subprocess.Popen], heartbeats: Path, logs: list[Path], *, 
             return
         dead = [r for r, c in enumerate(codes) if c not in (None, 0)]
         now = phases()
-        if dead:
-            r = dead[0]
+        if dead:  # the others fail in their next collective at once: let them exit, then name the one behind
+            settle = time.monotonic() + SETTLE_S
+            while time.monotonic() < settle and any(p.poll() is None for p in procs):
+                time.sleep(0.1)
+            codes, now = [p.poll() for p in procs], phases()
+            dead = [r for r, c in enumerate(codes) if c not in (None, 0)]
+            r = min(dead, key=lambda r: now[r] or 0)
             code = codes[r]
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             failure = f"process {r} {how} {_phase_text(now[r])}: {_last_error(logs[r])}"
