@@ -17,6 +17,9 @@ from typing import Iterator, Literal
 
 Route = Literal["gram", "materialize"]
 ROUTES: tuple[str, ...] = ("gram", "materialize")
+# The embedding kind never materialises (its per-example gradient is sparse): its norm groups each example's
+# equal ids either by the T x T equality Gram or by a per-row sort (``embedding_route``).
+KIND_ROUTES: dict[str, tuple[str, ...]] = {"embedding": ("gram", "sort")}
 
 # Conv layers: gram when P (d + p) < CONV_GRAM_SLACK * d p. Measured (scripts/conv_cost_model.py,
 # paper/cpu-costmodel/: every conv layer of every workload, B = 16 / 64 / 256, float32, 1 thread, medians of
@@ -75,9 +78,10 @@ def in_bookkeeping() -> bool:
 def forced_routes(**routes: str | None) -> Iterator[None]:
     """Within: every layer of kind K takes ``routes[K]`` ("gram" / "materialize"; None: the model decides).
     ``linear`` covers every layer whose norm is the linear rule's (the packed projection too)."""
-    bad = {k: r for k, r in routes.items() if r is not None and r not in ROUTES}
+    bad = {k: r for k, r in routes.items() if r is not None and r not in KIND_ROUTES.get(k, ROUTES)}
     if bad:
-        raise ValueError(f"unknown norm route(s) {bad}; expected one of {ROUTES}")
+        raise ValueError(f"unknown norm route(s) {bad}; expected one of {ROUTES} "
+                         f"(embedding: {KIND_ROUTES['embedding']})")
     token = _FORCED.set({**_FORCED.get(), **{k: r for k, r in routes.items() if r is not None}})
     try:
         yield
@@ -108,3 +112,37 @@ def norm_route(kind: str, positions: int, d_in: int, d_out: int) -> Route:
     if forced is not None:
         return forced  # type: ignore[return-value]
     return "gram" if gram_is_cheaper(positions, d_in, d_out, slack(kind, positions)) else "materialize"
+
+
+# Embedding layers: ||G_b||^2 = sum_{t,s: id_t = id_s} <g_t, g_s> over one example's T positions (d features).
+# "gram": the T x T equality Gram, ~T^2 (d + m) per example (the d-long dot products, and the T^2 mask, compare and
+# sum at ~m multiply-adds a pair); "sort": each example's T ids sorted on their own (~s per key and level, T log2 T)
+# and the rows of each group summed by a scatter (~r per value, T d). Gram when
+#   T (d + EMBED_MASK_PER_PAIR) < EMBED_SORT_PER_KEY log2 T + EMBED_SCATTER_PER_VALUE d.
+# Measured (scripts/embed_cost_model.py, paper/perf-embed/costmodel-*.json: B = 64, ids uniform below 10004,
+# T = 2..256, d = 16 / 256, both norm forms timed in interleaved rounds, float32, 1 thread, 2-core AMD EPYC shared with
+# other jobs): torch's crossover lies between T = 16 (gram 0.71x sort) and 32 (1.36x) at d = 16, between T = 4 (0.62x)
+# and 8 (1.23x) at d = 256; m = 8, s = 96, r = 6 (solved from those two crossovers) rank all 14 torch points right.
+# JAX's sort is relatively slower (XLA:CPU's scatter of 256-float rows): at d = 256 gram is 0.70-0.92x sort at
+# T = 8..32 where this picks sort (the worst miss 1.4x, at 0.1-1 ms), sort wins from T = 64 (1.23x) and 256 (2.3x); at
+# d = 16 the two are within noise up to T = 64 and sort wins 4.1x at T = 256. The workloads' embeddings (embed
+# T = 256, d = 16; transformer T = 128, d = 256) get sort.
+EMBED_MASK_PER_PAIR = 8.0
+EMBED_SORT_PER_KEY = 96.0
+EMBED_SCATTER_PER_VALUE = 6.0
+
+
+def embedding_costs(positions: int, d: int) -> tuple[float, float]:
+    """(gram, sort) modelled cost per example, in multiply-adds, of an embedding norm at T positions, d features."""
+    log_t = max(positions - 1, 1).bit_length()  # ceil(log2 T): the sort's levels
+    return (positions * positions * (d + EMBED_MASK_PER_PAIR),
+            positions * (EMBED_SORT_PER_KEY * log_t + EMBED_SCATTER_PER_VALUE * d))
+
+
+def embedding_route(positions: int, d: int) -> str:
+    """"gram" or "sort" for an embedding layer looked up at ``positions`` per example (a forced route if set)."""
+    forced = _FORCED.get().get("embedding")
+    if forced is not None:
+        return forced
+    gram, sort = embedding_costs(positions, d)
+    return "gram" if gram < sort else "sort"

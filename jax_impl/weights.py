@@ -74,17 +74,18 @@ def precision_flags() -> dict[str, object]:
 def resolve_device(device: str | None) -> jax.Device:
     """None -> the default backend (GPU when present); "gpu" and "cuda" are aliases. Asking for a GPU where JAX
     sees none raises ``DeviceError`` (one line). Precision needs no switch here: every dot and convolution
-    passes ``precision=jax_impl.model.PRECISION`` (HIGHEST: no TF32)."""
+    passes ``precision=jax_impl.model.PRECISION`` (HIGHEST: no TF32). Always a device of this process (with
+    several processes, ``jax.devices()[0]`` belongs to process 0)."""
     if device is None:
-        return jax.devices()[0]
+        return jax.local_devices()[0]
     if device in ("cuda", "gpu"):
         try:
-            return jax.devices("gpu")[0]
+            return jax.local_devices(backend="gpu")[0]
         except RuntimeError as err:
             raise DeviceError(f"device='cuda' requested but JAX {jax.__version__} sees no GPU "
                               "(is its CUDA plugin installed? pip install -e '.[cuda]')") from err
     if device == "cpu":
-        return jax.devices("cpu")[0]
+        return jax.local_devices(backend="cpu")[0]
     raise InputError(f"unknown device {device!r}; expected 'cpu', 'cuda'/'gpu' or None")
 
 

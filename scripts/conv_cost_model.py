@@ -74,65 +74,42 @@ def interleaved(fns: dict[str, object], sync) -> dict[str, dict]:
                    "first_ms": round(1e3 * first[name], 3)} for name, ts in times.items()}
 
 
-def torch_points(model: str, batch: int) -> list[dict]:
-    import numpy as np
-    import torch
+def points(framework: str, model: str, batch: int) -> list[tuple]:
+    """Each conv layer of ``model``: its (P, d, p) and the interleaved timings of its materialised and Gram norms,
+    through the side's public ``layer_routes`` / ``layer_stages`` (the same rules the engine runs)."""
+    import math
 
-    from compare.spec import make_batch
-    from compare.weights import init_weights
-    from torch_impl import per_layer
-    from torch_impl.model import resolve
-    from torch_impl.per_sample import native_inputs
-    from torch_impl.rules import conv, sq
-
-    x, y = make_batch(batch, seed=0, model=model)
-    params, xn, yn = native_inputs(init_weights(0, model), x, y, device="cpu", model=model)
-    inputs, cots = per_layer.output_cotangents(params, xn, yn, LOSS, model)
-    layers = per_layer.param_layers(resolve(model).module)
-    out = []
-    with torch.no_grad():
-        for name in CONV_LAYERS[model]:
-            layer, a, g = layers[name], inputs[name], cots[name]
-
-            def mat(layer=layer, a=a, g=g):
-                return sum(sq(v) for v in conv.conv_grad_sample(layer, a, g).values())
-
-            def gram(layer=layer, a=a, g=g):
-                return conv.gram_norm_sq(layer, a, g)
-
-            np.testing.assert_allclose(gram().numpy(), mat().numpy(), rtol=1e-3)
-            d = layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
-            shape = (g.shape[2] * g.shape[3], d, g.shape[1])
-            out.append((name, shape, interleaved({"materialize": mat, "gram": gram}, lambda v: v)))
-    return out
-
-
-def jax_points(model: str, batch: int) -> list[dict]:
-    import jax
     import numpy as np
 
+    from compare.frameworks import side
     from compare.spec import make_batch
     from compare.weights import init_weights
-    from jax_impl import per_layer
-    from jax_impl.per_sample import native_inputs
-    from jax_impl.rules import conv, sq
 
+    api = side(framework)
     x, y = make_batch(batch, seed=0, model=model)
-    params, xn, yn = native_inputs(init_weights(0, model), x, y, device="cpu", model=model)
-    inputs, cots = per_layer.output_cotangents(params, xn, yn, LOSS, model)
-    layers = per_layer.layers(params, model)
+    params, xn, yn = api.native_inputs(init_weights(0, model), x, y, device="cpu", model=model)
+    routes = {r["layer"]: r for r in api.layer_routes(params, xn, yn, LOSS, model)}
     out = []
     for name in CONV_LAYERS[model]:
-        layer, a, g = layers[name], inputs[name], cots[name]
-        geometry = conv._geometry(layer, a)
-        mat_fn = jax.jit(lambda a, g, layer=layer: sum(sq(v) for v in conv.conv_grad_sample(layer, a, g).values()))
-        gram_fn = jax.jit(lambda a, g, layer=layer, geometry=geometry: conv.gram_norm_sq(layer, a, g, geometry))
-        np.testing.assert_allclose(np.asarray(gram_fn(a, g)), np.asarray(mat_fn(a, g)), rtol=1e-3)
-        kh, kw, c_in, c_out = layer.kernel_shape
-        shape = (g.shape[1] * g.shape[2], kh * kw * c_in, c_out)
-        fns = {"materialize": lambda f=mat_fn, a=a, g=g: f(a, g), "gram": lambda f=gram_fn, a=a, g=g: f(a, g)}
-        out.append((name, shape, interleaved(fns, jax.block_until_ready)))
+        stages, sync = api.layer_stages(params, xn, yn, LOSS, model, name)
+        fns = {"materialize": stages["norm: materialize"], "gram": stages["norm: gram"]}
+        np.testing.assert_allclose(np.asarray(sync(fns["gram"]())), np.asarray(sync(fns["materialize"]())),
+                                   rtol=1e-3)
+        g_shape = routes[name]["g_shape"]
+        weight = init_weights(0, model)[f"{name}.weight"]  # canonical OIHW: d = C_in kh kw, p = C_out
+        channels_first = framework == "torch"
+        positions = math.prod(g_shape[2:] if channels_first else g_shape[1:-1])
+        out.append((name, (positions, int(np.prod(weight.shape[1:])), int(weight.shape[0])),
+                    interleaved(fns, sync)))
     return out
+
+
+def torch_points(model: str, batch: int) -> list[tuple]:
+    return points("torch", model, batch)
+
+
+def jax_points(model: str, batch: int) -> list[tuple]:
+    return points("jax", model, batch)
 
 
 def machine(threads: int) -> dict:
@@ -144,7 +121,7 @@ def machine(threads: int) -> dict:
     import torch
 
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "threads_per_framework": threads,
-            "shared": "2-core machine shared with 3 other jobs' processes (timings noisy; medians of interleaved "
+            "shared": "2-core machine shared with other jobs' processes (timings noisy; medians of interleaved "
                       "repeats)",
             "python": platform.python_version(), "torch": torch.__version__, "jax": jax.__version__,
             "flax": flax.__version__, "numpy": numpy.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -274,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frameworks", default="torch,jax")
     ap.add_argument("--models", default=",".join(CONV_LAYERS))
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="paper/cpu-costmodel")
+    ap.add_argument("--out", default="results/costmodel")
     ap.add_argument("--from-json", help="re-judge a costmodel.json's timings by the current rules (no timing)")
     args = ap.parse_args(argv)
     _set_threads(args.threads)

@@ -211,12 +211,18 @@ def test_benchmark_distributed_kind_is_planned_with_devices_only(monkeypatch: py
     monkeypatch.delenv(DEVICES_ENV, raising=False)
     assert TARGETS["distributed"].methods("torch") == ()  # no --devices: nothing planned
     monkeypatch.setenv(DEVICES_ENV, "1")
-    assert TARGETS["distributed"].methods("jax") == ("dist_per_sample", "dist_dp_bk")
-    assert TARGETS["distributed"].details("torch", "dist_dp_bk")["devices"] == 1
+    assert TARGETS["distributed"].methods("jax") == ("dist_per_sample", "dist_dp_materialize", "dist_dp_ghost",
+                                                      "dist_dp_bk")
+    assert TARGETS["distributed"].details("torch", "dist_dp_ghost")["devices"] == 1
+    assert TARGETS["distributed"].details("torch", "dist_dp_ghost")["clipping"] == "ghost"
     fn, args = prepare("torch", "distributed", "dist_dp_bk", init_weights(0), 2, dtype="float32", device="cpu",
                        loss="nll_log_softmax")
     params, loss = sync_fn("torch", "cpu")(fn(*args))
     assert np.isfinite(float(loss)) and set(params) == set(PARAM_SHAPES)
+    fn, args = prepare("torch", "distributed", "dist_dp_ghost", init_weights(0, "logreg"), 3, dtype="float32",
+                       device="cpu", loss="nll_log_softmax", model="logreg")  # any workload
+    params, loss = sync_fn("torch", "cpu")(fn(*args))
+    assert np.isfinite(float(loss)) and set(params) == {"fc.weight", "fc.bias"}
 
 
 def test_run_rejects_bad_devices() -> None:

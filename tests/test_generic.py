@@ -182,3 +182,13 @@ def test_every_dp_strategy(fw, case, conv_rule, monkeypatch):
         skip_without_peer(fw)
         with pytest.raises(NotImplementedError, match="Parameter tying is not supported with Ghost Clipping"):
             dp_update(fw, weights, *batch, nets[fw], clipping=None, clip=1.0, nm=0.0, noise=None, peer="opacus_ghost")
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("route", ["gram", "sort"])
+def test_embedding_norm_routes(fw, route):
+    """Both embedding norm forms (the T x T equality Gram, the per-row sort) on repeated tokens = the reference."""
+    spec, nets, weights = build("tokens")
+    with forced_routes(embedding=route):
+        check_dp(fw, weights, nets[fw], ("ghost", "bk"), peer=False, batch=make_batch(4, seed=3, dtype="float64",
+                                                                                    model=spec))

@@ -14,6 +14,7 @@ import pytest
 from compare.frameworks import FRAMEWORKS, impl_module
 from compare.spec import MODELS, InputError, check_batch, make_batch, parse_models
 from compare.weights import WeightsError, init_weights, load_weights, save_weights, validate_weights
+from contract.cost_model import embedding_route, forced_routes
 from workload_checks import assert_close, check_dp, check_methods, per_sample
 
 # Each workload's parameter count (exact).
@@ -144,10 +145,12 @@ def test_conv_norm_rule_per_layer_follows_the_cost_model(fw: str):
         assert {name: conv.norm_rule(modules[name], cots[name]) for name in rules} == rules
 
 
+@pytest.mark.parametrize("route", ["sort", "gram"])
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_embedding_norms_and_sums_never_materialise(fw: str, monkeypatch):
+def test_embedding_norms_and_sums_never_materialise(fw: str, route: str, monkeypatch):
     """ghost norms and bk sums of the embed workload run with per-example materialisation of the embedding
-    forbidden (it would be a dense (B x 10004 x 16) tensor); a batch with repeated tokens per example."""
+    forbidden (it would be a dense (B x 10004 x 16) tensor), by either norm form (``embedding_route``); a batch
+    where half of each example's positions repeat a token and the rest are (almost all) seen once."""
     rules, ghost = impl_module(fw, "rules"), impl_module(fw, "ghost")
     honest = rules.per_example
 
@@ -156,13 +159,14 @@ def test_embedding_norms_and_sums_never_materialise(fw: str, monkeypatch):
         return honest(layer, *args)
 
     x, y = make_batch(4, seed=3, dtype="float64", model="embed")
-    x[:, 1::2] = x[:, ::2]  # every token appears at least twice in its example
+    x[:, 1:128:2] = x[:, :128:2]  # positions below 128 come in pairs of one token
     check_dp(fw, weights("embed"), "embed", ("materialize",), batch=(x, y), peer=False)  # unguarded reference
     monkeypatch.setattr(rules, "per_example", guarded)
     dp = impl_module(fw, "dp")
     params = impl_module(fw, "weights").to_native(weights("embed"), "float64", "cpu", model="embed")
     xn, yn = dp.native_batch(x, y, dtype="float64", device="cpu", model="embed")
-    norms = np.asarray(ghost.ghost_norms(params, xn, yn, loss="seed", model="embed"))
+    with forced_routes(embedding=route):
+        norms = np.asarray(ghost.ghost_norms(params, xn, yn, loss="seed", model="embed"))
     grads = per_sample(fw, weights("embed"), x, y, "loop", "embed", "seed")
     ref = np.sqrt(sum((g.reshape(4, -1) ** 2).sum(1) for g in grads.values()))
     np.testing.assert_allclose(norms, ref, rtol=1e-10)
@@ -170,6 +174,19 @@ def test_embedding_norms_and_sums_never_materialise(fw: str, monkeypatch):
     f = np.minimum(1.0, float(np.median(ref)) / ref)
     assert_close(impl_module(fw, "weights").to_canonical(sums, model="embed"),
                  {k: np.tensordot(f, g, 1) for k, g in grads.items()}, "bk embed sums")
+
+
+def test_embedding_route_follows_the_cost_model():
+    """The equality Gram for short rows, the per-row sort for the workloads' (embed: T = 256, d = 16;
+    transformer: T = 128, d = 256), as measured (paper/perf-embed/costmodel-*.json); a forced route wins, and a
+    route the embedding does not have is one clear error."""
+    assert [embedding_route(t, 16) for t in (4, 256)] == ["gram", "sort"]
+    assert embedding_route(128, 256) == "sort"
+    with forced_routes(embedding="gram"):
+        assert embedding_route(256, 16) == "gram"
+    with pytest.raises(ValueError, match=r"unknown norm route\(s\) \{'embedding': 'materialize'\}"):
+        with forced_routes(embedding="materialize"):
+            pass
 
 
 def _set(x: np.ndarray, index: tuple[int, ...], value: int) -> np.ndarray:

@@ -168,11 +168,11 @@ def _dp_details(framework: str, method: str) -> dict:
 # point's batch_size PER DEVICE (global batch N x B); planned only when --devices is given, which sets DEVICES_ENV
 # for the run and its point processes. On one CPU the N replicas share its cores: that measures overhead.
 DEVICES_ENV = "COMPARE_DEVICES"
-DIST_METHODS: dict[str, str] = {"dist_per_sample": "per_sample", "dist_dp_bk": "dp_step"}  # method -> what
-DIST_CLIPPING = "bk"
-
-
-_DIST_MODEL_REASON = f"not applicable: <fw>_impl.distributed runs the default workload {DEFAULT_MODEL!r} only"
+# method -> (what, clipping): per-example gradients, and the DP step under each clipping strategy
+DIST_METHODS: dict[str, tuple[str, str | None]] = {"dist_per_sample": ("per_sample", None),
+                                                   "dist_dp_materialize": ("dp_step", "materialize"),
+                                                   "dist_dp_ghost": ("dp_step", "ghost"),
+                                                   "dist_dp_bk": ("dp_step", "bk")}
 
 
 def run_devices() -> int | None:
@@ -185,21 +185,20 @@ def _build_distributed(framework: str, method: str, weights: dict, x: np.ndarray
                       ) -> tuple[NativeFn, tuple]:
     if chunk_size is not None:
         raise ValueError("chunk_size does not apply to the distributed kind")
-    if model != DEFAULT_MODEL:
-        raise ValueError(_DIST_MODEL_REASON)
     if is_mixed(dtype):
         raise ValueError(f"not supported in {dtype}: <fw>_impl.distributed computes in the parameters' dtype "
                          "(no mixed-precision policy on the data-parallel path)")
     n = run_devices() or 1
-    xg, yg = make_batch(x.shape[0] * n, 0)
+    xg, yg = make_batch(x.shape[0] * n, 0, model=model)
+    what, clipping = DIST_METHODS[method]
     return side(framework).benchmark_call(
-        DIST_METHODS[method], n, weights, xg, yg, dtype=dtype, device=device, loss=loss, clipping=DIST_CLIPPING,
-        per_sample_method=DP_PER_SAMPLE_METHOD, hparams=DP_HPARAMS)
+        what, n, weights, xg, yg, dtype=dtype, device=device, loss=loss, clipping=clipping or "bk",
+        per_sample_method=DP_PER_SAMPLE_METHOD, hparams=DP_HPARAMS, model=model)
 
 
 def _dist_details(framework: str, method: str) -> dict:
     n = run_devices() or 1
-    return {"devices": n, "batch_size_per": "device", "clipping": DIST_CLIPPING if method == "dist_dp_bk" else None,
+    return {"devices": n, "batch_size_per": "device", "clipping": DIST_METHODS[method][1],
             "per_sample_method": DP_PER_SAMPLE_METHOD, "dp_hparams": DP_HPARAMS}
 
 
@@ -238,14 +237,12 @@ def not_applicable(framework: str, kind: str, method: str, model: str) -> str | 
     """Why ``method`` of ``kind`` cannot run on workload ``model`` (planned and recorded as ``not_applicable``
     with this reason, never dropped), else None. Per-sample methods ask the framework
     (``applicable_methods(model)``: e.g. JAX's ``vmap_patches`` needs a convolution); every DP step applies to
-    every registered workload (tests/test_workloads.py); the data-parallel kind runs the default workload only."""
+    every registered workload (tests/test_workloads.py), on one device or data-parallel."""
     if kind == "per_sample":
         mod = side(framework)
         if method in mod.MISSING or method in mod.CUDA_METHODS:  # the installation / device: the sweep's business
             return None
         return mod.applicable_methods(model).get(method)
-    if kind == "distributed" and model != DEFAULT_MODEL:
-        return _DIST_MODEL_REASON
     return None
 
 

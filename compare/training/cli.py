@@ -51,6 +51,7 @@ import numpy as np
 from contract.devices import DevicesError, check_count, force_host_devices
 from contract.spec import is_mixed, storage_dtype
 from compare.env import require_gpu, share_gpu_memory
+from compare.lock import versions
 from compare.arguments import ExtendUnique, csv_list, models_arg
 from compare.interrupt import exit_status, interruptible, kill_children, signal_name
 from compare.logs import setup_logging
@@ -58,6 +59,8 @@ from compare.paths import input_file, output_dir
 from compare.rundir import keep_earlier_run
 from compare.training.report import kept_line, meta, plot, write_json
 from compare.training.data import DataError, Dataset, batch_indices, load_for_model
+from compare.training import processes as procs
+from contract.communication import step_bytes
 from compare.frameworks import FRAMEWORKS, side
 from compare.training.privacy import ACCOUNTANTS, DPConfigError, check_delta, check_dp_params, epsilon
 from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, DTYPES, MODELS, DeviceError
@@ -93,6 +96,9 @@ class Config:
     clipping: str = DEFAULT_CLIPPING
     models: tuple[str, ...] = (DEFAULT_MODEL,)  # the selection (--model)
     model: str = DEFAULT_MODEL  # this run's workload (one of ``models``)
+    processes: int = 1
+    step_timeout: float = procs.DEFAULT_TIMEOUT_S
+    argv: tuple[str, ...] = ()  # as given: --processes starts each process with it (not part of the report)
 
 
 model_arg = models_arg  # an empty entry or an unknown name: one usage line
@@ -130,10 +136,15 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    "gloo processes on a CPU); default 1. torch with N > 1: spawned here unless run by torchrun")
     p.add_argument("--clipping", choices=CLIPPINGS, default=DEFAULT_CLIPPING,
                    help=f"per-example clipping strategy of the DP step (default: {DEFAULT_CLIPPING}, the fastest exact)")
+    p.add_argument("--processes", type=int, default=1, help="data-parallel processes, each started as its own "
+                   "host would be (torchrun --nnodes N / jax.distributed), one device each; default 1")
+    p.add_argument("--step-timeout", type=float, default=procs.DEFAULT_TIMEOUT_S, help="--processes: seconds "
+                   f"without a finished step before a process counts as hung (default: {procs.DEFAULT_TIMEOUT_S:g})")
     a = p.parse_args(argv)
     return Config(a.epochs, a.steps, a.batch_size, a.lr, a.clip, a.noise_multiplier, a.delta, a.data, a.out,
                   a.dtype, a.device, a.weights, a.seed, a.accountant, tuple(dict.fromkeys(a.frameworks)),
-                  a.devices, a.clipping, a.model, a.model[0])
+                  a.devices, a.clipping, a.model, a.model[0], a.processes, a.step_timeout,
+                  tuple(sys.argv[1:] if argv is None else argv))
 
 
 def check_config(cfg: Config) -> None:
@@ -147,23 +158,27 @@ def check_config(cfg: Config) -> None:
     check_dp_params(lr=cfg.lr, clip=cfg.clip, noise_multiplier=cfg.noise_multiplier)
     check_delta(cfg.delta)
     check_count(cfg.devices)
+    if cfg.processes < 1:
+        raise DevicesError(f"--processes must be a positive integer, got {cfg.processes}")
+    if cfg.processes > 1 and cfg.devices > 1:
+        raise DevicesError(f"--processes {cfg.processes} runs one device per process; drop --devices {cfg.devices}")
+    if cfg.step_timeout <= 0:
+        raise DPConfigError(f"--step-timeout must be positive, got {cfg.step_timeout}")
     if cfg.weights is not None and len(cfg.models) > 1:
         raise DPConfigError(f"--weights is one workload's file; give one --model, not {','.join(cfg.models)}")
     if is_mixed(cfg.dtype) and cfg.devices > 1:
         raise DevicesError(f"--dtype {cfg.dtype} runs on one device: <fw>_impl.distributed's step computes in the "
                            "parameters' dtype; use --devices 1")
-    if cfg.devices > 1 and cfg.models != (DEFAULT_MODEL,):
-        others = ",".join(m for m in cfg.models if m != DEFAULT_MODEL)
-        raise DevicesError(f"--devices {cfg.devices}: the data-parallel step (<fw>_impl.distributed) trains "
-                           f"{DEFAULT_MODEL} only; use --devices 1 for {others}")
 
 
 def check_parallel(cfg: Config) -> None:
     """Each framework can run ``--devices`` replicas here (imports the frameworks; runs before any data is read)."""
     if cfg.devices > 1 and "jax" in cfg.frameworks:
         force_host_devices(cfg.devices)  # before JAX is imported
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) != cfg.devices:
-        raise DevicesError(f"torchrun started {os.environ['WORLD_SIZE']} processes but --devices is {cfg.devices}")
+    replicas = cfg.devices * cfg.processes
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) != replicas:
+        raise DevicesError(f"torchrun started {os.environ['WORLD_SIZE']} processes but --devices x --processes is "
+                           f"{replicas}")
     for fw in cfg.frameworks:
         side(fw).check_devices(cfg.devices, cfg.device)
 
@@ -218,9 +233,11 @@ def run_steps(fw: str, dp: ModuleType, step: Callable, params: object, data: Dat
             noise = None if z is None else dp.native_noise(z, dtype=cfg.dtype, device=cfg.device, model=cfg.model)
             args = (x, y, noise) if shard is None else shard(x, y, noise)
             dp.block_until_ready(args)
+            procs.beat(i, done=False)
             t0 = time.perf_counter()
             params, loss = dp.block_until_ready(step(params, *args))
             times.append((time.perf_counter() - t0) * 1e3)
+            procs.beat(i, done=True)
             losses.append(float(loss))
             if progress is not None:
                 progress.write(json.dumps({"model": cfg.model, "framework": fw, "step": i, "loss": losses[-1],
@@ -237,6 +254,8 @@ def summarize(fw: str, dp: ModuleType, params: object, data: Dataset, cfg: Confi
         "model": cfg.model,
         "loss": losses,
         "devices": cfg.devices,
+        "processes": cfg.processes,
+        "communication": step_bytes(cfg.model, cfg.dtype, cfg.devices * cfg.processes),
         "clipping": cfg.clipping,
         "test_accuracy": accuracy(dp, params, data, cfg),
         # the first step includes tracing/compilation (JAX jit); it is reported apart
@@ -256,53 +275,43 @@ def _dp_hparams(cfg: Config) -> dict:
             "clipping": cfg.clipping}
 
 
-def _torch_parallel(weights: dict[str, np.ndarray], data: Dataset, cfg: Config, steps: int,
-                    progress_path: str | None) -> dict | None:
-    """One torch replica (spawned, or a torchrun process); rank 0 appends to the progress file and reports."""
-    torch_side = side("torch")
-    distributed, dp, to_native = torch_side.distributed, torch_side.dp, torch_side.to_native
-
-    rank0 = distributed.rank() == 0 and progress_path is not None
-    step = distributed.make_step(**_dp_hparams(cfg))
-
-    def shard(x: object, y: object, noise: object) -> tuple:
-        xs, ys, mask = distributed.shard_batch(x, y)  # this rank's block of the global batch
-        return xs, ys, noise, mask
-
-    with open(progress_path, "a") if rank0 else contextlib.nullcontext() as progress:
-        params, losses, times = run_steps("torch", dp, step, to_native(weights, cfg.dtype, cfg.device), data, cfg,
-                                          steps, progress, shard)
-    return summarize("torch", dp, params, data, cfg, losses, times) if rank0 else None
+def _train_replica(replica: object, fw: str, data: Dataset, cfg: Config, steps: int,
+                   progress_path: str | None) -> dict | None:
+    """One data-parallel replica's run (``<fw>_impl.distributed.data_parallel`` calls it in every process); the
+    writer (rank / process 0) appends to the progress file and summarizes."""
+    dp = side(fw)
+    writer = replica.writer and progress_path is not None
+    with open(progress_path, "a") if writer else contextlib.nullcontext() as progress:
+        params, losses, times = run_steps(fw, dp, replica.step, replica.params, data, cfg, steps, progress,
+                                          replica.place)
+    return summarize(fw, dp, replica.local(params), data, cfg, losses, times) if writer else None
 
 
 def train_framework(
     fw: str, weights: dict[str, np.ndarray], data: Dataset, cfg: Config, steps: int, progress: TextIO | None
 ) -> dict | None:
     """Run ``steps`` DP-SGD steps in one framework, on ``cfg.devices`` devices; losses stream to ``progress``."""
-    dp = wmod = side(fw)
-    if cfg.devices == 1:
+    dp = side(fw)
+    if cfg.processes > 1 and not os.environ.get(procs.WORKER_ENV):
+        return procs.run_processes(fw, cfg.model, cfg.processes, list(cfg.argv), cfg.out,
+                                   None if progress is None else Path(progress.name), timeout_s=cfg.step_timeout)
+    if cfg.devices == 1 and not dp.distributed.launched():
         step = dp.make_step(**_dp_hparams(cfg), model=cfg.model, dtype=cfg.dtype)  # bfloat16: float32 masters
-        params, losses, times = run_steps(fw, dp, step, wmod.to_native(weights, storage_dtype(cfg.dtype), cfg.device,
-                                                                       model=cfg.model), data, cfg, steps, progress)
+        params, losses, times = run_steps(fw, dp, step, dp.to_native(weights, storage_dtype(cfg.dtype), cfg.device,
+                                                                     model=cfg.model), data, cfg, steps, progress)
         return summarize(fw, dp, params, data, cfg, losses, times)
-    if fw == "torch":
-        if progress is not None:
-            progress.flush()
-        return side("torch").distributed.launch(_torch_parallel, cfg.devices, weights, data, cfg, steps,
-                                                          None if progress is None else progress.name,
-                                                          device=cfg.device)[0]
-    distributed = side("jax").distributed
-    mesh = distributed.make_mesh(cfg.devices, cfg.device)
-    step = distributed.make_step(mesh=mesh, **_dp_hparams(cfg))
+    if progress is not None:
+        progress.flush()
+    return dp.distributed.data_parallel(_train_replica, cfg.devices, weights, fw, data, cfg, steps,
+                                        None if progress is None else progress.name, dtype=cfg.dtype,
+                                        device=cfg.device, model=cfg.model, hparams=_dp_hparams(cfg),
+                                        agree=_agreement(dp.distributed.digest, weights, cfg))
 
-    def shard(x: object, y: object, noise: object) -> tuple:
-        xs, ys, mask = distributed.shard_batch(x, y, mesh=mesh)
-        return xs, ys, None if noise is None else distributed.replicate(noise, mesh=mesh), mask
 
-    params, losses, times = run_steps(fw, dp, step, distributed.replicate(wmod.to_native(weights, cfg.dtype,
-                                      cfg.device), mesh=mesh), data, cfg, steps, progress, shard)
-    params = distributed.unreplicate(params, cfg.device)  # evaluation and the baseline run on one device
-    return summarize(fw, dp, params, data, cfg, losses, times)
+def _agreement(digest: Callable[[object], str], weights: dict[str, np.ndarray], cfg: Config) -> dict[str, str]:
+    """What every process of a data-parallel run must share, refused before the first step if it differs."""
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("argv", "out")}
+    return {"versions": digest(versions()), "weights": digest(weights), "config": digest(sorted(config.items()))}
 
 
 def prepare(cfg: Config) -> tuple[Dataset, int, dict[str, np.ndarray], float]:
@@ -313,8 +322,9 @@ def prepare(cfg: Config) -> tuple[Dataset, int, dict[str, np.ndarray], float]:
         raise DPConfigError(f"--batch-size {cfg.batch_size} exceeds the {n} training examples of {data.name}")
     steps = cfg.steps if cfg.steps is not None else cfg.epochs * (n // cfg.batch_size)
     weights = init_weights(0, cfg.model) if cfg.weights is None else load_weights(cfg.weights, cfg.model)
-    eps = epsilon(noise_multiplier=cfg.noise_multiplier, sample_rate=cfg.batch_size / n, steps=steps,
-                  delta=cfg.delta, accountant=cfg.accountant)
+    eps = math.nan if os.environ.get(procs.WORKER_ENV) else epsilon(  # --processes: accounted once, by the launcher
+        noise_multiplier=cfg.noise_multiplier, sample_rate=cfg.batch_size / n, steps=steps, delta=cfg.delta,
+        accountant=cfg.accountant)
     return data, steps, weights, eps
 
 
@@ -329,7 +339,7 @@ def train_model(cfg: Config, data: Dataset, steps: int, weights: dict[str, np.nd
     keep_earlier_run(cfg.out, "train")
     cfg.out.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
-              for k, v in asdict(cfg).items()}
+              for k, v in asdict(cfg).items() if k != "argv"}
     report = {"model": cfg.model,
               "meta": {**meta(data, steps, cfg.batch_size / n, cfg.model), "memory_settings": memory},
               "config": config, "epsilon": eps, "delta": cfg.delta, "complete": False, "frameworks": {}}
@@ -375,7 +385,12 @@ def interrupted_line(cfg: Config, signame: str) -> str:
 
 
 def _main(cfg: Config) -> int:
+    worker = os.environ.get(procs.WORKER_ENV)  # one of --processes' processes: one framework, one workload
+    if worker:
+        cfg = replace(cfg, frameworks=(worker.split(":")[0],), models=(worker.split(":")[1],))
     memory = share_gpu_memory()  # both frameworks in this process: before JAX is imported (no 75% preallocation)
+    if worker:  # join the others first: jax.distributed must start before any other JAX call
+        side(cfg.frameworks[0]).distributed.init(timeout_s=cfg.step_timeout)
     try:
         check_config(cfg)
         if cfg.device == "cuda":
@@ -388,12 +403,19 @@ def _main(cfg: Config) -> int:
     except (DPConfigError, DataError, WeightsError, DevicesError, DeviceError) as err:
         log.error("%s", err)
         return 2
+    if worker:
+        return procs.worker(lambda progress: [procs.write_result(train_framework(
+            cfg.frameworks[0], weights, data, run_cfg, steps, progress)) for run_cfg, data, steps, weights, _ in runs])
     if os.environ.get("RANK", "0") != "0":  # a torchrun replica other than rank 0: torch steps only, no files
         for run_cfg, data, steps, weights, _ in runs:
             train_framework("torch", weights, data, run_cfg, steps, None)
         return 0
-    for run_cfg, data, steps, weights, eps in runs:
-        train_model(run_cfg, data, steps, weights, eps, memory)
+    try:
+        for run_cfg, data, steps, weights, eps in runs:
+            train_model(run_cfg, data, steps, weights, eps, memory)
+    except procs.ProcessError as err:
+        log.error("%s", err)
+        return 1
     if len(runs) > 1:
         log.info("trained %d workloads: %s", len(runs), ", ".join(f"{c.model} -> {c.out}" for c, *_ in runs))
     return 0

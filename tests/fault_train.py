@@ -1,0 +1,34 @@
+"""``python -m fault_train FAULT RANK STEP <compare.train arguments>``: compare.train with one injected fault in
+process RANK, for tests/test_processes.py: "die" (exit 3) or "hang" (sleep) just before step STEP, or "weights"
+(other initial weights in that process, refused before the first step)."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from compare.training import cli, processes
+
+
+def main() -> int:
+    fault, rank, at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    me = int(os.environ.get("RANK") or os.environ.get("JAX_PROCESS_ID", "0"))
+    if me == rank and fault in ("die", "hang"):
+        beat = processes.beat
+
+        def faulty(step: int, done: bool) -> None:
+            if step == at and not done:
+                if fault == "die":
+                    os._exit(3)
+                time.sleep(600)
+            beat(step, done)
+
+        processes.beat = faulty
+    if me == rank and fault == "weights":
+        init = cli.init_weights
+        cli.init_weights = lambda seed, model: init(seed + 1, model)
+    return cli.main(sys.argv[4:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
