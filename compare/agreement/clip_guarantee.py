@@ -20,7 +20,8 @@ OFFSETS: tuple[float, ...] = (-4.0, -1.0, 1.0, 4.0)  # target norms C (1 + k u):
 
 def float64_norms(fw: str, weights: dict, x: np.ndarray, y: np.ndarray, model: str) -> np.ndarray:
     s = side(fw)
-    p, xn, yn = s.native_inputs(weights, x.astype(np.float64), y, dtype="float64", model=model)
+    x64 = x.astype(np.float64) if np.issubdtype(x.dtype, np.floating) else x  # token ids stay integers
+    p, xn, yn = s.native_inputs(weights, x64, y, dtype="float64", model=model)
     return np.asarray(s.per_example_norms(p, xn, yn, clipping="materialize", per_sample_method="vmap", model=model),
                       np.float64)
 

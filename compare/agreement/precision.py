@@ -175,20 +175,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", type=lambda t: tuple(m for m in t.split(",") if m), default=None,
                    help=f"methods to run (default: every applicable one except {tuple(SKIPPED)})")
     p.add_argument("--out", type=output_dir, default=Path("results/bf16"))
+    p.add_argument("--resume", action="store_true", help="keep the workloads DIR/precision.json already has")
     a = p.parse_args(argv)
     t0 = time.time()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     report = {"meta": {"command": "python -m compare.agreement.precision " + " ".join(argv or []), "commit": commit,
                        "cpu": _cpu(), "versions": versions(), "u": U_BF16},
               "gradients": [], "clipping": []}
-    for model in a.model:
+    done: set[str] = set()
+    if a.resume and (a.out / "precision.json").exists():
+        old = json.loads((a.out / "precision.json").read_text())
+        report["gradients"], report["clipping"] = old["gradients"], old["clipping"]
+        done = {r["model"] for r in old["clipping"]}
+        report["meta"]["resumed"] = old["meta"]
+    a.out.mkdir(parents=True, exist_ok=True)
+    for model in (m for m in a.model if m not in done):
         report["gradients"] += gradient_rows(model, a.batch_size, a.methods)
         report["clipping"] += clipping_rows(model, a.clip_batch_size)
+        report["meta"]["seconds"] = round(time.time() - t0, 1)
+        (a.out / "precision.json").write_text(json.dumps(report, indent=1))  # after each workload: a stop keeps it
+        (a.out / "precision.md").write_text(markdown(report))
         print(f"{model}: done at {time.time() - t0:.0f} s", flush=True)
-    report["meta"]["seconds"] = round(time.time() - t0, 1)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "precision.json").write_text(json.dumps(report, indent=1))
-    (a.out / "precision.md").write_text(markdown(report))
     print(markdown(report))
     return 0
 
