@@ -22,7 +22,7 @@ from torch.func import functional_call, vmap
 from torch.overrides import TorchFunctionMode
 
 from contract import sites as S
-from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, make_batch
+from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, is_mixed, make_batch
 from torch_impl import precision, rules
 from torch_impl.model import Net, loss_fn, resolve
 from torch_impl.per_layer import param_layers
@@ -173,7 +173,11 @@ def forward_decisions(
     if not sites:
         return {}
     with torch.no_grad(), precision.compute(dtype, xt.device.type):  # bfloat16: autocast, like per_sample's methods
-        out = vmap(lambda p, xi: _sample_forward(p, xi, net, scales), in_dims=(None, 0))(params, xt)
+        if is_mixed(dtype):  # autocast does not reach conv2d inside torch.func.vmap (docs/precision.md): loop
+            rows = [_sample_forward(params, xt[i], net, scales) for i in range(xt.shape[0])]
+            out = {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+        else:
+            out = vmap(lambda p, xi: _sample_forward(p, xi, net, scales), in_dims=(None, 0))(params, xt)
     raw = {k: precision.to_float32(v).cpu().numpy() for k, v in out.items()}
     decisions: dict[str, np.ndarray] = {}
     for site in sites:

@@ -14,6 +14,7 @@ import argparse
 import json
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     t0 = time.time()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    report = {"meta": {"command": "python -m compare.agreement.precision " + " ".join(argv or []), "commit": commit,
+    report = {"meta": {"command": "python -m compare.agreement.precision " + " ".join(sys.argv[1:] if argv is None else argv), "commit": commit,
                        "cpu": _cpu(), "versions": versions(), "u": U_BF16},
               "gradients": [], "clipping": []}
     done: set[str] = set()
