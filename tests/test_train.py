@@ -115,7 +115,6 @@ def test_model_parsing_and_output_layout(tmp_path):
     [
         (["--model", "logreg", "--data", "/nonexistent/mnist.npz"], "28x28 workloads"),
         (["--model", "logreg,ffnn", "--weights", "EXISTING"], "give one --model"),
-        (["--model", "ffnn", "--devices", "2"], "trains seed_cnn only"),
         (["--model", "logreg,ffnn", "--batch-size", "100000"], "exceeds"),
     ],
 )
