@@ -61,11 +61,11 @@ def test_a_bad_entry_is_one_clear_error_and_changes_nothing(change, message):
     assert peers() == before
 
 
-def make_plain_sgd_step(*, lr: float, clip: float, noise_multiplier: float, loss: str, model: str,
+def make_plain_sgd_step(*, lr: float, clip: float, noise_multiplier: float, loss: str, model: str, dtype: str,
                         momentum: float = 1.0):
     """A stand-in peer: torch's non-private step, taking (and ignoring) the private step's arguments."""
     assert momentum == 0.0  # the registered settings are passed
-    sgd = side("torch").make_sgd_step(lr=lr, loss=loss, model=model)
+    sgd = side("torch").make_sgd_step(lr=lr, loss=loss, model=model, dtype=dtype)
     return lambda params, x, y, noise=None: sgd(params, x, y)
 
 

@@ -13,7 +13,7 @@ FRAMEWORK = "torch"
 def make_peer_step(name: str, **options: Any) -> Callable[..., Any]:
     """``factory(**options, **settings named in kwargs) -> step(params, x, y, noise)`` for the dp peer ``name``.
 
-    options: lr, clip, noise_multiplier, loss, model. A peer whose library is not installed raises ImportError
+    options: lr, clip, noise_multiplier, loss, model, dtype. A peer whose library is not installed raises ImportError
     naming it (from its factory, before any work)."""
     entry = peer(name)
     if entry.framework != FRAMEWORK or entry.kind != "dp":
