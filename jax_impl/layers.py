@@ -3,7 +3,9 @@ precision every dot and convolution of this side uses.
 
 A rule file imports its layer class from here, never from a workload (``jax_impl.models``), so a kind is one
 rule file (rules and native layout) plus, where Flax has no module for it, one class here.
-  LSTM                    a scan cell with PyTorch's two biases (flax's cells have one); kind "lstm".
+  LSTM                    a scan cell with PyTorch's two biases (flax's cells have one); kind "lstm", recorded at
+                          its ``GateInput``.
+  GateInput               the LSTM's input projection x kernel_ih + bias_ih + bias_hh with its PARENT's parameters.
   Projection              ``x @ kernel + bias`` with its PARENT's parameters; kind "projection".
   MultiheadSelfAttention  packed in-projection (d, 3d) through a ``Projection``, ``out_proj`` nnx.Linear.
   LearnedPositions        a (T, d) table added to (B, T, d) activations; kind "param_add".
@@ -40,6 +42,18 @@ def recurrence(pre: jax.Array, kernel_hh: jax.Array) -> jax.Array:
     return jnp.swapaxes(hs, 0, 1)
 
 
+class GateInput(nnx.Module):
+    """The LSTM's gate input pre-activations x kernel_ih + bias_ih + bias_hh (B, T, 4H), with its PARENT's
+    parameters; owns none (as torch's ``GateInput``: the engine records the LSTM at this call, whose output
+    cotangent is the gate pre-activations' cotangent; ``jax_impl.rules.lstm``)."""
+
+    applies = ("kernel_ih", "kernel_hh", "bias_ih", "bias_hh")
+
+    def __call__(self, x: jax.Array, kernel_ih: jax.Array, bias_ih: jax.Array, bias_hh: jax.Array) -> jax.Array:
+        bias = (bias_ih + bias_hh).reshape(1, 1, -1)  # explicit rank: promotion raises
+        return jnp.einsum("btd,dg->btg", x, kernel_ih, precision=PRECISION) + bias
+
+
 class LSTM(nnx.Module):
     """One-layer batch-first LSTM with PyTorch's two biases; (B, T, in) -> (B, T, H)."""
 
@@ -51,14 +65,11 @@ class LSTM(nnx.Module):
         self.kernel_hh = nnx.Param(uniform(hidden_features, 4 * hidden_features))
         self.bias_ih = nnx.Param(uniform(4 * hidden_features))
         self.bias_hh = nnx.Param(uniform(4 * hidden_features))
-
-    def pre_activations(self, x: jax.Array) -> jax.Array:
-        """(B, T, 4H) = x kernel_ih + bias_ih + bias_hh."""
-        bias = (self.bias_ih[...] + self.bias_hh[...]).reshape(1, 1, -1)  # explicit rank: promotion raises
-        return jnp.einsum("btd,dg->btg", x, self.kernel_ih[...], precision=PRECISION) + bias
+        self.gates = GateInput()
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return recurrence(self.pre_activations(x), self.kernel_hh[...])
+        pre = self.gates(x, self.kernel_ih[...], self.bias_ih[...], self.bias_hh[...])
+        return recurrence(pre, self.kernel_hh[...])
 
 
 class LearnedPositions(nnx.Module):

@@ -3,7 +3,8 @@
 A rule file imports its layer class from here, never from a workload (``torch_impl.models``), so a kind is one
 rule file plus, where torch has no module for it, one class here.
   LSTM                    nn.LSTM's parameters, written with visible ops (``torch.func.vmap`` cannot batch
-                          ``aten::lstm``); kind "lstm" (``rules/lstm.py``).
+                          ``aten::lstm``); kind "lstm" (``rules/lstm.py``), recorded at its ``GateInput``.
+  GateInput               the LSTM's input projection x W_ih^T + b_ih + b_hh with its PARENT's parameters.
   Projection              ``F.linear`` with its PARENT's parameters; kind "projection" (``rules/projection.py``).
   MultiheadSelfAttention  ``nn.MultiheadAttention``'s parameters, its in-projection through a ``Projection``.
   LearnedPositions        a (T, d) table added to (B, T, d) activations; kind "param_add" (``rules/param_add.py``).
@@ -38,6 +39,21 @@ def recurrence(pre: torch.Tensor, weight_hh: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, dim=1)
 
 
+class GateInput(nn.Module):
+    """The LSTM's gate input pre-activations x W_ih^T + b_ih + b_hh (B, T, 4H), with its PARENT's parameters; owns
+    none. Why a module: the engine records a layer at a module call, and the cotangent of this call's output is
+    the cotangent of the gate pre-activations z_t = pre_t + h_t-1 W_hh^T (z is pre plus a term that does not
+    depend on pre), which, with the layer's input and hidden states, gives all four leaves' gradients
+    (``torch_impl.rules.lstm``). ``applies`` names them: the parent's site is this call
+    (``torch_impl.rules.site_module``)."""
+
+    applies = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+
+    def forward(self, x: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor,
+                bias_hh: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(x, weight_ih.t()) + (bias_ih + bias_hh)
+
+
 class LSTM(nn.Module):
     """One-layer, unidirectional, batch-first LSTM with nn.LSTM's parameters; (B, T, in) -> (B, T, H).
 
@@ -53,6 +69,7 @@ class LSTM(nn.Module):
         self.weight_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
         self.bias_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size))
         self.bias_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size))
+        self.gates = GateInput()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -62,7 +79,7 @@ class LSTM(nn.Module):
             init.uniform_(p, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = torch.matmul(x, self.weight_ih_l0.t()) + (self.bias_ih_l0 + self.bias_hh_l0)
+        pre = self.gates(x, self.weight_ih_l0, self.bias_ih_l0, self.bias_hh_l0)
         return recurrence(pre, self.weight_hh_l0)
 
     def opacus_equivalent(self) -> nn.Module:
