@@ -3,9 +3,9 @@
 Each stage is timed on its own (min of ``--repeats`` calls after one warm-up: a shared machine; JAX stages jitted separately,
 so XLA cannot fuse across them), float32, CPU:
   forward; the SGD gradient (one batched forward + backward); forward + backward to every layer's output (what
-  per_layer / ghost / bk start from); the LSTM rule's parts (gate cotangents = the layer's recomputed forward
-  and its backward through time; the two bmm / einsum of dz with x and h_prev); the LSTM layer by the vmap
-  fallback instead of its rule; the LSTM's Gram norm (forced) vs its materialised norm; the embedding's dense
+  per_layer / ghost / bk start from; for the LSTM: u = [x; h_prev] and the gate cotangents dz); the LSTM rule's
+  parts (building u from x and the hidden states; the two bmm / einsum of dz with x and h_prev); the LSTM's Gram
+  norm (forced) vs its materialised norm; the embedding's dense
   per-example gradient (per_layer's output, B x 10004 x 100) and its sparse norm; then per_layer, bk and ghost
   end to end.
 Usage: python scripts/lstm_profile.py [--framework torch|jax|both] [--batch-size 64] [--repeats 5] [--json F]
@@ -78,7 +78,9 @@ def torch_stages(batch: int, repeats: int) -> dict[str, float]:
     inputs, cots = output_cotangents(params, xt, yt, LOSS, MODEL)
     a, g = inputs["lstm"], cots["lstm"]
     own = layer_params(params, "lstm", lstm)
-    dz, h_prev = rl.gate_cotangents(own, a, g)
+    d_in = lstm.input_size
+    x_in, h_prev = a[..., :d_in].contiguous(), a[..., d_in:].contiguous()
+    h = torch.cat([h_prev[:, 1:], h_prev[:, :1]], dim=1)  # hidden states up to a shift (same shape, same bytes)
     clip = 0.1
 
     def no_grad(fn):
@@ -95,12 +97,10 @@ def torch_stages(batch: int, repeats: int) -> dict[str, float]:
         "forward": no_grad(lambda: functional_call(net.module, params, (xt,))),
         "SGD gradient (batched forward + backward)": lambda: reference_fn(loss=LOSS, model=MODEL)(params, xt, yt),
         "forward + backward to the layer outputs": lambda: output_cotangents(params, xt, yt, LOSS, MODEL),
-        "lstm: gate cotangents (recompute + BPTT)": lambda: rl.gate_cotangents(own, a, g),
-        "lstm: per-example grads from dz (2 bmm)": lambda: (torch.bmm(dz.transpose(1, 2), a),
-                                                            torch.bmm(dz.transpose(1, 2), h_prev)),
+        "lstm: site input u = [x; h_prev]": lambda: rl.step_inputs(x_in, h),
+        "lstm: per-example grads from dz (2 bmm)": lambda: (torch.bmm(g.transpose(1, 2), x_in),
+                                                            torch.bmm(g.transpose(1, 2), h_prev)),
         "lstm: rule total (per-example grads)": lambda: rules.per_example(lstm, own, a, g),
-        "lstm: vmap fallback instead of the rule": lambda: rules.fallback_per_example(
-            lstm, layer_params(params, "lstm", lstm), a, g),
         "lstm: materialised norm (rule + norms)": lambda: sum(rules.sq(v) for v in
                                                              rules.per_example(lstm, own, a, g).values()),
         "lstm: Gram norm (forced)": gram_norm,
@@ -131,31 +131,29 @@ def jax_stages(batch: int, repeats: int) -> dict[str, float]:
     a, g, ids, ge = inputs["lstm"], cots["lstm"], inputs["embedding"], cots["embedding"]
     lstm = lambda p: layers(p, MODEL)["lstm"]  # noqa: E731
     emb = lambda p: layers(p, MODEL)["embedding"]  # noqa: E731
-    dz, h_prev = jax.jit(lambda p, a, g: rl.gate_cotangents(lstm(p), a, g))(params, a, g)
+    d_in = a.shape[2] - g.shape[2] // 4
+    x_in, h_prev = a[..., :d_in], a[..., d_in:]
     clip = 0.1
 
     def gram(p, a, g):
         with forced_routes(lstm="gram"):  # read at trace time
-            return rl.lstm_norm_sq(lstm(p), a, g)
+            return rules.norm_sq(lstm(p), a, g)
 
     import jax.numpy as jnp
 
-    from jax_impl.models.common import PRECISION
+    from jax_impl.layers import PRECISION
 
     jitted = {
         "forward": (jax.jit(lambda p, x: apply(p, x, MODEL)), (params, xj)),
         "SGD gradient (batched forward + backward)": (reference_fn(loss=LOSS, model=MODEL), (params, xj, yj)),
         "forward + backward to the layer outputs": (jax.jit(lambda p, x, y: output_cotangents(p, x, y, LOSS, MODEL)),
                                                     (params, xj, yj)),
-        "lstm: gate cotangents (recompute + BPTT)": (jax.jit(lambda p, a, g: rl.gate_cotangents(lstm(p), a, g)),
-                                                     (params, a, g)),
+        "lstm: site input u = [x; h_prev]": (jax.jit(rl.step_inputs), (x_in, h_prev)),
         "lstm: per-example grads from dz (2 einsum)": (jax.jit(lambda dz, a, h: (
             jnp.einsum("btd,btg->bdg", a, dz, precision=PRECISION),
-            jnp.einsum("btd,btg->bdg", h, dz, precision=PRECISION))), (dz, a, h_prev)),
+            jnp.einsum("btd,btg->bdg", h, dz, precision=PRECISION))), (g, x_in, h_prev)),
         "lstm: rule total (per-example grads)": (jax.jit(lambda p, a, g: rules.per_example(lstm(p), a, g)),
                                                  (params, a, g)),
-        "lstm: vmap fallback instead of the rule": (jax.jit(lambda p, a, g: rules.fallback_per_example(
-            lstm(p), a, g)), (params, a, g)),
         "lstm: materialised norm (rule + norms)": (jax.jit(lambda p, a, g: sum(
             rules.sq(v) for v in rules.per_example(lstm(p), a, g).values())), (params, a, g)),
         "lstm: Gram norm (forced)": (jax.jit(gram), (params, a, g)),
