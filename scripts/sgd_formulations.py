@@ -116,7 +116,10 @@ def point(framework: str, model: str, batch: int, *, rounds: int, min_seconds: f
             "calls_per_slot": run.calls, "loadavg_max": run.loadavg_max,
             "median_ms": {n: float(np.median(t)) for n, t in run.rounds_ms.items()},
             "ratio_to_sgd": {n: paired_ratio(t, sgd).to_json() for n, t in run.rounds_ms.items() if n != "sgd"},
-            "times_ms": run.rounds_ms}
+            "times_ms": run.rounds_ms,
+            **({"ratio_to_sgd_scan_autodiff": {n: paired_ratio(t, run.rounds_ms["sgd_scan_autodiff"]).to_json()
+                                               for n, t in run.rounds_ms.items() if n != "sgd_scan_autodiff"}}
+               if "sgd_scan_autodiff" in run.rounds_ms else {})}
 
 
 def main(argv: list[str] | None = None) -> None:
