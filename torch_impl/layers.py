@@ -12,6 +12,7 @@ rule file plus, where torch has no module for it, one class here.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -19,24 +20,75 @@ import torch.nn.functional as F
 from torch.nn import init
 
 
-def recurrence(pre: torch.Tensor, weight_hh: torch.Tensor) -> torch.Tensor:
-    """Hidden states (B, T, H) of the LSTM from its input pre-activations ``pre`` = x W_ih^T + b_ih + b_hh
-    (B, T, 4H), zero initial state: z_t = pre_t + h_{t-1} W_hh^T; i, f, g, o = sigma, sigma, tanh, sigma of its
-    quarters; c_t = f c_{t-1} + i g; h_t = o tanh(c_t)."""
+def _steps(pre: torch.Tensor, weight_hh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(h, c (B, T, H), gate activations i, f, g, o (B, T, 4H)) of the recurrence below."""
     b, _, four_h = pre.shape
-    hidden = four_h // 4
-    h = pre.new_zeros(b, hidden)
-    c = pre.new_zeros(b, hidden)
-    out = []
+    h = pre.new_zeros(b, four_h // 4)
+    c = pre.new_zeros(b, four_h // 4)
+    hs, cs, acts = [], [], []
     # unbind, not pre[:, t]: the backward of T slices writes T full-size (B, T, 4H) zero-padded gradients
     # (measured B=64, T=256: 12.8 GiB peak, 13.8 s for the SGD gradient); unbind's backward stacks them once.
     for pre_t in pre.unbind(1):
         z = torch.addmm(pre_t, h, weight_hh.t())
         i, f, g, o = z.chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        out.append(h)
-    return torch.stack(out, dim=1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        hs.append(h)
+        cs.append(c)
+        acts.append(torch.cat([i, f, g, o], dim=1))
+    return torch.stack(hs, dim=1), torch.stack(cs, dim=1), torch.stack(acts, dim=1)
+
+
+class _Recurrence(torch.autograd.Function):
+    """The recurrence with its own backward: one reverse loop for dz_t, then d weight_hh = sum_t dz_t^T h_{t-1} as
+    ONE (4H x BT) (BT x H) matmul (autograd of the loop computes and accumulates a (4H x B) (B x H) weight gradient
+    per step). Mirrors ``jax_impl.layers.recurrence``; written with torch ops only, so ``torch.func`` transforms
+    batch it (``generate_vmap_rule``)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(pre: torch.Tensor, weight_hh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _steps(pre, weight_hh)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        h, c, acts = output
+        ctx.save_for_backward(h, c, acts, inputs[1])
+        ctx.mark_non_differentiable(c, acts)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor, _c: Any, _acts: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        h, c, acts, weight_hh = ctx.saved_tensors
+        hidden = h.shape[2]
+        dh_next = g.new_zeros(g.shape[0], hidden)
+        dc_next = g.new_zeros(g.shape[0], hidden)
+        dz = []
+        for t in range(h.shape[1] - 1, -1, -1):
+            i, f, gg, o = acts[:, t].chunk(4, dim=1)
+            c_prev = c[:, t - 1] if t > 0 else torch.zeros_like(dc_next)
+            dh = g[:, t] + dh_next
+            tc = torch.tanh(c[:, t])
+            dc = dc_next + dh * o * (1 - tc * tc)
+            dz_t = torch.cat([dc * gg * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - gg * gg),
+                              dh * tc * o * (1 - o)], dim=1)
+            dz.append(dz_t)
+            dh_next, dc_next = dz_t @ weight_hh, dc * f
+        dz = torch.stack(dz[::-1], dim=1)
+        h_prev = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], dim=1)
+        d_weight = dz.reshape(-1, dz.shape[2]).t() @ h_prev.reshape(-1, hidden)
+        return dz, d_weight
+
+
+def recurrence(pre: torch.Tensor, weight_hh: torch.Tensor) -> torch.Tensor:
+    """Hidden states (B, T, H) of the LSTM from its input pre-activations ``pre`` = x W_ih^T + b_ih + b_hh
+    (B, T, 4H), zero initial state: z_t = pre_t + h_{t-1} W_hh^T; i, f, g, o = sigma, sigma, tanh, sigma of its
+    quarters; c_t = f c_{t-1} + i g; h_t = o tanh(c_t). Differentiated by ``_Recurrence.backward`` (why:
+    ``scripts/sgd_formulations.py``, paper/perf-sgd/)."""
+    if torch.compiler.is_compiling():  # dynamo cannot trace the Function under torch.func.vmap (torch 2.15:
+        return _steps(pre, weight_hh)[0]  # "You tried to vmap over ApplyTemplate"): autograd of the loop there
+    return _Recurrence.apply(pre, weight_hh)[0]
 
 
 class GateInput(nn.Module):
