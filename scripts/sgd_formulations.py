@@ -11,8 +11,10 @@ Targets (each built as the harness builds its ``dp`` points, warmed up / compile
   grad      the batched mean-loss gradient alone (JAX: ``jax.grad``; torch: ``autograd.grad``), no update
   outputs   forward + backward to every parameterised layer's output (where ``dp_bk`` starts; no weight grads)
   forward   the batched loss alone
-JAX, a model with an LSTM: also ``sgd_scan_autodiff``, the SGD step with the recurrence differentiated by
-``jax.grad`` of its ``lax.scan`` (the formulation before ``jax_impl.layers.recurrence`` got its own backward).
+torch: also ``sgd_func_grad``, the SGD step with its gradient from ``torch.func.grad_and_value`` (before
+``dp.batch_grad_and_value``). A model with an LSTM: also ``sgd_scan_autodiff``, the SGD step with the recurrence differentiated by the framework
+(``jax.grad`` of its ``lax.scan``; torch's autograd of its loop): the formulation before ``recurrence`` got its own
+backward on both sides.
 Reported per point: each target's median ms and its paired ratio to ``sgd`` (median per-round ratio, bootstrap 95%).
 """
 from __future__ import annotations
@@ -53,6 +55,35 @@ def scan_autodiff() -> Iterator[None]:
 
     saved = layers.recurrence
     layers.recurrence = plain
+    try:
+        yield
+    finally:
+        layers.recurrence = saved
+
+
+def _loop_autograd(pre: Any, weight_hh: Any) -> Any:
+    """torch's recurrence as it was before its own backward: the loop, differentiated by autograd."""
+    import torch
+
+    b, _, four_h = pre.shape
+    h = pre.new_zeros(b, four_h // 4)
+    c = pre.new_zeros(b, four_h // 4)
+    out = []
+    for pre_t in pre.unbind(1):
+        i, f, g, o = torch.addmm(pre_t, h, weight_hh.t()).chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        out.append(h)
+    return torch.stack(out, dim=1)
+
+
+@contextmanager
+def loop_autograd() -> Iterator[None]:
+    """Within (torch, at call time): the LSTM recurrence is the plain loop, differentiated by autograd."""
+    from torch_impl import layers
+
+    saved = layers.recurrence
+    layers.recurrence = _loop_autograd
     try:
         yield
     finally:
@@ -103,6 +134,24 @@ def point(framework: str, model: str, batch: int, *, rounds: int, min_seconds: f
                                loss=DEFAULT_LOSS, model=model)
             sync(fn(*args))
         targets["sgd_scan_autodiff"] = lambda fn=fn, args=args: sync(fn(*args))
+    if framework == "torch":  # the step before ``dp.batch_grad_and_value``: torch.func's transform
+        from functools import partial
+
+        from torch.func import grad_and_value
+
+        from torch_impl.per_sample import batch_loss
+
+        func_grad = grad_and_value(partial(batch_loss, loss=DEFAULT_LOSS, model=model))
+
+        def sgd_func_grad() -> Any:
+            grads, value = func_grad(params, x, y)
+            return sync(({k: params[k] - 0.1 * grads[k] for k in params}, value))
+        targets["sgd_func_grad"] = sgd_func_grad
+    if framework == "torch" and model in ("lstm",):
+        def plain_sgd(fn: Any = built["sgd"][0], args: tuple = built["sgd"][1]) -> Any:
+            with loop_autograd():
+                return sync(fn(*args))
+        targets["sgd_scan_autodiff"] = plain_sgd
     calls = {}
     for name, fn in targets.items():  # warm-up (compile), then the calls per slot from the last warm-up call
         for _ in range(2):
