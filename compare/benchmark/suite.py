@@ -21,7 +21,6 @@ from contract.peers import library
 from contract.peers import names as peer_names
 
 OWN_PRIVATE: tuple[str, ...] = ("dp_sgd", "dp_ghost", "dp_bk")
-FRAMEWORK_NAMES = {"torch": "PyTorch", "jax": "JAX"}
 
 
 def _model(r: dict) -> str:
@@ -194,9 +193,13 @@ def latex_table(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
-def fig_suite(fig, timings: list[dict], colors: dict[str, str]) -> None:
+def fig_suite(fig, timings: list[dict]) -> list:
     """Small multiples: one panel per workload, ms per step vs B (log-log): each framework's sgd (dashed), best
-    own private step (solid) and best peer step (dotted)."""
+    own private step (solid) and best peer step (dotted), in ``compare.style``'s colours. Returns the legend."""
+    from matplotlib.lines import Line2D
+
+    from compare import style
+
     rows = suite_rows(timings)
     models = list(dict.fromkeys(r["model"] for r in rows))
     ncols = 3 if len(models) > 4 else 2
@@ -213,8 +216,8 @@ def fig_suite(fig, timings: list[dict], colors: dict[str, str]) -> None:
             for key, ys in series.items():
                 pts = [(x, y) for x, y in zip(b, ys) if y is not None]
                 if pts:
-                    ax.plot(*zip(*pts), color=colors.get(fw, "k"), linestyle=styles[key][0], marker="o",
-                            markersize=2, fillstyle="none" if fw == "jax" else "full")
+                    ax.plot(*zip(*pts), color=style.color(fw), linestyle=styles[key][0], marker="o",
+                            markersize=2, fillstyle=style.fill(fw))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(model, fontsize=6.5, pad=2)
@@ -226,13 +229,8 @@ def fig_suite(fig, timings: list[dict], colors: dict[str, str]) -> None:
         ax.set_ylabel("ms per step")
     for ax in axes[-1, :]:
         ax.set_xlabel("batch size B")
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], color=colors.get(fw, "k"), marker="o", markersize=2, label=FRAMEWORK_NAMES[fw],
-                      fillstyle="none" if fw == "jax" else "full") for fw in ("torch", "jax")]
-    handles += [Line2D([], [], color="0.3", linestyle=ls, label=label) for ls, label in styles.values()]
-    fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, bbox_to_anchor=(0.5, 1.0),
-               fontsize=5.5, handlelength=1.8, columnspacing=1.0)
+    extra = [Line2D([], [], color="0.3", linestyle=ls, label=label) for ls, label in styles.values()]
+    return style.handles(["torch", "jax"], None, extra)
 
 
 def write_tables(timings: list[dict], meta: dict, out_dir: Path) -> list[Path]:

@@ -341,7 +341,7 @@ def train_model(cfg: Config, data: Dataset, steps: int, weights: dict[str, np.nd
     config = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
               for k, v in asdict(cfg).items() if k != "argv"}
     report = {"model": cfg.model,
-              "meta": {**meta(data, steps, cfg.batch_size / n, cfg.model), "memory_settings": memory},
+              "meta": {**meta(data, steps, cfg.batch_size / n, cfg.model, list(cfg.argv)), "memory_settings": memory},
               "config": config, "epsilon": eps, "delta": cfg.delta, "complete": False, "frameworks": {}}
     (cfg.out / "train_progress.jsonl").write_text("")  # then append: spawned torch rank 0 appends to it too
     with open(cfg.out / "train_progress.jsonl", "a") as progress:
