@@ -255,23 +255,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--from-json", help="re-judge a costmodel.json's timings by the current rules (no timing)")
     args = ap.parse_args(argv)
     _set_threads(args.threads)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from compare.provenance import command_line, provenance
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     frameworks = args.frameworks.split(",")
     models = args.models.split(",")
     if args.from_json:  # re-judge stored timings by the rules' current cost model, no timing
         stored = json.loads(Path(args.from_json).read_text())
-        info, command = stored["machine"], stored["command"]
+        info, command, meta = stored["machine"], stored["command"], stored.get("meta")
         records = [record(r["framework"], r["model"], r["batch_size"], r["layer"], (r["P"], r["d"], r["p"]),
                           r["timings"]) for r in stored["records"]]
         batch_sizes = sorted({r["batch_size"] for r in records})
         frameworks = list(dict.fromkeys(r["framework"] for r in records))
     else:
-        info, command = machine(args.threads), " ".join(sys.argv)
+        info, command = machine(args.threads), command_line(argv)
+        meta = provenance(command)
         records = measure(frameworks, models, batch_sizes)
     fit = threshold_fit(records)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "costmodel.json").write_text(json.dumps({"machine": info, "command": command,
+    (out / "costmodel.json").write_text(json.dumps({"meta": meta, "machine": info, "command": command,
                                                     "threshold_fit": fit, "records": records}, indent=1) + "\n")
     (out / "costmodel.md").write_text(markdown(records, info, fit, batch_sizes, frameworks))
     print(json.dumps(fit, indent=1))

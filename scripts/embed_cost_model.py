@@ -14,18 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from paired_dp import _git_commit, bootstrap_median, paired, set_threads  # noqa: E402
+from paired_dp import bootstrap_median, paired, set_threads  # noqa: E402
 
 from compare.benchmark.results import cpu_model  # noqa: E402
 from compare.env import memory_settings  # noqa: E402
-from compare.lock import versions  # noqa: E402
 from contract.cost_model import embedding_costs, embedding_route  # noqa: E402
 
 PANEL = [(t, d) for d in (16, 256) for t in (2, 4, 8, 16, 32, 64, 256)]
@@ -73,9 +71,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
         records.append(row)
     if a.out:
-        meta = {"command": "python scripts/embed_cost_model.py " + " ".join(argv or sys.argv[1:]),
-                "commit": _git_commit(), "cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
-                "versions": versions(), "memory_env": memory_settings(), "threads": a.threads,
+        from compare.provenance import command_line, provenance
+
+        meta = {**provenance(command_line(argv, "python scripts/embed_cost_model.py")), "cpu": cpu_model(),
+                "memory_env": memory_settings(), "threads": a.threads,
                 "loadavg_after": os.getloadavg()}
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({"meta": meta, "records": records}, indent=1))

@@ -172,7 +172,7 @@ def jax_stages(batch: int, repeats: int) -> dict[str, float]:
     return {name: _time(fn, jax.block_until_ready, repeats) for name, fn in _report_rss(stages).items()}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--framework", choices=("torch", "jax", "both"), default="both")
     p.add_argument("--batch-size", type=int, default=64)
@@ -181,12 +181,14 @@ def main() -> int:
     p.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (default 1: with 2 OpenMP "
                    "threads on a 2-core machine shared with other jobs, one descheduled thread stalls every op; "
                    "measured 0.25-12 s for the same SGD gradient)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.torch_threads)
 
-    record = {"batch_size": args.batch_size, "T": 256, "dtype": "float32", "repeats": args.repeats,
+    from compare.provenance import command_line, provenance
+
+    record = {"meta": provenance(command_line(argv, "python scripts/lstm_profile.py")), "batch_size": args.batch_size, "T": 256, "dtype": "float32", "repeats": args.repeats,
               "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
               "torch_threads": torch.get_num_threads(), "results": {}}
     for fw in (("torch", "jax") if args.framework == "both" else (args.framework,)):

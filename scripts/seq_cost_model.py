@@ -254,15 +254,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--from-json", help="re-judge a transformer.json's timings by the current rules (no timing)")
     args = ap.parse_args(argv)
     _set_threads(args.threads)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from compare.provenance import command_line, provenance
     frameworks = args.frameworks.split(",")
     if args.from_json:
         stored = json.loads(Path(args.from_json).read_text())
-        info, command = stored["machine"], stored["command"]
+        info, command, meta = stored["machine"], stored["command"], stored.get("meta")
         records = [record(r["framework"], r["batch_size"], r["layer"], (r["T"], r["d"], r["p"]), r["timings"])
                    for r in stored["records"]]
         frameworks = list(dict.fromkeys(r["framework"] for r in records))
     else:
-        info, command = machine(args.threads) | {"shared": SHARED}, " ".join(sys.argv)
+        info, command = machine(args.threads) | {"shared": SHARED}, command_line(argv)
+        meta = provenance(command)
         records = []
         for point in args.points.split(","):
             t, b = (int(v) for v in point.split(":"))
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     fit = threshold_fit(records)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "transformer.json").write_text(json.dumps({"machine": info, "command": command, "threshold_fit": fit,
+    (out / "transformer.json").write_text(json.dumps({"meta": meta, "machine": info, "command": command, "threshold_fit": fit,
                                                       "records": records}, indent=1) + "\n")
     (out / "transformer.md").write_text(markdown(records, info, fit, frameworks))
     print(json.dumps(fit, indent=1))

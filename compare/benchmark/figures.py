@@ -14,8 +14,9 @@ the paired ones with their 95% interval as error bars where the records have the
 
 Several workloads in one file (``compare.run --model a,b`` or ``--suite``): figures 1-5 per workload in
 figures/<model>/, and across workloads (``compare.benchmark.suite``): 6. suite_steps, small multiples of ms per
-step (sgd, best private, best peer) per workload; suite_table.tex (booktabs, for ``\\input``) and
-suite_tables.md (markdown).
+step (sgd, best private, best peer) per workload. Every results file also gets its tables
+(``compare.benchmark.suite.write_tables``): suite_table.tex and per_sample_table.tex (LaTeX floats for ``\\input``)
+and suite_tables.md (markdown).
 """
 from __future__ import annotations
 
@@ -109,9 +110,11 @@ def make_figures(path: Path, out_dir: Path | None = None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     timings, meta = loaded.timings, loaded.meta
     models = models_of(timings) or [DEFAULT_MODEL]
+    name = table_name(path)
     if len(models) == 1:
-        return _figure_set(path, {**data, "agreement": _agreement_of(data.get("agreement"), models[0], False)},
-                           out_dir)
+        written = _figure_set(path, {**data, "agreement": _agreement_of(data.get("agreement"), models[0], False)},
+                              out_dir)
+        return written + write_tables(timings, meta, out_dir, name)
     written = []
     for model in models:
         mine = [r for r in timings if (r.get("model") or DEFAULT_MODEL) == model]
@@ -128,8 +131,13 @@ def make_figures(path: Path, out_dir: Path | None = None) -> list[Path]:
             style.title(fig, "", "ms per training step per workload: SGD, best private step, best peer")
             style.finish(fig, meta, [timings[0]["dtype"]], legend, ncol=5)
             written += style.save(fig, out_dir, "suite_steps")
-        written += write_tables(timings, meta, out_dir)
-    return written
+    return written + write_tables(timings, meta, out_dir, name)
+
+
+def table_name(path: Path) -> str:
+    """The tables' label suffix: the results file's last two directories (``paper-cpu``, ``cpu-devices-n1``)."""
+    parts = [p for p in path.resolve().parent.parts[-2:] if p not in ("/", "")]
+    return "-".join(parts).replace("_", "-").lower()
 
 
 def _jobs(data: dict) -> dict[str, tuple]:

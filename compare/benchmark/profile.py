@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from compare.provenance import command_line, provenance
 from compare.arguments import models_arg
 from compare.frameworks import FRAMEWORKS, side
 from compare.paths import output_file
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         records += profile_model(replace(cfg, model=model))
     if cfg.json is not None:
         cfg.json.parent.mkdir(parents=True, exist_ok=True)
-        cfg.json.write_text(json.dumps(records, indent=2))
+        meta = provenance(command_line(argv, "python -m compare.profile"))
+        cfg.json.write_text(json.dumps({"meta": meta, "records": records}, indent=2))
     return 0
 
 
