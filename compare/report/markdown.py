@@ -53,6 +53,17 @@ def sci(v: float | None) -> str:
     return "–" if v is None else f"{v:.1e}"
 
 
+def demote(text: str, level: int) -> str:
+    """``text`` (a markdown document of its own) with every heading at least ``level`` deep."""
+    out = []
+    for line in text.strip().splitlines():
+        if line.startswith("#"):
+            depth = len(line) - len(line.lstrip("#"))
+            line = "#" * max(level, depth + level - 1) + line[depth:]
+        out.append(line)
+    return "\n".join(out)
+
+
 def words(items: list[str]) -> str:
     """``a``, ``a and b``, ``a, b and c``."""
     items = list(items)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compare.panels.seq_length import markdown as panel_markdown
-from compare.report.markdown import Page, table
+from compare.report.markdown import Page, demote, table
 from compare.report.sources import Paper
 
 
@@ -58,6 +58,7 @@ def build(paper: Paper, out: Path) -> Page | None:
              "the Gram form over positions), a cost model picks one per layer; these files measure both forms "
              "against its choice.")
     found = False
+    page.add("## Norm routes: Gram or materialise")
     for rel, title in (("cpu-costmodel/costmodel.json", "Convolutions, every workload"),
                        ("cpu-seq-costmodel/transformer.json", "The transformer's linear layers, 1 thread"),
                        ("cpu-seq-costmodel-2t/transformer.json", "The transformer's linear layers, 2 threads")):
@@ -70,9 +71,10 @@ def build(paper: Paper, out: Path) -> Page | None:
         png = paper.path(rel).with_name("seq_length_panel.png")
         page.add(f"## Sequence-length panel: [`{rel}`]({page.link(paper.path(rel))})",
                  f"`{d['meta'].get('command', 'not recorded')}`.",
-                 panel_markdown(d).strip().replace("\n# ", "\n#### ").replace("\n## ", "\n#### "))
+                 demote(panel_markdown(d), 3))
         if png.is_file():
             page.add(page.figure(png, f"steps against T, {rel}"))
+    page.add("## Profiles")
     if paper.has("cpu-lstm/profile.json"):
         found = True
         lstm_profile(page, paper, "cpu-lstm/profile.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compare.agreement.precision import markdown as precision_markdown
-from compare.report.markdown import Page, sci, table
+from compare.report.markdown import Page, demote, sci, table
 from compare.report.sources import Paper
 from compare.report.tables import index, ok
 
@@ -26,7 +26,7 @@ def bfloat16(paper: Paper, out: Path) -> Page | None:
         found = True
         d = paper.json("cpu-bf16/precision.json")
         page.add(f"## Against float64 (`{d['meta'].get('command', 'not recorded')}`)",
-                 precision_markdown(d).strip().replace("\n# ", "\n### ").replace("\n## ", "\n### ").lstrip("# "))
+                 demote(precision_markdown(d), 3))
     if paper.has("cpu-bf16/speed.json"):
         found = True
         d = paper.json("cpu-bf16/speed.json")

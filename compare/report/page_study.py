@@ -7,7 +7,7 @@ from pathlib import Path
 
 from compare.benchmark.suite import markdown_tables, suite_rows
 from compare.report import facts
-from compare.report.markdown import Page, num, span, table, words
+from compare.report.markdown import Page, ms, num, span, table, words
 from compare.report.sources import Paper
 from compare.report.summary import SUMMARY_BATCH, agreement_reports
 from compare.report.tables import agreement, claims, goals_at, index, ok
@@ -63,9 +63,9 @@ def rerun_section(page: Page, paper: Paper, old: str, new: str) -> None:
                 if all(ok(r) for r in (s0, s1, k0, k1)) and bsz in (64, SUMMARY_BATCH):
                     bullets.append(
                         f"- `{model}` {fw}, B = {bsz}: `dp_bk` × sgd {k0['median_ms'] / s0['median_ms']:.2f} → "
-                        f"{k1['median_ms'] / s1['median_ms']:.2f}; `sgd` {s0['median_ms']:.3g} → {s1['median_ms']:.3g} ms "
-                        f"({s1['median_ms'] / s0['median_ms']:.2f}×), `dp_bk` {k0['median_ms']:.3g} → "
-                        f"{k1['median_ms']:.3g} ms ({k1['median_ms'] / k0['median_ms']:.2f}×).")
+                        f"{k1['median_ms'] / s1['median_ms']:.2f}; `sgd` {ms(s0['median_ms'])} → {ms(s1['median_ms'])} ms "
+                        f"({s1['median_ms'] / s0['median_ms']:.2f}×), `dp_bk` {ms(k0['median_ms'])} → "
+                        f"{ms(k1['median_ms'])} ms ({k1['median_ms'] / k0['median_ms']:.2f}×).")
     if bullets:
         page.add(f"### [`{new}`]({page.link(paper.path(new))}) against [`{old}`]({page.link(paper.path(old))})",
                  _meta(paper, new) + ". A ratio × sgd moves when either of its two medians moves:",
@@ -91,8 +91,8 @@ def breakdown_section(page: Page, paper: Paper) -> None:
         if "/breakdown/" not in rel:
             continue
         for r in paper.json(rel)["records"]:
-            rows.append([f"`{r['model']}`", r["framework"], str(r["batch_size"]), f"{r['sgd_ms']:.3g}",
-                         f"{r['norms_ms']:.3g} ({r['norms_over_sgd']:.2f}×)", f"{r['bk_ms']:.3g} ({r['bk_over_sgd']:.2f}×)",
+            rows.append([f"`{r['model']}`", r["framework"], str(r["batch_size"]), ms(r["sgd_ms"]),
+                         f"{ms(r['norms_ms'])} ({r['norms_over_sgd']:.2f}×)", f"{ms(r['bk_ms'])} ({r['bk_over_sgd']:.2f}×)",
                          f"`{rel}`"])
     if rows:
         page.add("## Where a private step's time goes",

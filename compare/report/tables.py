@@ -133,7 +133,7 @@ AGREEMENT_HEADER = ["workload", "B", "float64 torch", "float64 JAX", "torch vs J
 
 
 def agreement(reports: dict[str, dict]) -> str:
-    return table(AGREEMENT_HEADER, [agreement_row(m, r) for m, r in reports.items()], "lrrrrlll")
+    return table(AGREEMENT_HEADER, [agreement_row(m, r) for m, r in reports.items()], "lrrrrllll")
 
 
 def claims(timings: list[dict]) -> str:
