@@ -118,6 +118,7 @@ def summary_table(paper: Paper, page: Page) -> str:
     text = table(["workload", "framework", "agree with the float64 reference?",
                   f"best per-sample × floor (B={SUMMARY_BATCH})", f"best private step × own SGD (B={SUMMARY_BATCH})",
                   f"peer step ÷ best private (B={SUMMARY_BATCH})", "runs"], out, "llllll" + "l")
+    tol = next((rep["tolerance"] for _, rep in reports.values() if rep.get("tolerance")), {})
     paired = any(paper.run(r).schema_version >= 2 for r in runs_used)
     notes = [f"[{i}] [`{paper.path(r).as_posix()}`]({page.link(paper.path(r))})" for i, r in enumerate(runs_used, 1)]
     legend = (f"Goals: per-sample ≤ {goals['per_sample_over_floor']}× floor, private step ≤ "
@@ -128,7 +129,8 @@ def summary_table(paper: Paper, page: Page) -> str:
               ("Ratios without an interval come from unpaired runs (ratio of medians, no interval, no verdict). "
                if not all(paper.run(r).schema_version >= 2 for r in runs_used) else "") +
               "Agreement: every method of the framework against its float64 loop and the float64 reference "
-              "(tolerance 1e-10), float32 disagreements explained by decision replay. Runs: " + "; ".join(notes) + ".")
+              f"(tolerance {tol.get('float64', 'not recorded'):g}, relative), float32 disagreements explained by "
+              "decision replay. Runs: " + "; ".join(notes) + ".")
     return text + "\n\n" + legend
 
 
