@@ -16,7 +16,7 @@ def build(paper: Paper, out: Path) -> Page:
     prov = paper.provenance()
     commits = facts.commits(paper)
     page.add("# Provenance of the committed results",
-             f"{len(prov)} results files under `{paper.root.as_posix()}`; {len(commits)} distinct commits or none "
+             f"{len(prov)} results files under `{paper.root.name}/`; {len(commits)} distinct commits or none "
              "recorded: " + "; ".join(f"`{c}` ({len(files)})" for c, files in sorted(commits.items())) + ". "
              "\"lock\": whether the installed versions matched `requirements/lock.txt` when the file was written.",
              table(["file", "command", "commit", "date", "CPU", "torch", "jax", "lock"],

@@ -120,7 +120,7 @@ def summary_table(paper: Paper, page: Page) -> str:
                   f"peer step ÷ best private (B={SUMMARY_BATCH})", "runs"], out, "llllll" + "l")
     tol = next((rep["tolerance"] for _, rep in reports.values() if rep.get("tolerance")), {})
     paired = any(paper.run(r).schema_version >= 2 for r in runs_used)
-    notes = [f"[{i}] [`{paper.path(r).as_posix()}`]({page.link(paper.path(r))})" for i, r in enumerate(runs_used, 1)]
+    notes = [f"[{i}] [`{paper.root.name}/{r}`]({page.link(paper.path(r))})" for i, r in enumerate(runs_used, 1)]
     legend = (f"Goals: per-sample ≤ {goals['per_sample_over_floor']}× floor, private step ≤ "
               f"{goals['private_over_sgd']}× SGD, peer ÷ ours > {goals['peer_over_ours']}; ⚠ marks a ratio on the "
               "wrong side of its goal. " +
