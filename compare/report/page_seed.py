@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compare.report import facts
+from compare.report import facts, profiles
 from compare.report.markdown import Page, num, sci, span, table, words
 from compare.report.sources import Paper
 from compare.report.tables import dp, index, ok, per_sample, versions
@@ -15,6 +15,7 @@ BIG = "cpu-dp-8192"
 OLD, NEW = ("versions/versions-old", "versions/versions-old-2"), ("versions/versions-new", "versions/versions-new-2")
 TRAIN = ("cpu/train", "cpu/train_nm0", "cpu/train_f64_bk", "cpu/train_f64_materialize", "cpu/train_f64_devices1",
          "cpu/train_f64_devices2")
+PROFILES = "versions/profiles"
 FIGURES = ("time_per_batch", "overhead", "peak_memory", "agreement", "dp_overhead")
 
 
@@ -137,6 +138,24 @@ def versions_section(page: Page, paper: Paper) -> None:
                  f"- JAX `per_layer` × its floor at B = 256: {span(pl_old)} (old), {span(pl_new)} (new)."]))
 
 
+def profile_section(page: Page, paper: Paper) -> None:
+    base = paper.path(PROFILES)
+    if not base.is_dir():
+        return
+    ref = sorted(base.glob("*_reference_*.txt"))
+    pl = sorted(base.glob("*_per_layer_*.txt"))
+    outer = sorted(base.glob("*_outer_product_*.txt"), reverse=True)
+    parts = [t for t in (profiles.stage_table(page, ref), profiles.stage_table(page, pl),
+                         profiles.variant_table(outer)) if t]
+    if parts:
+        page.add("## Where the time goes: profiles",
+                 "`python -m compare.profile --method reference|per_layer --batch-size 256` (the batched gradient "
+                 "with respect to subsets of the parameters isolates each convolution's backward pass; `per_layer` "
+                 f"timed stage by stage) and `scripts/jax_outer_product.py` (the fc1 outer products of `per_layer` "
+                 f"against a plain fill of the same buffer); median wall ms, from [`{PROFILES}`]"
+                 f"({page.link(base)}).", *parts)
+
+
 def training_section(page: Page, paper: Paper) -> None:
     rows = []
     for d in TRAIN:
@@ -172,5 +191,6 @@ def build(paper: Paper, out: Path) -> Page | None:
     per_sample_section(page, paper)
     dp_section(page, paper)
     versions_section(page, paper)
+    profile_section(page, paper)
     training_section(page, paper)
     return page
