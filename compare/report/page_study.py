@@ -23,13 +23,34 @@ def _meta(paper: Paper, run: str) -> str:
             f"`{meta.get('command') or 'not recorded'}`; {len(paper.run(run).timings)} points")
 
 
+def _kinds(paper: Paper, run: str, model: str) -> tuple[str, ...]:
+    """The figure kinds a run's data fills for ``model``: per-sample figures need per-sample points, the DP
+    figure private steps, the agreement figure a report this run made (not one reused from another run)."""
+    recs = [r for r in paper.run(run).timings if (r.get("model") or "seed_cnn") == model]
+    if len({r["batch_size"] for r in recs}) < 3:
+        return ()
+    command = paper.run(run).meta.get("command") or ""
+    own_agreement = "--agreement-file" not in command or f"{run}/agreement.json" in command
+    kinds = {"time_per_batch": any(r["kind"] == "per_sample" for r in recs),
+             "overhead": any(r["kind"] == "per_sample" for r in recs),
+             "peak_memory": any(r["kind"] == "per_sample" for r in recs),
+             "dp_overhead": any(r["kind"] == "dp" and r["method"] != "sgd" for r in recs),
+             "agreement": own_agreement and bool(paper.run(run).agreement)}
+    return tuple(k for k in FIGURE_KINDS if kinds[k])
+
+
 def figures_table(page: Page, paper: Paper, run: str) -> str | None:
     rows = []
-    for model in dict.fromkeys(r.get("model") or "seed_cnn" for r in paper.run(run).timings):
+    models = list(dict.fromkeys(r.get("model") or "seed_cnn" for r in paper.run(run).timings))
+    for model in models:
         base = paper.path(f"{run}/figures/{model}")
-        if base.is_dir():
+        if not base.is_dir() and len(models) == 1:
+            base = paper.path(f"{run}/figures")
+        kinds = _kinds(paper, run, model)
+        if kinds and base.is_dir():
             rows.append([f"`{model}`", *(page.figure_link(base / f"{k}.png", k.replace("_", " "))
-                                         if (base / f"{k}.png").is_file() else "–" for k in FIGURE_KINDS)])
+                                         if k in kinds and (base / f"{k}.png").is_file() else "–"
+                                         for k in FIGURE_KINDS)])
     return table(["workload", *(k.replace("_", " ") for k in FIGURE_KINDS)], rows) if rows else None
 
 

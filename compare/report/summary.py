@@ -62,7 +62,7 @@ def peer_failure(paper: Paper, model: str, fw: str, batch: int = SUMMARY_BATCH) 
         recs = [r for r in paper.run(run).timings if (r.get("model") or "seed_cnn") == model
                 and r["framework"] == fw and r["batch_size"] == batch and r["method"] in peer_names(fw, "dp")]
         if recs:
-            return Cell(None, run, ", ".join(f"{r['method']}: {r['status']}" for r in recs))
+            return Cell(None, run, ", ".join(f"{r['method']}: {r['status']} ({r['reason']})" for r in recs))
     return Cell(None, None)
 
 
