@@ -7,6 +7,7 @@ from pathlib import Path
 
 from compare.benchmark.suite import markdown_tables, suite_rows
 from compare.report import facts
+from compare.report.claims import claims_text
 from compare.report.markdown import Page, ms, num, span, table, words
 from compare.report.sources import Paper
 from compare.report.summary import SUMMARY_BATCH, agreement_reports
@@ -138,6 +139,11 @@ def build(paper: Paper, out: Path) -> Page | None:
                  "samples with no flipped decision, and flips explained by decision replay (runs: " +
                  words([f"`{r}`" for r in dict.fromkeys(run for run, _ in reports.values())]) + ").",
                  agreement({m: rep for m, (_, rep) in reports.items()}))
+    text = claims_text(paper, SUMMARY_BATCH)
+    if text:
+        page.add("## The peer study's three claims",
+                 "Each workload and batch size from its newest study run that covers it (ratios of medians "
+                 "where the runs are unpaired):", text)
     main_run = max(runs, key=lambda r: len({x.get("model") for x in paper.run(r).timings}))
     for run in runs:
         run_section(page, paper, run)
