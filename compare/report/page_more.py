@@ -2,6 +2,7 @@
 and data-parallel runs over several devices or processes."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from compare.agreement.precision import markdown as precision_markdown
@@ -25,7 +26,12 @@ def bfloat16(paper: Paper, out: Path) -> Page | None:
     if paper.has("cpu-bf16/precision.json"):
         found = True
         d = paper.json("cpu-bf16/precision.json")
+        verdicts = Counter(r.get("verdict", r.get("status")) for r in d["gradients"])
+        holds = Counter(bool(r.get("holds")) for r in d["clipping"])
         page.add(f"## Against float64 (`{d['meta'].get('command', 'not recorded')}`)",
+                 f"{len(d['gradients'])} (workload, framework, method) rows: "
+                 + "; ".join(f"{n} {v}" for v, n in verdicts.most_common()) + f". Clipping bound: holds in "
+                 f"{holds[True]} of {len(d['clipping'])} (workload, framework, strategy) rows.",
                  demote(precision_markdown(d), 3))
     if paper.has("cpu-bf16/speed.json"):
         found = True
