@@ -10,7 +10,7 @@ from compare.report import facts
 from compare.report.claims import claims_text
 from compare.report.markdown import Page, ms, num, span, table, words
 from compare.report.sources import Paper
-from compare.report.summary import SUMMARY_BATCH, agreement_reports
+from compare.report.summary import SUMMARY_BATCH, agreement_reports, agreement_source
 from compare.report.tables import agreement, claims, goals_at, index, ok
 
 FIGURE_KINDS = ("time_per_batch", "dp_overhead", "overhead", "peak_memory", "agreement")
@@ -136,8 +136,9 @@ def build(paper: Paper, out: Path) -> Page | None:
     if reports:
         page.add("## Agreement", "Each workload's newest agreement report: the largest float64 error of every method "
                  "of each framework against its own float64 loop and the reference, torch against JAX, float32 on "
-                 "samples with no flipped decision, and flips explained by decision replay (runs: " +
-                 words([f"`{r}`" for r in dict.fromkeys(run for run, _ in reports.values())]) + ").",
+                 "samples with no flipped decision, and flips explained by decision replay (reports: " +
+                 words([f"`{agreement_source(paper, r)}`" for r in dict.fromkeys(run for run, _ in reports.values())])
+                 + ").",
                  agreement({m: rep for m, (_, rep) in reports.items()}))
     text = claims_text(paper, SUMMARY_BATCH)
     if text:

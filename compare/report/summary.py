@@ -43,6 +43,12 @@ def agreement_reports(paper: Paper) -> dict[str, tuple[str, dict]]:
     return out
 
 
+def agreement_source(paper: Paper, run: str) -> str:
+    """Where a run's agreement report was made: the ``--agreement-file`` it reused, else the run itself."""
+    words = (paper.run(run).meta.get("command") or "").split()
+    return words[words.index("--agreement-file") + 1] if "--agreement-file" in words[:-1] else f"{run}/results.json"
+
+
 def models(paper: Paper) -> list[str]:
     return list(dict.fromkeys(m for rows in study_rows(paper).values() for m, _ in rows))
 
