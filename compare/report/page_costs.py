@@ -27,7 +27,7 @@ def cost_model(page: Page, paper: Paper, rel: str, title: str) -> None:
                      str(r["d"]), str(r["p"]), f"{r['cost_ratio']:.3g}", f"{r['materialize_ms']:.3g}",
                      f"{r['gram_ms']:.3g}", r["measured_faster"], r["model_choice"] + (" ⚠" if r.get("wrong") else "")]
                     for r in (wrong or recs)], "lllrrrrrrrll")
-             if wrong else f"The model picks the faster form at every point.")
+             if wrong else "The model picks the faster form at every point.")
 
 
 def lstm_profile(page: Page, paper: Paper, rel: str) -> None:

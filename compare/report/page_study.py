@@ -8,7 +8,7 @@ from pathlib import Path
 from compare.benchmark.suite import markdown_tables, suite_rows
 from compare.report import facts
 from compare.report.claims import claims_text
-from compare.report.markdown import Page, ms, num, span, table, words
+from compare.report.markdown import Page, ms, span, table, words
 from compare.report.sources import Paper
 from compare.report.summary import SUMMARY_BATCH, agreement_reports, agreement_source
 from compare.report.tables import agreement, claims, goals_at, index, ok
@@ -160,6 +160,3 @@ def build(paper: Paper, out: Path) -> Page | None:
     remeasure_section(page, paper, main_run)
     breakdown_section(page, paper)
     return page
-
-
-__all__ = ["build", "num"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from compare.benchmark.paired import GOALS
 from compare.benchmark.records import ResultsFile
 from compare.benchmark.suite import peer_heading, suite_rows
-from compare.report.markdown import ms, num, sci, span, table
+from compare.report.markdown import num, sci, span, table
 from contract.peers import names as peer_names
 
 OWN_PER_SAMPLE_ORDER = {"torch": ("batched", "loop", "vmap", "compile", "per_layer"),
@@ -187,6 +187,3 @@ def goals_at(timings: list[dict], batch_size: int) -> str:
                  [[f"`{r['model']}`", goal_cell(r["torch"].get("private"), "private"),
                    goal_cell(r["jax"].get("private"), "private"), goal_cell(r["torch"].get("per_sample"), "per_sample"),
                    goal_cell(r["jax"].get("per_sample"), "per_sample")] for r in rows])
-
-
-__all__ = ["agreement", "claims", "dp", "goals_at", "index", "ms", "per_sample", "versions"]
