@@ -7,7 +7,7 @@ from pathlib import Path
 from compare.report import facts, profiles
 from compare.report.markdown import Page, num, sci, span, table, words
 from compare.report.sources import Paper
-from compare.report.tables import dp, index, ok, per_sample, versions
+from compare.report.tables import FW_NAME, dp, index, ok, per_sample, versions
 from compare.spec import MODELS
 
 FULL = "cpu"  # compare.run --full: every method and private step of the seed CNN
@@ -67,7 +67,7 @@ def per_sample_section(page: Page, paper: Paper) -> None:
     bullets = []
     for fw in ("torch", "jax"):
         parts = [f"B = {b}: `{r['method']}` {num(r.get('ratio_to_floor'))}×" for b, r in best[fw].items() if r]
-        bullets.append(f"- Best {fw} method per batch size (× its floor): " + "; ".join(parts) + ".")
+        bullets.append(f"- Best {FW_NAME[fw]} method per batch size (× its floor): " + "; ".join(parts) + ".")
     bullets.append(f"- JAX `per_layer` × floor: {span(list(small.values()))} at B ≤ 256 "
                    f"({'; '.join(f'{v:.2f} at {b}' for b, v in small.items())}), "
                    + "; ".join(f"{v:.2f} at {b}" for b, v in jpl.items() if b > 256) + ".")
