@@ -22,15 +22,17 @@ log = logging.getLogger("compare.figures")
 
 def figure_sources(root: Path) -> list[tuple[str, Path]]:
     """(kind, path) of every data file under ``root`` that figures are drawn from, in path order: ``results``
-    (a results.json with timings), ``train`` (train.json), ``panel`` (panel.json), ``dtypes`` (a directory of
+    (a results.json with timings, unless its run asked for no figures), ``train`` (train.json), ``panel`` (panel.json), ``dtypes`` (a directory of
     <dtype>-seed<k>/ training runs)."""
     found: list[tuple[str, Path]] = []
     for path in sorted(root.rglob("results.json")):
         try:
-            if "timings" in json.loads(path.read_text()):
-                found.append(("results", path))
+            data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        wanted = ((data.get("meta") or {}).get("config") or {}).get("figures", True)  # False: run with --no-figures
+        if "timings" in data and wanted:
+            found.append(("results", path))
     found += [("train", p) for p in sorted(root.rglob("train.json"))]
     found += [("panel", p) for p in sorted(root.rglob("panel.json"))]
     seeds = {p.parent for p in root.rglob("*-seed*") if p.is_dir()}

@@ -12,15 +12,21 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from compare.benchmark.figures import TITLES
+
 TABLE_FILES: tuple[str, ...] = ("suite_table.tex", "per_sample_table.tex")
 WIDE_FIGURES: tuple[str, ...] = ("suite_steps",)  # drawn two columns wide
+# a figure's file name -> what it shows (the benchmark's own from compare.benchmark.figures.TITLES)
+DESCRIPTIONS: dict[str, str] = {"suite_steps": "ms per training step per workload: SGD, best private step, best peer",
+                                "train_loss": "DP-SGD training loss of both frameworks",
+                                "seq_length_panel": "training steps against the sequence length",
+                                "accuracy": "float32 against bfloat16 compute: test accuracy and loss over seeds"}
 PREAMBLE = r"""\documentclass[twocolumn]{article}
 \usepackage[T1]{fontenc}
 \usepackage[margin=0.75in]{geometry}
 \usepackage{booktabs}
 \usepackage{graphicx}
 \usepackage{amsmath}
-\usepackage{placeins}
 \setcounter{topnumber}{4}\setcounter{totalnumber}{6}\renewcommand{\topfraction}{0.9}
 \renewcommand{\textfraction}{0.05}\renewcommand{\floatpagefraction}{0.8}
 \renewcommand{\dbltopfraction}{0.9}\renewcommand{\dblfloatpagefraction}{0.8}
@@ -50,12 +56,11 @@ def _section(rel_dir: str, rel_tables: list[Path], rel_figures: list[Path]) -> l
     for f in rel_figures:
         env = "figure*" if f.stem in WIDE_FIGURES else "figure"
         width = r"\textwidth" if f.stem in WIDE_FIGURES else r"\columnwidth"
-        inside = f.parent.relative_to(rel_dir).as_posix() if f.parent.as_posix() != rel_dir else ""
-        name = _escape(f"{inside}/{f.stem}" if inside and inside != "." else f.stem)
+        what = _escape(DESCRIPTIONS.get(f.stem) or TITLES.get(f.stem) or f.stem.replace("_", " "))
         lines += [rf"\begin{{{env}}}[t]", r"\centering", rf"\includegraphics[width={width}]{{{f.as_posix()}}}",
-                  rf"\caption{{\texttt{{{_escape(rel_dir)}}}: \texttt{{{name}}}}}", rf"\label{{{_label(f)}}}",
+                  rf"\caption{{{what} (\texttt{{{_escape(f.with_suffix('').as_posix())}}})}}", rf"\label{{{_label(f)}}}",
                   rf"\end{{{env}}}"]
-    return lines + [r"\FloatBarrier", ""]
+    return lines + [r"\clearpage", ""]  # each run's floats placed before the next run's section
 
 
 def document(root: Path) -> str:

@@ -201,12 +201,15 @@ def plain_log_y(ax) -> None:
     """Log y ticks as plain numbers (2, 5, 10, 20 ... rather than 2x10^0), minor ones only over short ranges."""
     from matplotlib.ticker import FuncFormatter
 
+    if ax.get_yscale() != "log":
+        return
     lo, hi = ax.get_ylim()
-    short = hi / lo < 30 if lo > 0 else False
+    span = hi / lo if lo > 0 else np.inf
 
     def minor(v: float, _pos: int) -> str:
         mantissa = round(v / 10 ** np.floor(np.log10(v)))
-        return f"{v:g}" if short and mantissa in (2, 5) else ""
+        every = span < 4 or (span < 30 and mantissa in (2, 5))  # a short range: enough labels to read values
+        return f"{v:g}" if every else ""
 
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(minor))
