@@ -37,6 +37,11 @@ def _escape(text: str) -> str:
     return re.sub(r"([_&%#$])", r"\\\1", text)
 
 
+def _breakable(path: str) -> str:
+    """A path for ``\\texttt``: escaped, with a line break allowed after each /."""
+    return _escape(path).replace("/", r"/\allowbreak{}")
+
+
 def _label(rel: Path) -> str:
     return "fig:" + re.sub(r"[^A-Za-z0-9]+", "-", rel.with_suffix("").as_posix()).strip("-").lower()
 
@@ -58,7 +63,7 @@ def _section(rel_dir: str, rel_tables: list[Path], rel_figures: list[Path]) -> l
         width = r"\textwidth" if f.stem in WIDE_FIGURES else r"\columnwidth"
         what = _escape(DESCRIPTIONS.get(f.stem) or TITLES.get(f.stem) or f.stem.replace("_", " "))
         lines += [rf"\begin{{{env}}}[t]", r"\centering", rf"\includegraphics[width={width}]{{{f.as_posix()}}}",
-                  rf"\caption{{{what} (\texttt{{{_escape(f.with_suffix('').as_posix())}}})}}", rf"\label{{{_label(f)}}}",
+                  rf"\caption{{{what} (\texttt{{{_breakable(f.with_suffix('').as_posix())}}})}}", rf"\label{{{_label(f)}}}",
                   rf"\end{{{env}}}"]
     return lines + [r"\clearpage", ""]  # each run's floats placed before the next run's section
 

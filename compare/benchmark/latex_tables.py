@@ -79,7 +79,8 @@ def _table(columns: str, head: list[str], body: list[str], caption: str, label: 
     lines = [f"% Written by python -m compare.figures from {meta.get('command', 'compare.run')}",
              f"% {meta.get('device', '?')}; torch {v.get('torch', '?')}, jax {v.get('jax', '?')}, "
              f"flax {v.get('flax', '?')}; commit {meta.get('git_commit', '?')}; {meta.get('date', '')}",
-             r"\begin{table*}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+             r"\begin{table*}[t]", r"\centering", r"\footnotesize", r"\setlength{\tabcolsep}{4pt}",
+             rf"\caption{{{caption}}}", rf"\label{{{label}}}",
              rf"\begin{{tabular}}{{{columns}}}", r"\toprule", *head, r"\midrule", *body, r"\bottomrule",
              r"\end{tabular}"]
     if notes.used:
