@@ -15,8 +15,8 @@ the paired ones with their 95% interval as error bars where the records have the
 Several workloads in one file (``compare.run --model a,b`` or ``--suite``): figures 1-5 per workload in
 figures/<model>/, and across workloads (``compare.benchmark.suite``): 6. suite_steps, small multiples of ms per
 step (sgd, best private, best peer) per workload. Every results file also gets its tables
-(``compare.benchmark.suite.write_tables``): suite_table.tex and per_sample_table.tex (LaTeX floats for ``\\input``)
-and suite_tables.md (markdown).
+(``compare.benchmark.suite.write_tables``): suite_table.tex and per_sample_table.tex (LaTeX floats for ``\\input``);
+a file of several workloads also suite_tables.md (markdown).
 """
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def make_figures(path: Path, out_dir: Path | None = None) -> list[Path]:
     if len(models) == 1:
         written = _figure_set(path, {**data, "agreement": _agreement_of(data.get("agreement"), models[0], False)},
                               out_dir)
-        return written + write_tables(timings, meta, out_dir, name)
+        return written + write_tables(timings, meta, out_dir, name, markdown=False)
     written = []
     for model in models:
         mine = [r for r in timings if (r.get("model") or DEFAULT_MODEL) == model]

@@ -190,19 +190,23 @@ def fig_suite(fig, timings: list[dict]) -> list:
     return style.handles(["torch", "jax"], None, extra)
 
 
-def write_tables(timings: list[dict], meta: dict, out_dir: Path, name: str) -> list[Path]:
-    """Into ``out_dir``: ``suite_tables.md`` (one markdown table per workload) when the records have DP steps, and
-    the LaTeX tables (``compare.benchmark.latex_tables``) the records have data for: ``suite_table.tex`` (steps)
-    and ``per_sample_table.tex``, labelled ``tab:steps:<name>`` and ``tab:per-sample:<name>``."""
+def write_tables(timings: list[dict], meta: dict, out_dir: Path, name: str, markdown: bool = True) -> list[Path]:
+    """Into ``out_dir``: the LaTeX tables (``compare.benchmark.latex_tables``) the records have data for:
+    ``suite_table.tex`` (steps) and ``per_sample_table.tex``, labelled ``tab:steps:<name>`` and
+    ``tab:per-sample:<name>``; with ``markdown``, ``suite_tables.md`` (one markdown table per workload) beside the
+    steps table."""
     from compare.benchmark import latex_tables as lt
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     if lt.has_steps(timings):
-        md, steps = out_dir / "suite_tables.md", out_dir / "suite_table.tex"
-        md.write_text(markdown_tables(suite_rows(timings)))
+        steps = out_dir / "suite_table.tex"
         steps.write_text(lt.steps_table(timings, meta, f"tab:steps:{name}"))
-        written += [steps, md]
+        written.append(steps)
+        if markdown:
+            md = out_dir / "suite_tables.md"
+            md.write_text(markdown_tables(suite_rows(timings)))
+            written.append(md)
     if lt.has_per_sample(timings):
         per = out_dir / "per_sample_table.tex"
         per.write_text(lt.per_sample_table(timings, meta, f"tab:per-sample:{name}"))
