@@ -16,6 +16,7 @@ before/after of a code change) are listed with the reason and skipped.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -190,6 +191,10 @@ def select(only: str | None, quick: bool) -> list[Output]:
 
 
 def make(outputs: list[Output], root: Path) -> int:
+    """Run each output's commands in the checkout's root, this checkout's packages first on the path (a script
+    must not import an installed copy of another checkout)."""
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
     for o in outputs:
         archive = root / o.path / "runs"
         had_archive = archive.exists()
@@ -198,7 +203,7 @@ def make(outputs: list[Output], root: Path) -> int:
             (root / name).unlink(missing_ok=True)
         for cmd in commands(o, root):
             print(f"[{o.name}] {' '.join(cmd)}", flush=True)
-            code = subprocess.run(cmd, cwd=ROOT).returncode
+            code = subprocess.run(cmd, cwd=ROOT, env=env).returncode
             if code != 0:
                 print(f"[{o.name}] failed (exit {code}); the outputs before it are kept", file=sys.stderr)
                 return code

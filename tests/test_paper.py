@@ -74,8 +74,12 @@ def test_outside_a_git_checkout_nothing_runs(tmp_path, monkeypatch, capsys):
 
 
 def test_make_runs_the_commands_with_the_root_and_stops_at_a_failure(tmp_path, monkeypatch):
-    write = "import pathlib, sys; p = pathlib.Path(sys.argv[1]); p.mkdir(parents=True); (p / 'runs').mkdir()"
-    ok = paper.Output("a", "a", ((paper.PY, "-c", write, "{root}/a"),), 0.1, replaces=("old.json",))
+    write = ("import pathlib, sys, compare; p = pathlib.Path(sys.argv[1]); p.mkdir(parents=True); (p / 'runs').mkdir();"
+             "(p / 'pkg').write_text(compare.__file__)")
+    script = tmp_path / "scripts" / "write.py"  # a script: its own directory, not the checkout, heads sys.path
+    script.parent.mkdir()
+    script.write_text(write)
+    ok = paper.Output("a", "a", ((paper.PY, str(script), "{root}/a"),), 0.1, replaces=("old.json",))
     bad = paper.Output("b", "b", ((paper.PY, "-c", "raise SystemExit(3)"),), 0.1)
     never = paper.Output("c", "c", ((paper.PY, "-c", write, "{root}/c"),), 0.1)
     (tmp_path / "old.json").write_text("{}")
@@ -83,3 +87,4 @@ def test_make_runs_the_commands_with_the_root_and_stops_at_a_failure(tmp_path, m
     assert (tmp_path / "a").is_dir() and not (tmp_path / "a" / "runs").exists()  # the moved-aside run is gone
     assert not (tmp_path / "old.json").exists() and not (tmp_path / "c").exists()
     assert paper.commands(ok, tmp_path)[0][0] == sys.executable
+    assert Path((tmp_path / "a" / "pkg").read_text()).resolve().parent.parent == Path(paper.ROOT)  # this checkout
