@@ -23,7 +23,8 @@ from contract.peers import names as peer_names
 FRAMEWORKS: dict[str, str] = {"torch": "PyTorch", "jax": "JAX"}
 # a record's status -> the footnote of a cell it leaves empty; "missing": no record at all
 NOTE_TEXT: dict[str, str] = {"timeout": "timed out", "oom": "ran out of memory", "error": "failed (see the record)",
-                             "not_applicable": "not applicable to this workload", "skipped": "not run here",
+                             "not_applicable": "not applicable to this workload",
+                             "skipped": "skipped (its record gives the reason, e.g. a smaller B timed out)",
                              "missing": "not measured in this run"}
 _PRIORITY = ("timeout", "oom", "error", "not_applicable", "skipped")
 
