@@ -10,7 +10,6 @@ order (``models.common.flatten_chw``), so no layout difference is left for the w
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -20,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from contract.spec import DEFAULT_MODEL, Workload, check_loss, check_model
+from contract.spec import DEFAULT_MODEL, Workload, check_loss, check_model, check_sizes, constructor_sizes
 from jax_impl.models import CLASSES
 from jax_impl.models.common import PRECISION  # noqa: F401 - re-exported: every dot and conv uses it
 from jax_impl.models.seed_cnn import SimpleCNN  # noqa: F401 - the seed's class name, kept importable here
@@ -47,15 +46,11 @@ def network_sizes(model: str) -> dict[str, int]:
     """{keyword: registered value} of the sizes a registered workload's network is built with (the transformer's
     ``seq_len``, ``width``, ...; empty for a network of fixed sizes): what ``make_model`` and ``variant`` may
     change."""
-    params = inspect.signature(CLASSES[check_model(model).name].__init__).parameters.values()
-    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty and p.name != "rngs"}
+    return constructor_sizes(CLASSES[check_model(model).name])
 
 
 def _sizes(name: str, sizes: dict[str, int]) -> dict[str, int]:
-    unknown = set(sizes) - set(network_sizes(name))
-    if unknown:
-        raise ValueError(f"model {name!r} has no size(s) {sorted(unknown)}; its sizes: {sorted(network_sizes(name))}")
-    return sizes
+    return check_sizes(name, sizes, network_sizes(name))
 
 
 def make_model(model: str = DEFAULT_MODEL, rngs: nnx.Rngs | None = None, **sizes: int) -> nnx.Module:
