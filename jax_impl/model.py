@@ -69,7 +69,7 @@ def init_weights(seed: int = 0, model: str | Workload = DEFAULT_MODEL, **sizes: 
     name = check_model(model).name
     module = make_model(name, nnx.Rngs(seed), **sizes)
     net: str | Net = name
-    if sizes:
+    if sizes:  # the variant's parameters under a contract of their own (the conversion reads only those)
         reg = check_model(name)
         spec = Workload(f"{name}_variant", reg.input_shape, reg.num_classes, canonical_shapes(module),
                         vocab_size=reg.vocab_size)
