@@ -19,7 +19,7 @@ from flax import nnx
 from contract.cost_model import KIND_ROUTES, ROUTES, forced_routes
 from jax_impl import per_layer, rules
 from jax_impl.model import Net, loss_fn, resolve
-from jax_impl.weights import param_modules, path_name
+from jax_impl.weights import param_modules, path_name, replace_module
 
 Stages = dict[str, Callable[[], Any]]
 # Kinds whose norm rule chooses between forms (``contract.cost_model``), and the ``forced_routes`` key that forces
@@ -59,18 +59,8 @@ def layer_routes(params: Any, x: jax.Array, y: jax.Array, loss: str, model: str 
 
 def _probed(root: nnx.Module, layer: str, tape: Any) -> nnx.Module:
     """``root`` with the module at path ``layer`` (itself, not a projection child) wrapped to record its calls."""
-    path = {path_name(p): p for p, _ in param_modules(root)}[layer]
-    if not path:
-        return per_layer._Probe(root, layer, tape)
-    parent = root
-    for p in path[:-1]:
-        parent = parent[p] if isinstance(p, int) else getattr(parent, p)
-    module = parent[path[-1]] if isinstance(path[-1], int) else getattr(parent, path[-1])
-    if isinstance(path[-1], int):
-        parent[path[-1]] = per_layer._Probe(module, layer, tape)
-    else:
-        setattr(parent, path[-1], per_layer._Probe(module, layer, tape))
-    return root
+    path, module = {path_name(p): (p, m) for p, m in param_modules(root)}[layer]
+    return replace_module(root, path, per_layer._Probe(module, layer, tape))
 
 
 def own_io(params: Any, x: jax.Array, y: jax.Array, loss: str, model: str | Net,

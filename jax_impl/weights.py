@@ -45,6 +45,20 @@ def path_name(path: Path) -> str:
     return ".".join(str(p) for p in path)
 
 
+def replace_module(root: nnx.Module, path: Path, new: nnx.Module) -> nnx.Module:
+    """``root`` with its module at ``path`` replaced by ``new`` (in place); ``new`` itself for the root's path ()."""
+    if not path:
+        return new
+    parent = root
+    for p in path[:-1]:
+        parent = parent[p] if isinstance(p, int) else getattr(parent, p)
+    if isinstance(path[-1], int):
+        parent[path[-1]] = new
+    else:
+        setattr(parent, path[-1], new)
+    return root
+
+
 def _native_table(root: nnx.Module) -> dict[str, Entry]:
     """{canonical name: (module path, native leaf, permutation)} of ``root``'s parameters, in graph order."""
     table: dict[str, Entry] = {}
