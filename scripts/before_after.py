@@ -1,7 +1,7 @@
 """Time one method in two checkouts of this repository, alternating, to show a refactoring changed no speed.
 
 Each round runs a fresh process per checkout (order shuffled per round) that builds the method through the
-public interface (per-sample ``native_fn`` / ``dp.make_step``) from that checkout's code, warms it up and reports
+side's interface (``compare.frameworks.side``: ``native_fn`` / ``make_step``) from that checkout's code, warms it up and reports
 the median of ``--calls`` timed calls. The ratio new / old is taken per round (both processes of a round share the
 machine's state), and reported as the median over rounds with its min and max.
 
@@ -24,15 +24,17 @@ CHILD = r"""
 import json, sys, time, statistics
 import numpy as np
 framework, model, bsz, method, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-from compare.frameworks import impl_module
+from compare import frameworks
 from compare.spec import make_batch
 from compare.weights import init_weights
-ps = impl_module(framework, "per_sample")
+if hasattr(frameworks, "side"):
+    ps = dp = frameworks.side(framework)
+else:  # a checkout whose harness has no side interface: its mirrored modules by name
+    ps, dp = (frameworks.impl_module(framework, m) for m in ("per_sample", "dp"))
 x, y = make_batch(bsz, seed=0, model=model)
 w = init_weights(0, model)
 params, xn, yn = ps.native_inputs(w, x, y, dtype="float32", device="cpu", model=model)
 if method.startswith("dp_"):
-    dp = impl_module(framework, "dp")
     step = dp.make_step(lr=0.1, clip=1.0, noise_multiplier=0.0, loss="nll_log_softmax", model=model,
                         per_sample_method="per_layer", clipping=method[3:])
     fn = lambda: step(params, xn, yn, None)

@@ -1,15 +1,15 @@
 """Is the conv norm's cost model right?  Each conv layer of every workload, timed both ways.
 
 Conv norms choose per layer between materialising that layer's per-example gradient (~P d p multiply-adds per
-example) and the Gram (ghost) form sum_{p,q} <u_p,u_q><g_p,g_q> (~P^2 (d + p)) by ``rules.gram_is_cheaper(P, d,
-p)``: P output positions, d = C_in k k, p = C_out. Here, for seed_cnn conv1/conv2, mnist_cnn conv1/conv2 and
-cifar10_cnn conv1..conv8 at B in (16, 64, 256), each framework's OWN rule functions (``{torch,jax}_impl/rules/
-conv.py``) are timed forced to each form, on the layer's real input a and output cotangent g (float32, from
-``per_layer.output_cotangents`` of the workload's seeded batch and weights):
-  materialize   conv_grad_sample(layer, a, g) and the squared norm of each leaf, summed (what the engine runs
-                for a materialised layer's norm);
-  gram          gram_norm_sq(layer, a, g)   (what ``conv_norm_sq`` returns for a gram layer).
-JAX: each form ``jax.jit``-ed over (a, g) with the layer closed over (compile excluded: one warm-up call).
+example) and the Gram (ghost) form sum_{p,q} <u_p,u_q><g_p,g_q> (~P^2 (d + p)) by ``contract.cost_model.
+gram_is_cheaper(P, d, p, CONV_GRAM_SLACK)``: P output positions, d = C_in k k, p = C_out. Here, for seed_cnn
+conv1/conv2, mnist_cnn conv1/conv2 and cifar10_cnn conv1..conv8 at B in (16, 64, 256), each framework's OWN conv
+rules are timed forced to each form (the side's ``layer_stages``), on the layer's real input a and output cotangent
+g (float32, the workload's seeded batch and weights):
+  materialize   the layer's per-example gradients by the conv rule and the squared norm of each leaf, summed (what
+                the engine runs for a materialised layer's norm);
+  gram          the conv norm rule with the conv route forced to gram.
+JAX: each form ``jax.jit``-ed over (params, a, g) (compile excluded: one warm-up call).
 Protocol: one warm-up call per form, then the two forms INTERLEAVED (mat, gram, mat, gram, ...) r times, r = 7,
 fewer when a call is slow (r = max(2, min(7, 8 s / first call))); medians. One thread per framework
 (``torch.set_num_threads(1)``; XLA ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``) unless
@@ -102,14 +102,6 @@ def points(framework: str, model: str, batch: int) -> list[tuple]:
         out.append((name, (positions, int(np.prod(weight.shape[1:])), int(weight.shape[0])),
                     interleaved(fns, sync)))
     return out
-
-
-def torch_points(model: str, batch: int) -> list[tuple]:
-    return points("torch", model, batch)
-
-
-def jax_points(model: str, batch: int) -> list[tuple]:
-    return points("jax", model, batch)
 
 
 def machine(threads: int) -> dict:
@@ -230,12 +222,11 @@ def markdown(records: list[dict], info: dict, fit: dict, batch_sizes: list[int],
 
 
 def measure(frameworks: list[str], models: list[str], batch_sizes: list[int]) -> list[dict]:
-    runners = {"torch": torch_points, "jax": jax_points}
     records = []
     for fw in frameworks:
         for model in models:
             for b in batch_sizes:
-                for name, shape, timing in runners[fw](model, b):
+                for name, shape, timing in points(fw, model, b):
                     r = record(fw, model, b, name, shape, timing)
                     records.append(r)
                     print(f"{fw:5s} {model:11s} {name:5s} B={b:<4d} P={r['P']:<5d} d={r['d']:<5d} p={r['p']:<4d} "

@@ -17,7 +17,6 @@ from compare.env import memory_settings
 from compare.env_vars import behaviour_env
 from compare.benchmark.records import (  # noqa: F401 - the schema's names, importable from here as before
     KEY_FIELDS, STATUSES, TIMING_FIELDS, ResultsFile, failure_record, parse_points, point_key, point_record,
-    record_model,
 )
 from compare.lock import below_oldest
 from compare.provenance import cpu_model, provenance
