@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import statistics
@@ -79,7 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(0)
     commits = {k: subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=c, capture_output=True, text=True
                                  ).stdout.strip() for k, c in (("old", a.old), ("new", a.new))}
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    a.out.mkdir(parents=True, exist_ok=True)
     rows = []
+
+    def save() -> None:
+        """The file after every row (temp file + rename): an interrupted run keeps every finished row."""
+        tmp = a.out / "before_after.json.tmp"
+        tmp.write_text(json.dumps(
+            {"command": " ".join(["python", "scripts/before_after.py", *(argv or sys.argv[1:])]),
+             "commits": commits, "cpu": cpu, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+             "rows": rows}, indent=1))
+        os.replace(tmp, a.out / "before_after.json")
+
     for model in a.models.split(","):
         for fw in a.frameworks.split(","):
             for bsz in map(int, a.batch_sizes.split(",")):
@@ -89,20 +103,15 @@ def main(argv: list[str] | None = None) -> int:
                         order = ["old", "new"]
                         rng.shuffle(order)
                         ms = {k: one(a.old if k == "old" else a.new, fw, model, bsz, method, a.calls) for k in order}
-                        rounds.append(ms)
+                        rounds.append({**ms, "load_1min": os.getloadavg()[0]})
                     ratios = [r["new"] / r["old"] for r in rounds]
                     row = {"model": model, "framework": fw, "batch_size": bsz, "method": method, "rounds": rounds,
                            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
                            "ratio_max": max(ratios)}
                     rows.append(row)
+                    save()
                     print(f"{model:10s} {fw:5s} B={bsz:<4d} {method:10s} new/old {row['ratio_median']:.3f} "
                           f"[{row['ratio_min']:.3f}, {row['ratio_max']:.3f}]", flush=True)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "before_after.json").write_text(json.dumps(
-        {"command": " ".join(["python", "scripts/before_after.py", *(argv or sys.argv[1:])]), "commits": commits,
-         "cpu": cpu, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "rows": rows}, indent=1))
     return 0
 
 
