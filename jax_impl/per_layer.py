@@ -24,7 +24,7 @@ from flax import nnx
 from contract.spec import DEFAULT_MODEL
 from jax_impl import rules
 from jax_impl.model import Net, loss_fn, resolve
-from jax_impl.weights import nested, param_modules, path_name
+from jax_impl.weights import nested, param_modules, path_name, replace_module
 
 Params = nnx.State
 Arrays = dict[str, jax.Array]
@@ -74,20 +74,6 @@ class _Completed(nnx.Module):
         return out
 
 
-def _replace(root: nnx.Module, path: tuple, wrapper: nnx.Module) -> nnx.Module:
-    """``root`` with its module at ``path`` replaced by ``wrapper`` (the wrapper itself for the root's path)."""
-    if not path:
-        return wrapper
-    parent = root
-    for p in path[:-1]:
-        parent = parent[p] if isinstance(p, int) else getattr(parent, p)
-    if isinstance(path[-1], int):
-        parent[path[-1]] = wrapper
-    else:
-        setattr(parent, path[-1], wrapper)
-    return root
-
-
 def _instrument(root: nnx.Module, tape: _Tape) -> nnx.Module:
     """Replace every parameterised module of ``root`` (a freshly merged copy) by a ``_Probe`` around it;
     deepest first, so a parent's path stays walkable while its children are replaced."""
@@ -95,13 +81,13 @@ def _instrument(root: nnx.Module, tape: _Tape) -> nnx.Module:
         name = path_name(path)
         child = rules.site_child(module)
         if child is None:
-            root = _replace(root, path, _Probe(module, name, tape))
+            root = replace_module(root, path, _Probe(module, name, tape))
             continue
         # the layer applies its parameters through this child: probe the child's calls
         complete = rules.site_input(module)  # asked before the child is replaced by its probe
         setattr(module, child[0], _Probe(child[1], name, tape))
         if complete is not None:
-            root = _replace(root, path, _Completed(module, name, tape, complete))
+            root = replace_module(root, path, _Completed(module, name, tape, complete))
     return root
 
 
