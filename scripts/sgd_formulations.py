@@ -22,12 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -35,89 +33,38 @@ from compare.benchmark.paired import calls_per_slot, interleave, paired_ratio
 from compare.benchmark.results import cpu_model
 from compare.benchmark.targets import prepare, sync_fn
 from compare.env import memory_settings
-from compare.lock import versions
+from compare.frameworks import side
 from compare.spec import DEFAULT_LOSS, parse_models
 from compare.weights import init_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paired_dp import _git_commit, set_threads  # noqa: E402
-
-
-@contextmanager
-def scan_autodiff() -> Iterator[None]:
-    """Within (JAX, at trace time): the LSTM recurrence is the plain ``lax.scan``, differentiated by ``jax.grad``."""
-    import jax.numpy as jnp
-
-    from jax_impl import layers
-
-    def plain(pre: Any, kernel_hh: Any) -> Any:
-        return jnp.swapaxes(layers._scan(pre, kernel_hh)[0], 0, 1)
-
-    saved = layers.recurrence
-    layers.recurrence = plain
-    try:
-        yield
-    finally:
-        layers.recurrence = saved
-
-
-def _loop_autograd(pre: Any, weight_hh: Any) -> Any:
-    """torch's recurrence as it was before its own backward: the loop, differentiated by autograd."""
-    import torch
-
-    b, _, four_h = pre.shape
-    h = pre.new_zeros(b, four_h // 4)
-    c = pre.new_zeros(b, four_h // 4)
-    out = []
-    for pre_t in pre.unbind(1):
-        i, f, g, o = torch.addmm(pre_t, h, weight_hh.t()).chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        out.append(h)
-    return torch.stack(out, dim=1)
-
-
-@contextmanager
-def loop_autograd() -> Iterator[None]:
-    """Within (torch, at call time): the LSTM recurrence is the plain loop, differentiated by autograd."""
-    from torch_impl import layers
-
-    saved = layers.recurrence
-    layers.recurrence = _loop_autograd
-    try:
-        yield
-    finally:
-        layers.recurrence = saved
+from paired_dp import set_threads  # noqa: E402
 
 
 def _parts(framework: str, model: str, params: Any, x: Any, y: Any) -> dict[str, Callable[[], Any]]:
+    """grad / forward / outputs on one side, through its interface."""
+    api = side(framework)
     if framework == "jax":
         import jax
 
-        from jax_impl.per_layer import output_cotangents
-        from jax_impl.per_sample import batch_loss
-
-        loss = lambda p, x, y: batch_loss(p, x, y, DEFAULT_LOSS, model)  # noqa: E731
-        fns = {"grad": jax.jit(jax.grad(loss)), "forward": jax.jit(loss),
-               "outputs": jax.jit(lambda p, x, y: output_cotangents(p, x, y, DEFAULT_LOSS, model))}
+        fns = {"grad": api.reference_fn(loss=DEFAULT_LOSS, model=model),
+               "forward": jax.jit(lambda p, x, y: api.batch_loss(p, x, y, DEFAULT_LOSS, model)),
+               "outputs": jax.jit(lambda p, x, y: api.layer_cotangents(p, x, y, DEFAULT_LOSS, model))}
         return {n: (lambda f=f: f(params, x, y)) for n, f in fns.items()}
     import torch
-    from torch.func import functional_call
 
-    from torch_impl.model import loss_fn, resolve
-    from torch_impl.per_layer import output_cotangents
-
-    module = resolve(model).module
     live = {k: v.detach().requires_grad_(True) for k, v in params.items()}
 
     def grad() -> Any:
-        return torch.autograd.grad(loss_fn(functional_call(module, live, (x,)), y, DEFAULT_LOSS), list(live.values()))
+        return torch.autograd.grad(api.batch_loss(live, x, y, DEFAULT_LOSS, model), list(live.values()),
+                                   allow_unused=True)
 
     def forward() -> Any:
         with torch.no_grad():
-            return loss_fn(functional_call(module, params, (x,)), y, DEFAULT_LOSS)
+            return api.batch_loss(params, x, y, DEFAULT_LOSS, model)
 
-    return {"grad": grad, "forward": forward, "outputs": lambda: output_cotangents(params, x, y, DEFAULT_LOSS, model)}
+    return {"grad": grad, "forward": forward,
+            "outputs": lambda: api.layer_cotangents(params, x, y, DEFAULT_LOSS, model)}
 
 
 def point(framework: str, model: str, batch: int, *, rounds: int, min_seconds: float) -> dict:
@@ -129,7 +76,7 @@ def point(framework: str, model: str, batch: int, *, rounds: int, min_seconds: f
     params, x, y = built["sgd"][1]
     targets.update({n: (lambda f=f: sync(f())) for n, f in _parts(framework, model, params, x, y).items()})
     if framework == "jax" and model in ("lstm",):
-        with scan_autodiff():  # traced and compiled inside: the plain scan's gradient
+        with side(framework).autodiff_recurrence():  # traced and compiled inside: the plain scan's gradient
             fn, args = prepare(framework, "dp", "sgd", weights, batch, dtype="float32", device=None,
                                loss=DEFAULT_LOSS, model=model)
             sync(fn(*args))
@@ -139,9 +86,7 @@ def point(framework: str, model: str, batch: int, *, rounds: int, min_seconds: f
 
         from torch.func import grad_and_value
 
-        from torch_impl.per_sample import batch_loss
-
-        func_grad = grad_and_value(partial(batch_loss, loss=DEFAULT_LOSS, model=model))
+        func_grad = grad_and_value(partial(side(framework).batch_loss, loss=DEFAULT_LOSS, model=model))
 
         def sgd_func_grad() -> Any:
             grads, value = func_grad(params, x, y)
@@ -149,7 +94,7 @@ def point(framework: str, model: str, batch: int, *, rounds: int, min_seconds: f
         targets["sgd_func_grad"] = sgd_func_grad
     if framework == "torch" and model in ("lstm",):
         def plain_sgd(fn: Any = built["sgd"][0], args: tuple = built["sgd"][1]) -> Any:
-            with loop_autograd():
+            with side(framework).autodiff_recurrence():
                 return sync(fn(*args))
         targets["sgd_scan_autodiff"] = plain_sgd
     calls = {}
@@ -192,9 +137,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{a.framework} {model} B={b} sgd {row['median_ms']['sgd']:.2f} ms  {short}", flush=True)
             records.append(row)
     if a.out:
-        meta = {"command": "python " + " ".join(["scripts/sgd_formulations.py", *(argv or sys.argv[1:])]),
-                "commit": _git_commit(), "cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
-                "versions": versions(), "memory_env": memory_settings(), "loadavg_after": os.getloadavg()}
+        from compare.provenance import command_line, provenance
+
+        meta = {**provenance(command_line(argv, "python scripts/sgd_formulations.py")), "cpu": cpu_model(),
+                "cores": os.cpu_count(), "memory_env": memory_settings(), "loadavg_after": os.getloadavg()}
         old = json.loads(a.out.read_text()) if a.out.exists() else {"runs": []}
         old["runs"].append({"meta": meta, "records": records})
         a.out.parent.mkdir(parents=True, exist_ok=True)
