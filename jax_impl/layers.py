@@ -49,8 +49,8 @@ def recurrence(pre: jax.Array, kernel_hh: jax.Array) -> jax.Array:
 
     Its backward (``_recurrence_bwd``) is one reverse scan for dz_t, then d kernel_hh = sum_t h_{t-1}^T dz_t as ONE
     (H x BT) (BT x 4H) matmul. Why written out: ``jax.grad`` of the scan accumulates d kernel_hh inside the
-    reverse loop, a (H x B) (B x 4H) product and an add per step, which made a plain SGD step of the lstm workload
-    1.5x the forward + backward to its layer outputs (``scripts/sgd_formulations.py``, paper/perf-sgd/)."""
+    reverse loop, a (H x B) (B x 4H) product and an add per step: the lstm workload's SGD step with it was 1.1-1.3x
+    the step with this backward (``scripts/sgd_formulations.py``, paper/perf-sgd/)."""
     return jnp.swapaxes(_scan(pre, kernel_hh)[0], 0, 1)
 
 

@@ -243,8 +243,8 @@ def make_step(
 def batch_grad_and_value(params: Params, x: torch.Tensor, y: torch.Tensor, *, loss: str,
                          model: str | Net) -> tuple[Params, torch.Tensor]:
     """(d mean loss / d params, mean loss) by ``torch.autograd.grad``: what ``torch.func.grad_and_value`` returns,
-    without its transform's per-op dispatch (on the lstm's 256-step recurrence a whole SGD step was 1.5-1.7x
-    autograd's gradient alone: ``scripts/sgd_formulations.py``, paper/perf-sgd/)."""
+    without its transform's per-op dispatch (an SGD step through ``grad_and_value`` was 1.20-1.57x this one on the
+    lstm workload and 2.1-2.4x on ffnn: ``scripts/sgd_formulations.py``, paper/perf-sgd/)."""
     live = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     with torch.enable_grad():
         value = batch_loss(live, x, y, loss, model)
