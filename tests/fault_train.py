@@ -1,7 +1,7 @@
 """``python -m fault_train FAULT RANK STEP <compare.train arguments>``: compare.train with one injected fault in
 process RANK, for tests/test_processes.py and tests/test_resume.py: "die" (exit 3), "kill" (SIGKILL to itself) or
 "hang" (sleep) just before step STEP, or "weights" (other initial weights in that process, refused before the first
-step)."""
+step). Run as the launcher of ``--processes N``, it starts its processes through this module with the same fault."""
 from __future__ import annotations
 
 import os
@@ -31,6 +31,10 @@ def main() -> int:
     if me == rank and fault == "weights":
         init = cli.init_weights
         cli.init_weights = lambda seed, model: init(seed + 1, model)
+    if not os.environ.get(processes.WORKER_ENV):  # the launcher: its processes get the fault too
+        launch = processes.run_processes
+        processes.run_processes = lambda *args, **kw: launch(*args[:3], [*sys.argv[1:4], *args[3]], *args[4:],
+                                                             **{**kw, "module": "fault_train"})
     return cli.main(sys.argv[4:])
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,47 @@ def test_killed_process_of_several_resumes_to_the_same_parameters(framework: str
     assert sorted(_progress_steps(run)) == sorted(_steps_in_order((framework,)))
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (Linux /proc)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            out += [int(child), *_descendants(int(child))]
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_killed_launcher_takes_its_processes_along_and_resumes(tmp_path: Path, reference: Path,
+                                                                child_path: None) -> None:
+    """SIGKILL of the ``--processes 2`` launcher (torch: launcher -> torchrun agent -> worker, the longest chain)
+    while process 1 hangs before step 3: no process is left training, and ``--resume`` finishes the run."""
+    args = [*ARGS, "--frameworks", "torch", "--processes", "2", "--step-timeout", "600", "--out", str(tmp_path)]
+    launcher = subprocess.Popen([sys.executable, "-m", "fault_train", "hang", "1", "3", *args],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run, deadline = tmp_path / "logreg", time.monotonic() + 300
+    while not (ckpt.path(run, "torch").exists() and ckpt.load(run, "torch", "logreg").step == 3):
+        assert time.monotonic() < deadline and launcher.poll() is None, "no checkpoint of step 3"
+        time.sleep(0.5)
+    children = _descendants(launcher.pid)
+    assert len(children) >= 4  # 2 torchrun agents and their workers
+    launcher.kill()
+    launcher.wait()
+    deadline = time.monotonic() + 30
+    while any(map(_alive, children)):
+        assert time.monotonic() < deadline, [c for c in children if _alive(c)]
+        time.sleep(0.2)
+    assert cli.main([*args, "--resume"]) == 0
+    _assert_same(run, reference, ("torch",), TOL)
+    assert sorted(_progress_steps(run)) == sorted(_steps_in_order(("torch",)))
+
+
+@pytest.mark.slow  # ~100 s on 2 shared cores: two subprocesses, each spawning 2 torch replicas and compiling JAX
 def test_two_devices_resume_after_a_kill(tmp_path: Path, reference: Path, child_path: None) -> None:
     """``--devices 2`` (torch: 2 spawned gloo replicas, JAX: 2 host devices, in a subprocess for XLA_FLAGS):
     SIGKILL before jax's step 2, after torch finished; the resumed run equals one device."""
