@@ -6,6 +6,9 @@ curves should overlay step by step (exactly up to float rounding with ``--noise-
 Writes, in ``--out``: ``train_progress.jsonl`` (one line per step, flushed as it goes, so an interrupted run
 keeps what it did), ``train.json`` (after each framework, then final) and ``train_loss.{pdf,png}``; an earlier
 run's files there are first moved to ``--out/runs/<date>-<time>/`` (``compare.rundir``), never overwritten.
+Each framework's training state is checkpointed to ``checkpoint/<framework>.safetensors`` (every
+``--checkpoint-every`` K-th step and the last); ``--resume`` continues a stopped run from there, refusing a
+different configuration, version set, world size or initial weights (``compare.training.checkpoint``).
 
 ``--model NAME[,NAME...]|all`` (default ``seed_cnn``) picks the workloads (``compare.spec.MODELS``), one run each,
 all checked before the first one starts. ``--model seed_cnn`` alone writes into ``--out`` itself, as before; any
