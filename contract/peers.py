@@ -8,7 +8,7 @@ tables and legends, its figure marker, and the distribution whose version every 
 
 Read by the benchmark (``compare.benchmark.targets``: the dp kind's methods, steps and recorded settings), the
 suite tables and figures, the environment report (``compare.lock``: the versions recorded) and
-``scripts/readme_tables.py``. The markers of our own methods are here too, so that no two methods share a marker
+the results document (``compare.report.tables``). The markers of our own methods are here too, so that no two methods share a marker
 (``tests/test_peers.py``). Adding a peer: docs/CONTRIBUTING.md, "Add a peer". Standard library only.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""compare.benchmark.profile runs on both frameworks and prints the stages the README's analysis cites (B=2, one repeat)."""
+"""compare.benchmark.profile runs on both frameworks and prints the stages the results document cites (B=2, one repeat)."""
 from __future__ import annotations
 
 import pytest

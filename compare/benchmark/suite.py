@@ -1,5 +1,5 @@
 """The study across workloads (``compare.run --suite fast-dpsgd``): one row per (workload, batch size), its
-tables (LaTeX booktabs for a paper, markdown for the README) and its small-multiples figure.
+tables (LaTeX booktabs for a paper, markdown for the results document) and its small-multiples figure.
 
 A row holds, per framework, the non-private step (``sgd``), the best private step of our own strategies
 (``dp_sgd`` / ``dp_ghost`` / ``dp_bk``, whichever is fastest at that point: named in the row), the framework's
