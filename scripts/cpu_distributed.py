@@ -1,13 +1,22 @@
 """Step time of compare.train on 1 device, 2 devices and 2 processes per workload and batch size, with the bytes
 each step all-reduces: ``python scripts/cpu_distributed.py --models logreg,ffnn --batch-sizes 64,256``.
 
-Writes ``paper/cpu-distributed/results.json`` (command, commit, CPU, versions, one row per run). On a machine
-with fewer cores than replicas this measures the overhead of splitting a step, not a speed-up.
+Writes ``paper/cpu-distributed/results.json`` (command, commit, CPU, versions, one row per run, with the load
+average before it) after every run, so a stopped sweep keeps what finished; runs go batch size by batch size, each
+under ``--timeout``. On a machine with fewer cores than replicas this measures the overhead of splitting a step,
+not a speed-up.
+
+Threads: every torch replica gets ``--threads`` intra-op threads (default 1: ``OMP_NUM_THREADS``), so 1 device and 2
+replicas compare at the same threads per replica; ``--processes`` and spawned ``--devices`` already give each
+replica cores / replicas = 1 on 2 cores. Measured on this 2-core machine under a load average of ~13 from other
+jobs: torch's logreg B = 64 DP step takes 115.5 ms with 2 threads and 1.6 ms with 1 (OpenMP's threads wait for
+each other on oversubscribed cores).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -31,6 +40,8 @@ def main() -> int:
     p.add_argument("--models", default="logreg,ffnn,mnist_cnn,embed,seed_cnn,cifar10_cnn,lstm,transformer")
     p.add_argument("--batch-sizes", default="64,256")
     p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per replica (OMP_NUM_THREADS)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per run before it is recorded as timed out")
     p.add_argument("--out", type=Path, default=ROOT / "paper" / "cpu-distributed" / "results.json")
     a = p.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -38,19 +49,28 @@ def main() -> int:
 
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     report = {"command": " ".join(["python", "scripts/cpu_distributed.py", *sys.argv[1:]]), "commit": commit,
-              "cpu": cpu_model(), "cores": __import__("os").cpu_count(), "versions": versions(),
+              "cpu": cpu_model(), "cores": os.cpu_count(), "versions": versions(),
+              "threads_per_torch_replica": a.threads,
               "note": "float32, clipping bk, median step time over steps 2..N (the first compiles); on 2 cores two "
                       "replicas share the cores: overhead, not speed-up", "rows": []}
-    for model in a.models.split(","):
-        for batch in map(int, a.batch_sizes.split(",")):
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
+    for batch in map(int, a.batch_sizes.split(",")):
+        for model in a.models.split(","):
             for mode, flags in MODES.items():
                 with tempfile.TemporaryDirectory() as tmp:
                     cmd = [sys.executable, "-m", "compare.train", "--model", model, "--steps", str(a.steps),
                            "--batch-size", str(batch), "--clipping", "bk", "--out", tmp, *flags]
-                    t0 = time.time()
-                    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-                    row = {"model": model, "batch_size": batch, "mode": mode, "wall_s": round(time.time() - t0, 1)}
-                    if proc.returncode != 0:
+                    t0, load = time.time(), os.getloadavg()[0]
+                    try:
+                        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env,
+                                              timeout=a.timeout)
+                    except subprocess.TimeoutExpired:
+                        proc = None
+                    row = {"model": model, "batch_size": batch, "mode": mode, "wall_s": round(time.time() - t0, 1),
+                           "load_average_1min_before": load}
+                    if proc is None:
+                        row["error"] = f"timed out after {a.timeout:g} s"
+                    elif proc.returncode != 0:
                         row["error"] = proc.stderr.strip().splitlines()[-1][:300]
                     else:
                         path = Path(tmp) / ("train.json" if model == "seed_cnn" else f"{model}/train.json")
