@@ -35,6 +35,32 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+def table(report: dict) -> str:
+    """results.md: one row per (workload, batch size), each framework's step time per mode (ms), the bytes one step
+    all-reduces and the load average before the runs; written from results.json alone."""
+    modes = list(MODES)
+    head = ["model", "B", *[f"{fw} {m} (ms)" for fw in ("torch", "jax") for m in modes], "all-reduce B/step",
+            "load (1 min)"]
+    lines = [f"Measured {report.get('date', '')} on {report['cpu']} ({report['cores']} cores), commit "
+             f"{report['commit'][:10]}, torch {report['versions']['torch']}, jax {report['versions']['jax']}, "
+             f"{report['threads_per_torch_replica']} torch thread(s) per replica; {report['note']}.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows: dict[tuple[str, int], dict[str, dict]] = {}
+    for r in report["rows"]:
+        rows.setdefault((r["model"], r["batch_size"]), {})[r["mode"]] = r
+    for (model, batch), by_mode in rows.items():
+        cells = []
+        for fw in ("torch", "jax"):
+            for m in modes:
+                r = by_mode.get(m)
+                cells.append("not run" if r is None else r.get("error", "")[:40] or f"{r[fw]['step_ms']:.1f}")
+        done = [r for r in by_mode.values() if "error" not in r]
+        comm = done[0]["torch"]["communication"]["allreduce_bytes"] if done else ""
+        load = "/".join(f"{r['load_average_1min_before']:.0f}" for r in by_mode.values())
+        lines.append("| " + " | ".join([model, str(batch), *cells, str(comm), load]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--models", default="logreg,ffnn,mnist_cnn,embed,seed_cnn,cifar10_cnn,lstm,transformer")
@@ -43,12 +69,16 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per replica (OMP_NUM_THREADS)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per run before it is recorded as timed out")
     p.add_argument("--out", type=Path, default=ROOT / "paper" / "cpu-distributed" / "results.json")
+    p.add_argument("--table", action="store_true", help="only write results.md next to --out from --out")
     a = p.parse_args()
+    if a.table:
+        (a.out.parent / "results.md").write_text(table(json.loads(a.out.read_text())))
+        return 0
     sys.path.insert(0, str(ROOT))
     from compare.lock import versions
 
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    report = {"command": " ".join(["python", "scripts/cpu_distributed.py", *sys.argv[1:]]), "commit": commit,
+    report = {"command": " ".join(["python", "scripts/cpu_distributed.py", *sys.argv[1:]]), "commit": commit, "date": time.strftime("%Y-%m-%d"),
               "cpu": cpu_model(), "cores": os.cpu_count(), "versions": versions(),
               "threads_per_torch_replica": a.threads,
               "note": "float32, clipping bk, median step time over steps 2..N (the first compiles); on 2 cores two "

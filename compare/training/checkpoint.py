@@ -144,8 +144,9 @@ class Writer:
 
 
 def trim_progress(progress: Path, done: dict[str, int]) -> None:
-    """Keep the progress lines a resumed run does not redo: the header lines, and each framework's steps below its
-    checkpoint's (``done``; none for a framework without one); rewritten atomically."""
+    """Keep the progress lines a resumed run does not redo: the header lines, the lines of frameworks it does not
+    run, and each resumed framework's steps below its checkpoint's (``done``: 0 without one); rewritten
+    atomically."""
     kept = []
     for line in progress.read_text().splitlines():
         try:
@@ -153,7 +154,7 @@ def trim_progress(progress: Path, done: dict[str, int]) -> None:
         except ValueError:
             continue  # a line cut by the kill
         fw = entry.get("framework") if isinstance(entry, dict) else None
-        if fw is None or entry.get("step", 0) < done.get(fw, 0):
+        if fw not in done or entry.get("step", 0) < done[fw]:
             kept.append(line)
     kept.append(json.dumps({"resume": done}))
     tmp = progress.with_name(progress.name + ".tmp")

@@ -379,7 +379,7 @@ def train_model(cfg: Config, data: Dataset, steps: int, weights: dict[str, np.nd
               "meta": {**meta(data, steps, cfg.batch_size / n, cfg.model), "memory_settings": memory},
               "config": config, "epsilon": eps, "delta": cfg.delta, "complete": False, "frameworks": {}}
     if cfg.resume:  # the steps after each checkpoint are redone: their progress lines go
-        ckpt.trim_progress(cfg.out / "train_progress.jsonl", {fw: s.step for fw, s in starts.items() if s})
+        ckpt.trim_progress(cfg.out / "train_progress.jsonl", {fw: s.step if s else 0 for fw, s in starts.items()})
     else:
         (cfg.out / "train_progress.jsonl").write_text("")  # then append: spawned torch rank 0 appends to it too
     with open(cfg.out / "train_progress.jsonl", "a") as progress:
