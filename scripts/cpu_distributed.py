@@ -69,6 +69,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per replica (OMP_NUM_THREADS)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per run before it is recorded as timed out")
     p.add_argument("--out", type=Path, default=ROOT / "paper" / "cpu-distributed" / "results.json")
+    p.add_argument("--append", action="store_true", help="keep --out's rows and skip the runs it has")
     p.add_argument("--table", action="store_true", help="only write results.md next to --out from --out")
     a = p.parse_args()
     if a.table:
@@ -83,10 +84,16 @@ def main() -> int:
               "threads_per_torch_replica": a.threads,
               "note": "float32, clipping bk, median step time over steps 2..N (the first compiles); on 2 cores two "
                       "replicas share the cores: overhead, not speed-up", "rows": []}
+    if a.append and a.out.exists():
+        earlier = json.loads(a.out.read_text())
+        report["rows"] = [{**r, "commit": r.get("commit", earlier["commit"])} for r in earlier["rows"]]
+    have = {(r["model"], r["batch_size"], r["mode"]) for r in report["rows"]}
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
     for batch in map(int, a.batch_sizes.split(",")):
         for model in a.models.split(","):
             for mode, flags in MODES.items():
+                if (model, batch, mode) in have:
+                    continue
                 with tempfile.TemporaryDirectory() as tmp:
                     cmd = [sys.executable, "-m", "compare.train", "--model", model, "--steps", str(a.steps),
                            "--batch-size", str(batch), "--clipping", "bk", "--out", tmp, *flags]
@@ -97,7 +104,7 @@ def main() -> int:
                     except subprocess.TimeoutExpired:
                         proc = None
                     row = {"model": model, "batch_size": batch, "mode": mode, "wall_s": round(time.time() - t0, 1),
-                           "load_average_1min_before": load}
+                           "load_average_1min_before": load, "commit": commit}
                     if proc is None:
                         row["error"] = f"timed out after {a.timeout:g} s"
                     elif proc.returncode != 0:
