@@ -41,8 +41,9 @@ def table(report: dict) -> str:
     modes = list(MODES)
     head = ["model", "B", *[f"{fw} {m} (ms)" for fw in ("torch", "jax") for m in modes], "all-reduce B/step",
             "load (1 min)"]
-    lines = [f"Measured {report.get('date', '')} on {report['cpu']} ({report['cores']} cores), commit "
-             f"{report['commit'][:10]}, torch {report['versions']['torch']}, jax {report['versions']['jax']}, "
+    commits = ", ".join(dict.fromkeys(r.get("commit", report["commit"])[:10] for r in report["rows"]))
+    lines = [f"Measured {report.get('date', '')} on {report['cpu']} ({report['cores']} cores), commit(s) "
+             f"{commits}, torch {report['versions']['torch']}, jax {report['versions']['jax']}, "
              f"{report['threads_per_torch_replica']} torch thread(s) per replica; {report['note']}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     rows: dict[tuple[str, int], dict[str, dict]] = {}
@@ -79,7 +80,8 @@ def main() -> int:
     from compare.lock import versions
 
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    report = {"command": " ".join(["python", "scripts/cpu_distributed.py", *sys.argv[1:]]), "commit": commit, "date": time.strftime("%Y-%m-%d"),
+    report = {"command": " ".join(["python", "scripts/cpu_distributed.py", *sys.argv[1:]]), "commit": commit,
+              "date": time.strftime("%Y-%m-%d"),
               "cpu": cpu_model(), "cores": os.cpu_count(), "versions": versions(),
               "threads_per_torch_replica": a.threads,
               "note": "float32, clipping bk, median step time over steps 2..N (the first compiles); on 2 cores two "

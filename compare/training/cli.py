@@ -301,7 +301,8 @@ def _writer(fw: str, dp: ModuleType, cfg: Config, steps: int, n: int, identity: 
 
 
 def _train_replica(replica: object, fw: str, data: Dataset, cfg: Config, steps: int,
-                   progress_path: str | None, start: ckpt.State | None = None, identity: dict | None = None) -> dict | None:
+                   progress_path: str | None, start: ckpt.State | None = None,
+                   identity: dict | None = None) -> dict | None:
     """One data-parallel replica's run (``<fw>_impl.distributed.data_parallel`` calls it in every process); the
     writer (rank / process 0) appends to the progress file, checkpoints and summarizes."""
     dp = side(fw)
