@@ -24,7 +24,7 @@ Marker = Union[str, tuple[int, int, int]]  # a matplotlib marker: a code or (sid
 METHOD_MARKERS: dict[str, Marker] = {
     "batched": "s", "loop": "o", "vmap": "^", "compile": "v", "compile_cudagraphs": "1", "vmap_nojit": "x",
     "per_layer": "<", "vmap_patches": ">", "sgd": "D", "dp_sgd": "h", "dp_ghost": "P", "dp_bk": "*",
-    "dist_per_sample": "3", "dist_dp_bk": "8",
+    "dist_per_sample": "3", "dist_dp_bk": (6, 1, 0),
 }
 
 

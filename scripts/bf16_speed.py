@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compare.benchmark.targets import TARGETS, prepare, sync_fn  # noqa: E402
 from compare.frameworks import FRAMEWORKS  # noqa: E402
-from compare.lock import versions  # noqa: E402
 from compare.weights import init_weights  # noqa: E402
 
 SKIP = {"compile": "~90 s of torch.compile per dtype and shape on CPU", "compile_cudagraphs": "cuda only"}
@@ -80,16 +79,16 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as err:  # recorded, not dropped
                     rows.append({"framework": fw, "kind": kind, "method": method, "failed": f"{type(err).__name__}: {err}"})
                 print(json.dumps(rows[-1]), flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta = {"command": "python scripts/bf16_speed.py " + " ".join(argv or sys.argv[1:]), "commit": commit,
-            "cpu": cpu_info(), "versions": versions(), "load_average": os.getloadavg(), "model": a.model,
+    from compare.provenance import command_line, provenance
+
+    meta = {**provenance(command_line(argv, "python scripts/bf16_speed.py")), "cpu": cpu_info(), "load_average": os.getloadavg(), "model": a.model,
             "batch_size": a.batch_size, "rounds": a.rounds, "threads": "framework defaults",
             "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "speed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = [f"# bfloat16 / float32 step time, {a.model} B={a.batch_size} ({meta['cpu']['model']}, "
              f"{meta['cpu']['cpus']} CPUs, bf16 flags {meta['cpu']['bf16_flags']})", "",
-             f"`{meta['command']}` at {commit}, malloc {meta['malloc_env'] or 'default'}; load average {meta['load_average'][0]:.1f} at the end "
+             f"`{meta['command']}` at {(meta['git_commit'] or '?')[:7]}, malloc {meta['malloc_env'] or 'default'}; load average {meta['load_average'][0]:.1f} at the end "
              "(shared machine: absolute ms are noisy, the paired ratios less so).", "",
              "| framework | kind | method | float32 ms | bfloat16 ms | bf16/f32 (median of rounds) | 90% interval |",
              "|---|---|---|---|---|---|---|"]

@@ -77,12 +77,13 @@ def main() -> int:
         (a.out.parent / "results.md").write_text(table(json.loads(a.out.read_text())))
         return 0
     sys.path.insert(0, str(ROOT))
-    from compare.lock import versions
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    report = {"command": " ".join(["python", "scripts/cpu_distributed.py", *sys.argv[1:]]), "commit": commit,
-              "date": time.strftime("%Y-%m-%d"),
-              "cpu": cpu_model(), "cores": os.cpu_count(), "versions": versions(),
+    from compare.provenance import command_line, provenance
+
+    prov = provenance(command_line(None, "python scripts/cpu_distributed.py"))
+    commit = prov["git_commit"]
+    report = {"meta": prov, "command": prov["command"], "commit": commit, "date": time.strftime("%Y-%m-%d"),
+              "cpu": cpu_model(), "cores": prov["cores"], "versions": prov["versions"],
               "threads_per_torch_replica": a.threads,
               "note": "float32, clipping bk, median step time over steps 2..N (the first compiles); on 2 cores two "
                       "replicas share the cores: overhead, not speed-up", "rows": []}

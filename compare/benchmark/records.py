@@ -114,11 +114,6 @@ def point_key(record: dict) -> tuple:
     return tuple(record.get(f) or DEFAULT_MODEL if f == "model" else record.get(f) for f in KEY_FIELDS)
 
 
-def record_model(record: dict) -> str:
-    """The record's workload (the default for records written before ``model`` was recorded)."""
-    return record.get("model") or DEFAULT_MODEL
-
-
 def failure_record(spec: dict, status: str, reason: str, **extra: object) -> PointRecord:
     """A record for a point that produced no timing: every required field present, the numbers ``None``."""
     if status not in STATUSES:

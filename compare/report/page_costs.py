@@ -43,7 +43,8 @@ def jax_profiles(page: Page, paper: Paper) -> None:
     rels = [r for r in paper.json_files if "/profiles/" in r and r.endswith(".json")]
     rows = []
     for rel in rels:
-        for r in paper.json(rel):
+        data = paper.json(rel)  # {"meta", "records"}; files written before the meta was recorded are a bare list
+        for r in data["records"] if isinstance(data, dict) else data:
             rows.append([f"`{r['model']}`", r["framework"], f"`{r['method']}`", str(r["batch_size"]), r["stage"],
                          f"{r['wall_ms']:.1f}", f"{r['cpu_ms']:.1f}"])
     if rows:

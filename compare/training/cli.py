@@ -35,7 +35,6 @@ and runs JAX:
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -44,42 +43,40 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Callable, Iterator, TextIO
 
 import numpy as np
 
-from contract.devices import DevicesError, check_count, force_host_devices
-from contract.spec import is_mixed, storage_dtype
+from contract.devices import DevicesError
+from contract.spec import storage_dtype
 from compare.env import require_gpu, share_gpu_memory
 from compare.lock import versions
-from compare.arguments import ExtendUnique, csv_list, models_arg
 from compare.interrupt import exit_status, interruptible, kill_children, signal_name
 from compare.logs import setup_logging
-from compare.paths import input_file, output_dir
 from compare.rundir import keep_earlier_run
+from compare.training.options import (  # noqa: F401 - CLIPPINGS: the command line's, importable from here too
+    CLIPPINGS, Config, check_config, check_parallel, parse_args, run_dir)
 from compare.training.report import kept_line, meta, plot, write_json
 from compare.training.data import DataError, Dataset, load_for_model
 from compare.training import checkpoint as ckpt
 from compare.training import processes as procs
 from compare.training.streams import NoiseStream, Streams
 from contract.communication import step_bytes
-from compare.frameworks import FRAMEWORKS, side
-from compare.training.privacy import ACCOUNTANTS, DPConfigError, check_delta, check_dp_params, epsilon
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, DTYPES, MODELS, DeviceError
+from compare.frameworks import side
+from compare.training.privacy import DPConfigError, epsilon
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, MODELS, DeviceError
 from compare.weights import WeightsError, init_weights, load_weights
 
 log = logging.getLogger("compare.train")
 
-# = <fw>_impl.dp.CLIPPINGS (tests/test_distributed.py checks), listed here so --help imports no framework
-CLIPPINGS: tuple[str, ...] = ("materialize", "ghost", "bk")
-DEFAULT_CLIPPING = "bk"  # the fastest exact strategy of both dp modules (paper/cpu-suite: dp_bk is the best private step)
 SGD_BASELINE_REPS = 5  # timed non-private steps per framework, after one warm-up step
 EVAL_BATCH = 256
 
 
+<<<<<<< HEAD
 @dataclass(frozen=True)
 class Config:
     epochs: int
@@ -196,6 +193,8 @@ def check_parallel(cfg: Config) -> None:
         side(fw).check_devices(cfg.devices, cfg.device)
 
 
+=======
+>>>>>>> main
 def noise_draws(seed: int, steps: int, noise_multiplier: float,
                 model: str = DEFAULT_MODEL) -> Iterator[dict[str, np.ndarray] | None]:
     """One canonical standard normal draw per step, shared by both frameworks (None when there is no noise)."""
@@ -377,7 +376,7 @@ def train_model(cfg: Config, data: Dataset, steps: int, weights: dict[str, np.nd
     config = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
               for k, v in asdict(cfg).items() if k != "argv"}
     report = {"model": cfg.model,
-              "meta": {**meta(data, steps, cfg.batch_size / n, cfg.model), "memory_settings": memory},
+              "meta": {**meta(data, steps, cfg.batch_size / n, cfg.model, list(cfg.argv)), "memory_settings": memory},
               "config": config, "epsilon": eps, "delta": cfg.delta, "complete": False, "frameworks": {}}
     if cfg.resume:  # the steps after each checkpoint are redone: their progress lines go
         ckpt.trim_progress(cfg.out / "train_progress.jsonl", {fw: s.step if s else 0 for fw, s in starts.items()})
