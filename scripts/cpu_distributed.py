@@ -70,7 +70,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per replica (OMP_NUM_THREADS)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per run before it is recorded as timed out")
     p.add_argument("--out", type=Path, default=ROOT / "paper" / "cpu-distributed" / "results.json")
-    p.add_argument("--append", action="store_true", help="keep --out's rows and skip the runs it has")
+    p.add_argument("--append", action="store_true", help="keep --out's rows and skip the runs it has "
+                   "(failed or timed-out runs are run again)")
     p.add_argument("--table", action="store_true", help="only write results.md next to --out from --out")
     a = p.parse_args()
     if a.table:
@@ -90,7 +91,7 @@ def main() -> int:
     if a.append and a.out.exists():
         earlier = json.loads(a.out.read_text())
         report["rows"] = [{**r, "commit": r.get("commit", earlier["commit"])} for r in earlier["rows"]]
-    have = {(r["model"], r["batch_size"], r["mode"]) for r in report["rows"]}
+    have = {(r["model"], r["batch_size"], r["mode"]) for r in report["rows"] if "error" not in r}
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
     for batch in map(int, a.batch_sizes.split(",")):
         for model in a.models.split(","):
@@ -117,7 +118,8 @@ def main() -> int:
                         runs = json.loads(path.read_text())["frameworks"]
                         row.update({fw: {"step_ms": r["step_ms"], "communication": r["communication"]}
                                     for fw, r in runs.items()})
-                report["rows"].append(row)
+                report["rows"] = [r for r in report["rows"] if (r["model"], r["batch_size"], r["mode"]) !=
+                                  (model, batch, mode)] + [row]  # a failed run's row is replaced
                 print(json.dumps(row), flush=True)
                 a.out.parent.mkdir(parents=True, exist_ok=True)
                 a.out.write_text(json.dumps(report, indent=2))
