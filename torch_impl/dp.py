@@ -32,7 +32,7 @@ from contract.privacy import check_dp_params
 from contract.spec import DEFAULT_LOSS, DEFAULT_MODEL, check_batch, check_dtype, check_loss, storage_dtype
 from torch_impl import ghost, precision
 from torch_impl.model import Net, resolve
-from torch_impl.per_sample import batch_loss, native_fn, native_x, sample_loss
+from torch_impl.per_sample import batch_grad_and_value, batch_loss, native_fn, native_x, sample_loss
 from torch_impl.weights import resolve_device, to_native
 
 Params = dict[str, torch.Tensor]
@@ -238,18 +238,6 @@ def make_step(
         return new, loss_sum / batch
 
     return step
-
-
-def batch_grad_and_value(params: Params, x: torch.Tensor, y: torch.Tensor, *, loss: str,
-                         model: str | Net) -> tuple[Params, torch.Tensor]:
-    """(d mean loss / d params, mean loss) by ``torch.autograd.grad``: what ``torch.func.grad_and_value`` returns,
-    without its transform's per-op dispatch (an SGD step through ``grad_and_value`` was 1.20-1.57x this one on the
-    lstm workload and 2.1-2.4x on ffnn: ``scripts/sgd_formulations.py``, paper/perf-sgd/)."""
-    live = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-    with torch.enable_grad():
-        value = batch_loss(live, x, y, loss, model)
-        grads = torch.autograd.grad(value, list(live.values()), allow_unused=True)
-    return {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(live.items(), grads)}, value.detach()
 
 
 def make_sgd_step(

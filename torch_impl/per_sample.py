@@ -171,8 +171,22 @@ def _method_fn(method: str, loss: str, chunk_size: int | None, model: str | Net)
 
 
 def reference_fn(*, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL, dtype: str = "float32") -> GradFn:
-    """Ordinary training's gradient: one batched forward+backward of the mean loss (no per-sample axis)."""
-    return precision.policy(grad(partial(batch_loss, loss=check_loss(loss), model=resolve(model))), dtype)
+    """Ordinary training's gradient: one batched forward+backward of the mean loss (no per-sample axis), by
+    ``torch.autograd.grad`` as the SGD step takes it (``batch_grad_and_value``), the floor's fastest plain form."""
+    loss, net = check_loss(loss), resolve(model)
+    return precision.policy(lambda params, x, y: batch_grad_and_value(params, x, y, loss=loss, model=net)[0], dtype)
+
+
+def batch_grad_and_value(params: Params, x: torch.Tensor, y: torch.Tensor, *, loss: str,
+                         model: str | Net) -> tuple[Params, torch.Tensor]:
+    """(d mean loss / d params, mean loss) by ``torch.autograd.grad``: what ``torch.func.grad_and_value`` returns,
+    without its transform's per-op dispatch (an SGD step through ``grad_and_value`` was 1.20-1.57x this one on the
+    lstm workload and 2.1-2.4x on ffnn: ``scripts/sgd_formulations.py``, paper/perf-sgd/)."""
+    live = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    with torch.enable_grad():
+        value = batch_loss(live, x, y, loss, model)
+        grads = torch.autograd.grad(value, list(live.values()), allow_unused=True)
+    return {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(live.items(), grads)}, value.detach()
 
 
 def native_x(x: np.ndarray, dtype: str, dev: torch.device) -> torch.Tensor:
