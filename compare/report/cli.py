@@ -11,7 +11,8 @@ import difflib
 import sys
 from pathlib import Path
 
-from compare.report import page_costs, page_index, page_more, page_provenance, page_seed, page_study
+from compare.report import (page_costs, page_experiments, page_index, page_more, page_provenance, page_seed,
+                            page_study)
 from compare.report.markdown import Page
 from compare.report.sources import Paper
 from compare.report.summary import splice, summary_table
@@ -22,6 +23,7 @@ def pages(paper: Paper, out: Path) -> list[Page]:
     parts = [page_seed.build(paper, out), page_study.build(paper, out), page_costs.build(paper, out),
              page_more.bfloat16(paper, out), page_more.distributed(paper, out), page_provenance.build(paper, out)]
     parts = [p for p in parts if p is not None]
+    parts.append(page_experiments.build(paper, out, parts))  # after the others: it shows what they do not
     return [*parts, page_index.build(paper, out, parts)]
 
 
@@ -29,7 +31,8 @@ def outputs(paper: Paper, out: Path, readme: Path | None) -> tuple[dict[Path, st
     """{file: its generated text} and the committed figures the document and the README link."""
     docs = pages(paper, out)
     files = {p.path: p.text() for p in docs}
-    used = set().union(*(p.figures for p in docs))
+    # the appendix that lists every figure the other pages leave out does not count as using them
+    used = set().union(*(p.figures for p in docs if p.path.name != "experiments.md"))
     if readme is not None:
         page = Page(readme)
         files[readme] = splice(readme.read_text(), summary_table(paper, page), str(readme))
@@ -65,7 +68,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="README whose summary table (between its summary markers) is generated too")
     p.add_argument("--no-readme", action="store_true", help="leave the README alone")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 listing every difference")
-    p.add_argument("--unused-figures", action="store_true", help="list committed PNGs that nothing links")
+    p.add_argument("--unused-figures", action="store_true", help="list committed PNGs that no page shows (only the appendix of every other figure lists them)")
     return p.parse_args(argv)
 
 
