@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -136,7 +137,8 @@ def _fmt(v: object) -> str:
 def markdown(report: dict) -> str:
     m = report["meta"]
     lines = [f"# bfloat16 agreement and clipping ({m['cpu']}, commit {m['commit']})", "",
-             f"`{m['command']}`; {', '.join(f'{k} {v}' for k, v in m['versions'].items() if v)}.", "",
+             f"`{m['command']}`; {', '.join(f'{k} {v}' for k, v in m['versions'].items() if v)}; "
+             f"XLA_FLAGS `{m.get('xla_flags', '')}`.", "",
              f"Errors: max |bf16 - float64| / max |float64| per parameter, the worst parameter; bound (2D + 3) u, "
              f"u = 2^-8 = {U_BF16:.2e} (docs/precision.md); replay: against float64 with the side's own bfloat16 "
              "ReLU / max-pool decisions forced; flips: fraction of those decisions that differ from float64's; "
@@ -194,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         report["gradients"] += gradient_rows(model, a.batch_size, a.methods)
         report["clipping"] += clipping_rows(model, a.clip_batch_size)
         report["meta"]["seconds"] = round(time.time() - t0, 1)
+        report["meta"]["xla_flags"] = os.environ.get("XLA_FLAGS", "")  # jax_impl sets excess precision off
         (a.out / "precision.json").write_text(json.dumps(report, indent=1))  # after each workload: a stop keeps it
         (a.out / "precision.md").write_text(markdown(report))
         print(f"{model}: done at {time.time() - t0:.0f} s", flush=True)
