@@ -34,14 +34,24 @@ SKIPPED: dict[str, str] = {"compile": "torch.compile of vmap: ~90 s of compilati
 CLIPPINGS = ("materialize", "ghost", "bk")
 
 
-def relative_error(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float:
-    """max over parameters of max |got - ref| / max |ref| (a parameter whose reference is all zero is skipped)."""
-    out = 0.0
+def parameter_errors(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per parameter, max |got - ref| / max |ref| (a parameter whose reference is all zero is skipped)."""
+    out = {}
     for k, r in ref.items():
         scale = float(np.abs(r).max())
         if scale > 0:
-            out = max(out, float(np.abs(np.asarray(got[k], np.float64) - r).max()) / scale)
+            out[k] = float(np.abs(np.asarray(got[k], np.float64) - r).max()) / scale
     return out
+
+
+def relative_error(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float:
+    """max over parameters of ``parameter_errors``."""
+    return max(parameter_errors(got, ref).values(), default=0.0)
+
+
+def worst_parameter(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> str | None:
+    errors = parameter_errors(got, ref)
+    return max(errors, key=errors.get) if errors else None
 
 
 def _flips(decisions: dict[str, np.ndarray], ref: dict[str, np.ndarray], sites: list) -> float:
@@ -91,7 +101,8 @@ def gradient_rows(model: str, batch_size: int, methods: tuple[str, ...] | None, 
             got_by[(fw, method)] = got
             err = relative_error(got, ref)
             row.update(status="ok", seconds=round(time.perf_counter() - t0, 2), error=err, flips=flips,
-                       replay_error=None if replay is None else relative_error(got, replay))
+                       replay_error=None if replay is None else relative_error(got, replay),
+                       worst=worst_parameter(got, ref if replay is None else replay))
             explained = err <= row["bound"] or (replay is not None and row["replay_error"] <= row["bound"])
             row["verdict"] = ("within bound" if err <= row["bound"] else
                               "decision flips (replay within bound)" if explained else "exceeds bound")
@@ -142,16 +153,17 @@ def markdown(report: dict) -> str:
              f"Errors: max |bf16 - float64| / max |float64| per parameter, the worst parameter; bound (2D + 3) u, "
              f"u = 2^-8 = {U_BF16:.2e} (docs/precision.md); replay: against float64 with the side's own bfloat16 "
              "ReLU / max-pool decisions forced; flips: fraction of those decisions that differ from float64's; "
-             "cross: torch against JAX.", "",
-             "| model | framework | method | error | bound | replay | flips | cross | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "cross: torch against JAX; worst: the parameter with the largest error against the replay (or against "
+             "float64 where the workload has no decision).", "",
+             "| model | framework | method | error | bound | replay | flips | cross | worst | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["gradients"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['model']} | {r['framework']} | {r['method']} | {r['status']}: {r['reason']} |||||||")
+            lines.append(f"| {r['model']} | {r['framework']} | {r['method']} | {r['status']}: {r['reason']} ||||||||")
             continue
         lines.append(f"| {r['model']} | {r['framework']} | {r['method']} | {_fmt(r['error'])} | {_fmt(r['bound'])} | "
                      f"{_fmt(r['replay_error'])} | {_fmt(r['flips'])} | {_fmt(r.get('cross_error'))} | "
-                     f"{r['verdict']} |")
+                     f"{r.get('worst') or '-'} | {r['verdict']} |")
     lines += ["", "Clipping: every example's clipped contribution ||c_b g_b|| (float64 norm of what the strategy "
               "computes in bfloat16) against C (1 + delta); clip decision flips: fraction of examples whose "
               "norm > C decision in bfloat16 differs from float64's.", "",
