@@ -10,6 +10,7 @@ bfloat16 support (``/proc/cpuinfo`` flags avx512_bf16, amx_bf16, amx_tile), the 
 the commit and the command; DIR/speed.json is rewritten after every row (a stop keeps what was measured).
 Usage:
   python scripts/bf16_speed.py --model seed_cnn,mnist_cnn,embed --batch-size 64 --threads 1 --out paper/cpu-bf16
+  python scripts/bf16_speed.py --combine A/speed.json B/speed.json --out DIR   # runs of several workloads, one table
 """
 from __future__ import annotations
 
@@ -92,13 +93,16 @@ def pair(framework: str, kind: str, method: str, model: str, batch: int, rounds:
             "ratios": [float(v) for v in ratios], "loadavg_after": os.getloadavg()[0]}
 
 
-def markdown(meta: dict, rows: list[dict]) -> str:
+def markdown(runs: list[dict], rows: list[dict]) -> str:
+    meta = runs[0]
     flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in meta["cpu"]["flags"].items())
     lines = [f"# bfloat16 / float32 step time, B={meta['batch_size']}, {meta['threads']} thread(s) "
              f"({meta['cpu']['model']}, {meta['cpu']['cpus']} CPUs)", "",
-             f"`{meta['command']}` at {meta['commit']}; CPU flags: {flags}; malloc {meta['malloc_env'] or 'default'}; "
-             f"load average {meta['load_average'][0]:.1f} at the start; "
-             f"{', '.join(f'{k} {v}' for k, v in meta['versions'].items() if v)}.", "",
+             f"CPU flags: {flags}; {', '.join(f'{k} {v}' for k, v in meta['versions'].items() if v)}.", ""]
+    for m in runs:
+        lines.append(f"- `{m['command']}` at {m['commit']} ({', '.join(m['models'])}): malloc "
+                     f"{m['malloc_env'] or 'default'}; load average {m['load_average'][0]:.1f} at the start.")
+    lines += ["",
              "float32 and bfloat16 alternate call by call in one process; bf16/f32 is the median of the per-round "
              "ratios, with a bootstrap 90% interval. Absolute ms are medians on a shared machine (noisy); the paired "
              "ratios are the result.", "",
@@ -123,7 +127,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="intra-op threads of both frameworks: 1 (default: their own)")
     p.add_argument("--methods", help="only these methods (comma-separated; default: every one)")
     p.add_argument("--out", type=Path, default=Path("results/bf16"))
+    p.add_argument("--combine", type=Path, nargs="+", help="write one table of these speed.json files to --out")
     a = p.parse_args(argv)
+    if a.combine:
+        missing = [str(f) for f in a.combine if not f.exists()]
+        if missing:
+            p.error(f"--combine: no such file: {', '.join(missing)}")
+        parts = [json.loads(f.read_text()) for f in a.combine]
+        runs = []
+        for d in parts:  # a run stopped early measured fewer workloads than it was asked for
+            for m in (d["runs"] if "runs" in d else [d["meta"]]):
+                runs.append({**m, "models": [x for x in m["models"] if any(r["model"] == x for r in d["rows"])]})
+        rows = [r for d in parts for r in d["rows"]]
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "speed.json").write_text(json.dumps({"runs": runs, "rows": rows}, indent=1))
+        (a.out / "speed.md").write_text(markdown(runs, rows))
+        return 0
     from compare.spec import InputError, parse_models  # contract only: no framework imported yet
 
     try:
@@ -162,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                     except Exception as err:  # recorded, not dropped
                         rows.append({**base, "failed": f"{type(err).__name__}: {err}"})
                     print(json.dumps({k: v for k, v in rows[-1].items() if k != "ratios"}), flush=True)
-                    (a.out / "speed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-                    (a.out / "speed.md").write_text(markdown(meta, rows))
-    print(markdown(meta, rows))
+                    (a.out / "speed.json").write_text(json.dumps({"runs": [meta], "rows": rows}, indent=1))
+                    (a.out / "speed.md").write_text(markdown([meta], rows))
+    print(markdown([meta], rows))
     return 0
 
 
