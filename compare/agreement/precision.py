@@ -147,9 +147,11 @@ def _fmt(v: object) -> str:
 
 def markdown(report: dict) -> str:
     m = report["meta"]
+    runs = m.get("parts", [m])
     lines = [f"# bfloat16 agreement and clipping ({m['cpu']}, commit {m['commit']})", "",
-             f"`{m['command']}`; {', '.join(f'{k} {v}' for k, v in m['versions'].items() if v)}; "
-             f"XLA_FLAGS `{m.get('xla_flags', '')}`.", "",
+             f"{', '.join(f'{k} {v}' for k, v in m['versions'].items() if v)}; XLA_FLAGS `{m.get('xla_flags', '')}`.",
+             "", *(f"- `{r['command']}` at {r['commit']}: {', '.join(r['models'])} ({r.get('seconds', '-')} s)"
+                   for r in runs), "",
              f"Errors: max |bf16 - float64| / max |float64| per parameter, the worst parameter; bound (2D + 3) u, "
              f"u = 2^-8 = {U_BF16:.2e} (docs/precision.md); replay: against float64 with the side's own bfloat16 "
              "ReLU / max-pool decisions forced; flips: fraction of those decisions that differ from float64's; "
@@ -175,6 +177,27 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def combine(parts: list[Path], out: Path, command: str) -> int:
+    """One report from runs over different workloads (each with its own command), rows in ``MODELS`` order."""
+    files = [d / "precision.json" for d in parts]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise SystemExit(f"--combine: no such file: {', '.join(missing)}")
+    reports = [json.loads(f.read_text()) for f in files]
+    order = {name: i for i, name in enumerate(MODELS)}
+    metas = [{**r["meta"], "models": sorted({g["model"] for g in r["clipping"]}, key=order.get)} for r in reports]
+    first = metas[0]
+    meta = {"command": command, "commit": first["commit"], "cpu": first["cpu"], "versions": first["versions"],
+            "u": first["u"], "xla_flags": first.get("xla_flags", ""), "parts": metas}
+    report = {"meta": meta,
+              "gradients": sorted((g for r in reports for g in r["gradients"]), key=lambda g: order[g["model"]]),
+              "clipping": sorted((c for r in reports for c in r["clipping"]), key=lambda c: order[c["model"]])}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "precision.json").write_text(json.dumps(report, indent=1))
+    (out / "precision.md").write_text(markdown(report))
+    return 0
+
+
 def _cpu() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
         if line.startswith("model name"):
@@ -191,7 +214,12 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"methods to run (default: every applicable one except {tuple(SKIPPED)})")
     p.add_argument("--out", type=output_dir, default=Path("results/bf16"))
     p.add_argument("--resume", action="store_true", help="keep the workloads DIR/precision.json already has")
+    p.add_argument("--combine", type=Path, nargs="+", metavar="PART",
+                   help="write one table to --out from the PART/precision.json of runs over different workloads")
     a = p.parse_args(argv)
+    if a.combine:
+        return combine(a.combine, a.out, "python -m compare.agreement.precision " + " ".join(
+            sys.argv[1:] if argv is None else argv))
     t0 = time.time()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     report = {"meta": {"command": "python -m compare.agreement.precision " + " ".join(sys.argv[1:] if argv is None else argv), "commit": commit,
