@@ -24,13 +24,13 @@ def side(framework: str) -> FrameworkSide:
 
 
 def impl_module(framework: str, name: str) -> ModuleType:
-    """``<framework>_impl.<name>``, any mirrored module: for tests and experiments that study a side's internals
-    (the harness uses ``side``)."""
+    """``<framework>_impl.<name>``, any mirrored module: for tests that study a side's internals (the harness and
+    the experiments under scripts/ use ``side``; pinned by tests/test_imports.py)."""
     return importlib.import_module(f"{_package(framework)}.{name}")
 
 
 def per_sample_module(framework: str) -> ModuleType:
-    """``<framework>_impl.per_sample`` (tests and experiments; the harness uses ``side``)."""
+    """``<framework>_impl.per_sample`` (tests; the harness and scripts/ use ``side``)."""
     return impl_module(framework, "per_sample")
 
 

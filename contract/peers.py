@@ -8,7 +8,7 @@ tables and legends, its figure marker, and the distribution whose version every 
 
 Read by the benchmark (``compare.benchmark.targets``: the dp kind's methods, steps and recorded settings), the
 suite tables and figures, the environment report (``compare.lock``: the versions recorded) and
-``scripts/readme_tables.py``. The markers of our own methods are here too, so that no two methods share a marker
+the results document (``compare.report.tables``). The markers of our own methods are here too, so that no two methods share a marker
 (``tests/test_peers.py``). Adding a peer: docs/CONTRIBUTING.md, "Add a peer". Standard library only.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ Marker = Union[str, tuple[int, int, int]]  # a matplotlib marker: a code or (sid
 METHOD_MARKERS: dict[str, Marker] = {
     "batched": "s", "loop": "o", "vmap": "^", "compile": "v", "compile_cudagraphs": "1", "vmap_nojit": "x",
     "per_layer": "<", "vmap_patches": ">", "sgd": "D", "dp_sgd": "h", "dp_ghost": "P", "dp_bk": "*",
-    "dist_per_sample": "3", "dist_dp_bk": "8",
+    "dist_per_sample": "3", "dist_dp_bk": (6, 1, 0),
 }
 
 

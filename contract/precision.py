@@ -30,14 +30,6 @@ BF16_DEPTH: dict[str, int] = {"logreg": 0, "ffnn": 1, "seed_cnn": 3, "mnist_cnn"
 CLIPPINGS: tuple[str, ...] = ("materialize", "ghost", "bk")
 
 
-def dot_bound(k: int, u: float = U_BF16) -> tuple[float, float]:
-    """(typical, worst) relative error of a k-term dot product, bfloat16 operands, float32 accumulation,
-    bfloat16 result, relative to sum |x_i y_i| (typical: to rms |x_i y_i| sqrt(k))."""
-    worst = u + 2 * u + u * u + (k - 1) * U_FP32
-    typical = u * math.sqrt(2 / 3) + u / math.sqrt(3)
-    return typical, worst
-
-
 def gradient_bound(model: str, u: float = U_BF16) -> float:
     """(2D + 3) u: the per-sample gradient's bfloat16 error relative to its max |value|, smooth piece."""
     return (2 * BF16_DEPTH[model] + 3) * u

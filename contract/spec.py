@@ -7,6 +7,7 @@ the default workload, ``seed_cnn``, and are for seed-only code (the numpy oracle
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,6 +140,21 @@ def check_model(model: str | Workload) -> Workload:
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}; expected one of {tuple(MODELS)}")
     return MODELS[model]
+
+
+def constructor_sizes(network: type) -> dict[str, int]:
+    """{keyword: default} of the sizes a network class is built with (its constructor's keywords with a default,
+    a framework's ``rngs`` aside): what a variant of a registered workload may change (the sides' ``variant``)."""
+    params = inspect.signature(network.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty and p.name != "rngs"}
+
+
+def check_sizes(model: str, sizes: dict[str, int], known: dict[str, int]) -> dict[str, int]:
+    """``sizes`` if every key is one of ``known`` (the network's ``constructor_sizes``), else one InputError."""
+    unknown = set(sizes) - set(known)
+    if unknown:
+        raise InputError(f"model {model!r} has no size(s) {sorted(unknown)}; its sizes: {sorted(known)}")
+    return sizes
 
 
 def parse_models(text: str) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from jax_impl import precision, rules
 from jax_impl.model import Net, loss_fn, resolve
 from jax_impl.models.common import decision_hook
 from jax_impl.per_sample import native_inputs
-from jax_impl.weights import param_modules, path_name, to_canonical
+from jax_impl.weights import param_modules, path_name, replace_module, to_canonical
 
 Arrays = dict[str, jax.Array]
 
@@ -106,16 +106,8 @@ class _Layer(nnx.Module):
 def _instrumented(net: Net, params: nnx.State, hook: _Hook) -> nnx.Module:
     """The merged model with each parameterised module wrapped so that ``hook`` learns its name, input and output."""
     root = nnx.merge(net.graphdef, params)
-    for path, module in sorted(param_modules(root), key=lambda pm: -len(pm[0])):
-        if not path:
-            return _Layer(root, "", hook)
-        parent = root
-        for p in path[:-1]:
-            parent = parent[p] if isinstance(p, int) else getattr(parent, p)
-        if isinstance(path[-1], int):
-            parent[path[-1]] = _Layer(module, path_name(path), hook)
-        else:
-            setattr(parent, path[-1], _Layer(module, path_name(path), hook))
+    for path, module in sorted(param_modules(root), key=lambda pm: -len(pm[0])):  # deepest first, the root last
+        root = replace_module(root, path, _Layer(module, path_name(path), hook))
     return root
 
 

@@ -86,6 +86,16 @@ def _per_example_fn(
     return precision.policy(_method_with_losses(method, loss, model), dtype)
 
 
+def _check_options(loss: str, clipping: str, dtype: str, model: str | Net, per_sample_method: str) -> None:
+    """A DP call's options, every one checked before any work (for "materialize", the per-sample method too)."""
+    check_loss(loss)
+    check_clipping(clipping)
+    check_dtype(dtype)
+    resolve(model)
+    if clipping == "materialize":
+        _per_example_fn(per_sample_method, loss, model)
+
+
 def _method_with_losses(
     method: str, loss: str, model: str | Net
 ) -> Callable[[Params, jax.Array, jax.Array], tuple[Params, jax.Array]]:
@@ -153,12 +163,7 @@ def clipped_grad_sum(
     recompile); inside another jit it is inlined. ``dtype="bfloat16"``: the forward/backward in bfloat16 on the
     float32 ``params``; norms, factors and sums in float32 (docs/precision.md).
     """
-    check_loss(loss)
-    check_clipping(clipping)
-    check_dtype(dtype)
-    resolve(model)
-    if clipping == "materialize":
-        _per_example_fn(per_sample_method, loss, model)  # an unknown method fails here, before any work
+    _check_options(loss, clipping, dtype, model, per_sample_method)
     return _clipped_grad_sum(params, x, y, clip, mask, loss=loss, clipping=clipping,
                              per_sample_method=per_sample_method, model=model, dtype=dtype)
 
@@ -179,12 +184,7 @@ def per_example_norms(
     per_sample_method: str = "vmap", model: str | Net = DEFAULT_MODEL, dtype: str = "float32",
 ) -> jax.Array:
     """(B,) each example's global gradient L2 norm by that strategy's route ("ghost" and "bk" share theirs)."""
-    check_loss(loss)
-    check_clipping(clipping)
-    check_dtype(dtype)
-    resolve(model)
-    if clipping == "materialize":
-        _per_example_fn(per_sample_method, loss, model)
+    _check_options(loss, clipping, dtype, model, per_sample_method)
     return _per_example_norms(params, x, y, loss=loss, clipping=clipping, per_sample_method=per_sample_method,
                               model=model, dtype=dtype)
 
@@ -221,12 +221,7 @@ def make_step(
     bfloat16 compute on float32 master parameters; the update is float32 (docs/precision.md).
     """
     check_dp_params(lr=lr, clip=clip, noise_multiplier=noise_multiplier)
-    check_loss(loss)
-    check_clipping(clipping)
-    check_dtype(dtype)
-    resolve(model)
-    if clipping == "materialize":
-        _per_example_fn(per_sample_method, loss, model)  # an unknown method fails here, before any work
+    _check_options(loss, clipping, dtype, model, per_sample_method)
 
     @jax.jit
     def step(params: Params, x: jax.Array, y: jax.Array, noise: Params | None = None) -> tuple[Params, jax.Array]:

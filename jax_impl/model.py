@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from contract.spec import DEFAULT_MODEL, Workload, check_loss, check_model
+from contract.spec import DEFAULT_MODEL, Workload, check_loss, check_model, check_sizes, constructor_sizes
 from jax_impl.models import CLASSES
 from jax_impl.models.common import PRECISION  # noqa: F401 - re-exported: every dot and conv uses it
 from jax_impl.models.seed_cnn import SimpleCNN  # noqa: F401 - the seed's class name, kept importable here
@@ -42,19 +42,48 @@ class Net:
         return cls(spec, graphdef, state, module)
 
 
-def make_model(model: str = DEFAULT_MODEL, rngs: nnx.Rngs | None = None) -> nnx.Module:
+def network_sizes(model: str) -> dict[str, int]:
+    """{keyword: registered value} of the sizes a registered workload's network is built with (the transformer's
+    ``seq_len``, ``width``, ...; empty for a network of fixed sizes): what ``make_model`` and ``variant`` may
+    change."""
+    return constructor_sizes(CLASSES[check_model(model).name])
+
+
+def _sizes(name: str, sizes: dict[str, int]) -> dict[str, int]:
+    return check_sizes(name, sizes, network_sizes(name))
+
+
+def make_model(model: str = DEFAULT_MODEL, rngs: nnx.Rngs | None = None, **sizes: int) -> nnx.Module:
     """A freshly initialised module of a registered workload (Flax's own init; the shared weights come from
-    ``compare.weights``)."""
-    return CLASSES[check_model(model).name](rngs=rngs or nnx.Rngs(0))
+    ``compare.weights``); ``sizes``: other values of its ``network_sizes``."""
+    name = check_model(model).name
+    return CLASSES[name](**_sizes(name, sizes), rngs=rngs or nnx.Rngs(0))
 
 
-def init_weights(seed: int = 0, model: str | Workload = DEFAULT_MODEL) -> dict[str, np.ndarray]:
+def init_weights(seed: int = 0, model: str | Workload = DEFAULT_MODEL, **sizes: int) -> dict[str, np.ndarray]:
     """Canonical weights of Flax's own init from ``nnx.Rngs(seed)`` (the comparisons start from PyTorch's:
-    ``compare.weights.init_weights``)."""
-    from jax_impl.weights import to_canonical
+    ``compare.weights.init_weights``). ``sizes``: a variant of the registered network (``network_sizes``), its
+    weights' shapes its own."""
+    from jax_impl.weights import canonical_shapes, to_canonical
 
     name = check_model(model).name
-    return to_canonical(nnx.state(make_model(name, nnx.Rngs(seed)), nnx.Param), model=name)
+    module = make_model(name, nnx.Rngs(seed), **sizes)
+    net: str | Net = name
+    if sizes:  # the variant's parameters under a contract of their own (the conversion reads only those)
+        reg = check_model(name)
+        spec = Workload(f"{name}_variant", reg.input_shape, reg.num_classes, canonical_shapes(module),
+                        vocab_size=reg.vocab_size)
+        net = variant(spec, name, **sizes)
+    return to_canonical(nnx.state(module, nnx.Param), model=net)
+
+
+def variant(spec: Workload, model: str, **sizes: int) -> Net:
+    """The ``Net`` of a registered workload's network built with other ``sizes`` (``network_sizes``), under its
+    own contract ``spec`` (a ``Workload`` in no registry whose ``param_shapes`` are the variant's, e.g. the
+    transformer at another sequence length)."""
+    name = check_model(model).name
+    cls, sizes = CLASSES[name], _sizes(name, sizes)
+    return Net.build(spec, lambda rngs: cls(**sizes, rngs=rngs))
 
 
 @lru_cache(maxsize=None)

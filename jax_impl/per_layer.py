@@ -22,7 +22,7 @@ from flax import nnx
 from contract.spec import DEFAULT_MODEL
 from jax_impl import rules
 from jax_impl.model import Net, loss_fn, resolve
-from jax_impl.weights import nested, param_modules, path_name
+from jax_impl.weights import nested, param_modules, path_name, replace_module
 
 Params = nnx.State
 Arrays = dict[str, jax.Array]
@@ -62,16 +62,7 @@ def _instrument(root: nnx.Module, tape: _Tape) -> nnx.Module:
         if child is not None:  # the layer applies its parameters through this child: probe the child's calls
             setattr(module, child[0], _Probe(child[1], path_name(path), tape))
             continue
-        if not path:
-            root = _Probe(root, "", tape)
-            continue
-        parent = root
-        for p in path[:-1]:
-            parent = parent[p] if isinstance(p, int) else getattr(parent, p)
-        if isinstance(path[-1], int):
-            parent[path[-1]] = _Probe(module, path_name(path), tape)
-        else:
-            setattr(parent, path[-1], _Probe(module, path_name(path), tape))
+        root = replace_module(root, path, _Probe(module, path_name(path), tape))
     return root
 
 

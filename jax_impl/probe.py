@@ -14,13 +14,18 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from contract.cost_model import forced_routes
+from flax import nnx
+
+from contract.cost_model import KIND_ROUTES, ROUTES, forced_routes
 from jax_impl import per_layer, rules
-from jax_impl.model import Net, resolve
+from jax_impl.model import Net, loss_fn, resolve
+from jax_impl.weights import param_modules, path_name, replace_module
 
 Stages = dict[str, Callable[[], Any]]
-# Kinds whose norm has a Gram form, and the ``forced_routes`` key that forces it (the projection's is linear's).
-GRAM_KINDS: dict[str, str] = {"linear": "linear", "projection": "linear", "conv": "conv", "lstm": "lstm"}
+# Kinds whose norm rule chooses between forms (``contract.cost_model``), and the ``forced_routes`` key that forces
+# one (the projection's is linear's).
+ROUTED_KINDS: dict[str, str] = {"linear": "linear", "projection": "linear", "conv": "conv", "lstm": "lstm",
+                                "embedding": "embedding"}
 
 
 def layer_cotangents(params: Any, x: jax.Array, y: jax.Array, loss: str,
@@ -52,41 +57,83 @@ def layer_routes(params: Any, x: jax.Array, y: jax.Array, loss: str, model: str 
     return out
 
 
+def _probed(root: nnx.Module, layer: str, tape: Any) -> nnx.Module:
+    """``root`` with the module at path ``layer`` (itself, not a projection child) wrapped to record its calls."""
+    path, module = {path_name(p): (p, m) for p, m in param_modules(root)}[layer]
+    return replace_module(root, path, per_layer._Probe(module, layer, tape))
+
+
+def own_io(params: Any, x: jax.Array, y: jax.Array, loss: str, model: str | Net,
+           layer: str) -> tuple[jax.Array, jax.Array]:
+    """(the layer module's own input, d(sum of per-example losses) / d(its own output)) at its first call: what the
+    vmap fallback over the whole layer takes (for a layer applied through a projection child, its site's (a, g)
+    are the child's). Jitted."""
+    net = resolve(model)
+
+    def forward(probes: dict | None) -> tuple[jax.Array, Any]:
+        tape = per_layer._Tape(probes)
+        logits = _probed(nnx.merge(net.graphdef, params), layer, tape)(x)
+        return loss_fn(logits, y, loss) * x.shape[0], tape
+
+    shapes: dict = {}
+    jax.eval_shape(lambda: shapes.update(forward(None)[1].shapes) or jnp.zeros(()))
+
+    def run(params: Any, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+        def total(probes: dict) -> tuple[jax.Array, jax.Array]:
+            value, tape = forward(probes)
+            return value, tape.inputs[layer]
+
+        cots, a = jax.grad(total, has_aux=True)({s: jnp.zeros(v.shape, v.dtype) for s, v in shapes.items()})
+        return a, cots[layer]
+
+    return jax.jit(run)(params, x, y)
+
+
 def layer_stages(params: Any, x: jax.Array, y: jax.Array, loss: str, model: str | Net,
                  layer: str) -> tuple[Stages, Callable[[Any], Any]]:
     """One layer's rules on its real input and output cotangent (its first call), each a callable to time:
       "grads: rule"        its kind's per-example gradients {leaf: (B, *shape)} (kind "other": the fallback's);
-      "grads: fallback"    vmap over examples of the layer's own vjp (where the layer is its own call site);
+      "grads: fallback"    vmap over examples of the vjp of the whole layer, on its own input and output cotangent;
+      "norm: fallback"     the (B,) squared norms of "grads: fallback", summed over the leaves;
       "norm: materialize"  the (B,) squared norms of "grads: rule", summed over the leaves;
-      "norm: gram"         its norm rule with the route forced to the Gram form (kinds ``GRAM_KINDS``);
+      "norm: <route>"      its norm rule with the route forced to each form but materialising (kinds
+                           ``ROUTED_KINDS``: "norm: gram"; the embedding's "norm: gram" and "norm: sort");
       "norm: rule"         its norm rule under the routes in force when first called (where it answers).
     Plus how to wait for a result."""
     net = resolve(model)
     inputs, cots = layer_cotangents(params, x, y, loss, net)
     site = next(s for s in inputs if per_layer.site_layer(s) == layer)
-    a, g = inputs[site], cots[site]
 
     def mod(p: Any) -> Any:
         return per_layer.layers(p, net)[layer]
 
     module = mod(params)
+    kind = rules.kind_of(module)
+    own = (inputs[site], cots[site]) if rules.site_child(module) is None else own_io(params, x, y, loss, net, layer)
 
-    def gram(p: Any, a: jax.Array, g: jax.Array) -> jax.Array | None:
-        with forced_routes(**{GRAM_KINDS[rules.kind_of(module)]: "gram"}):
-            return rules.norm_sq(mod(p), a, g)
+    def forced(route: str) -> Callable[[Any, jax.Array, jax.Array], jax.Array | None]:
+        def norm(p: Any, a: jax.Array, g: jax.Array) -> jax.Array | None:
+            with forced_routes(**{ROUTED_KINDS[kind]: route}):
+                return rules.norm_sq(mod(p), a, g)
+        return norm
 
-    fns: dict[str, Callable] = {
+    def norms(grads: dict[str, jax.Array]) -> jax.Array:
+        return sum(rules.sq(v) for v in grads.values())
+
+    site_fns: dict[str, Callable] = {
         "grads: rule": lambda p, a, g: rules.per_example(mod(p), a, g),
-        "grads: fallback": lambda p, a, g: rules.fallback_per_example(mod(p), a, g),
-        "norm: materialize": lambda p, a, g: sum(rules.sq(v) for v in rules.per_example(mod(p), a, g).values()),
-        "norm: gram": gram,
+        "norm: materialize": lambda p, a, g: norms(rules.per_example(mod(p), a, g)),
+        **{f"norm: {r}": forced(r) for r in KIND_ROUTES.get(kind, ROUTES) if r != "materialize"
+           and kind in ROUTED_KINDS},
         "norm: rule": lambda p, a, g: rules.norm_sq(mod(p), a, g),
     }
-    if rules.site_child(module) is not None:
-        del fns["grads: fallback"]
-    if rules.kind_of(module) not in GRAM_KINDS or jax.eval_shape(gram, params, a, g) is None:
-        del fns["norm: gram"]
-    if jax.eval_shape(fns["norm: rule"], params, a, g) is None:
-        del fns["norm: rule"]
-    jitted = {name: jax.jit(fn) for name, fn in fns.items()}
-    return {name: (lambda f=f: f(params, a, g)) for name, f in jitted.items()}, jax.block_until_ready
+    site_fns = {name: fn for name, fn in site_fns.items() if not name.startswith("norm: ") or name ==
+                "norm: materialize" or jax.eval_shape(fn, params, inputs[site], cots[site]) is not None}
+    own_fns: dict[str, Callable] = {
+        "grads: fallback": lambda p, a, g: rules.fallback_per_example(mod(p), a, g),
+        "norm: fallback": lambda p, a, g: norms(rules.fallback_per_example(mod(p), a, g)),
+    }
+    stages = {name: (lambda f=jax.jit(fn): f(params, inputs[site], cots[site])) for name, fn in site_fns.items()}
+    stages |= {name: (lambda f=jax.jit(fn): f(params, *own)) for name, fn in own_fns.items()}
+    order = ("grads: rule", "grads: fallback", "norm: fallback", "norm: materialize")
+    return {k: stages[k] for k in (*order, *(k for k in stages if k not in order))}, jax.block_until_ready

@@ -45,14 +45,46 @@ def path_name(path: Path) -> str:
     return ".".join(str(p) for p in path)
 
 
-@lru_cache(maxsize=None)
-def _layout(net: Net) -> dict[str, Entry]:
+def replace_module(root: nnx.Module, path: Path, new: nnx.Module) -> nnx.Module:
+    """``root`` with its module at ``path`` replaced by ``new`` (in place); ``new`` itself for the root's path ()."""
+    if not path:
+        return new
+    parent = root
+    for p in path[:-1]:
+        parent = parent[p] if isinstance(p, int) else getattr(parent, p)
+    if isinstance(path[-1], int):
+        parent[path[-1]] = new
+    else:
+        setattr(parent, path[-1], new)
+    return root
+
+
+def _native_table(root: nnx.Module) -> dict[str, Entry]:
+    """{canonical name: (module path, native leaf, permutation)} of ``root``'s parameters, in graph order."""
     table: dict[str, Entry] = {}
-    for path, module in param_modules(net.abstract_module):
+    for path, module in param_modules(root):
         rules = KIND_LAYOUTS.get(type(module), {})
         for leaf in own_params(module):
             canonical_leaf, perm = rules.get(leaf, (leaf, None))
             table[f"{path_name(path)}.{canonical_leaf}" if path else canonical_leaf] = (path, leaf, perm)
+    return table
+
+
+def canonical_shapes(root: nnx.Module) -> dict[str, tuple[int, ...]]:
+    """{canonical name: canonical shape} of a module's parameters (a network built with other sizes: its own)."""
+    out = {}
+    for name, (path, leaf, perm) in _native_table(root).items():
+        module = root
+        for p in path:
+            module = module[p] if isinstance(p, int) else getattr(module, p)
+        native = tuple(getattr(module, leaf).shape)
+        out[name] = native if perm is None else tuple(native[int(i)] for i in np.argsort(perm))
+    return out
+
+
+@lru_cache(maxsize=None)
+def _layout(net: Net) -> dict[str, Entry]:
+    table = _native_table(net.abstract_module)
     expected = net.spec.param_shapes
     assert set(table) == set(expected), f"{net.spec.name}: native params {sorted(table)} != canonical {list(expected)}"
     return {name: table[name] for name in expected}

@@ -1,7 +1,7 @@
 """Time one method in two checkouts of this repository, alternating, to show a refactoring changed no speed.
 
 Each round runs a fresh process per checkout (order shuffled per round) that builds the method through the
-public interface (per-sample ``native_fn`` / ``dp.make_step``) from that checkout's code, warms it up and reports
+side's interface (``compare.frameworks.side``: ``native_fn`` / ``make_step``) from that checkout's code, warms it up and reports
 the median of ``--calls`` timed calls. The ratio new / old is taken per round (both processes of a round share the
 machine's state), and reported as the median over rounds with its min and max.
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import statistics
@@ -24,15 +25,17 @@ CHILD = r"""
 import json, sys, time, statistics
 import numpy as np
 framework, model, bsz, method, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-from compare.frameworks import impl_module
+from compare import frameworks
 from compare.spec import make_batch
 from compare.weights import init_weights
-ps = impl_module(framework, "per_sample")
+if hasattr(frameworks, "side"):
+    ps = dp = frameworks.side(framework)
+else:  # a checkout whose harness has no side interface: its mirrored modules by name
+    ps, dp = (frameworks.impl_module(framework, m) for m in ("per_sample", "dp"))
 x, y = make_batch(bsz, seed=0, model=model)
 w = init_weights(0, model)
 params, xn, yn = ps.native_inputs(w, x, y, dtype="float32", device="cpu", model=model)
 if method.startswith("dp_"):
-    dp = impl_module(framework, "dp")
     step = dp.make_step(lr=0.1, clip=1.0, noise_multiplier=0.0, loss="nll_log_softmax", model=model,
                         per_sample_method="per_layer", clipping=method[3:])
     fn = lambda: step(params, xn, yn, None)
@@ -77,7 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(0)
     commits = {k: subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=c, capture_output=True, text=True
                                  ).stdout.strip() for k, c in (("old", a.old), ("new", a.new))}
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    a.out.mkdir(parents=True, exist_ok=True)
     rows = []
+
+    def save() -> None:
+        """The file after every row (temp file + rename): an interrupted run keeps every finished row."""
+        tmp = a.out / "before_after.json.tmp"
+        tmp.write_text(json.dumps(
+            {"command": " ".join(["python", "scripts/before_after.py", *(argv or sys.argv[1:])]),
+             "commits": commits, "cpu": cpu, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+             "rows": rows}, indent=1))
+        os.replace(tmp, a.out / "before_after.json")
+
     for model in a.models.split(","):
         for fw in a.frameworks.split(","):
             for bsz in map(int, a.batch_sizes.split(",")):
@@ -87,20 +103,15 @@ def main(argv: list[str] | None = None) -> int:
                         order = ["old", "new"]
                         rng.shuffle(order)
                         ms = {k: one(a.old if k == "old" else a.new, fw, model, bsz, method, a.calls) for k in order}
-                        rounds.append(ms)
+                        rounds.append({**ms, "load_1min": os.getloadavg()[0]})
                     ratios = [r["new"] / r["old"] for r in rounds]
                     row = {"model": model, "framework": fw, "batch_size": bsz, "method": method, "rounds": rounds,
                            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
                            "ratio_max": max(ratios)}
                     rows.append(row)
+                    save()
                     print(f"{model:10s} {fw:5s} B={bsz:<4d} {method:10s} new/old {row['ratio_median']:.3f} "
                           f"[{row['ratio_min']:.3f}, {row['ratio_max']:.3f}]", flush=True)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "before_after.json").write_text(json.dumps(
-        {"command": " ".join(["python", "scripts/before_after.py", *(argv or sys.argv[1:])]), "commits": commits,
-         "cpu": cpu, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "rows": rows}, indent=1))
     return 0
 
 

@@ -157,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     from compare.lock import versions
 
     only = set(a.methods.split(",")) if a.methods else None
+    from compare.provenance import command_line, provenance
+
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta = {"command": "python scripts/bf16_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "commit": commit, "cpu": cpu_info(), "versions": versions(), "load_average": os.getloadavg(),
+    meta = {**provenance(command_line(argv, "python scripts/bf16_speed.py")), "commit": commit, "cpu": cpu_info(), "versions": versions(), "load_average": os.getloadavg(),
             "models": list(models), "batch_size": a.batch_size, "rounds": a.rounds, "slow_rounds": a.slow_rounds,
             "threads": a.threads or "framework defaults", "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}

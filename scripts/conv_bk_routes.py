@@ -51,14 +51,14 @@ for k, v in t.items():
     rec["ratio"][k] = bootstrap_median(np.asarray(v) / s)
     print(fw, model, B, k, "med %.2f ms" % np.median(v), "ratio %.3f [%.3f %.3f]" % rec["ratio"][k])
 if len(sys.argv) > 5:
-    from paired_dp import _git_commit
     from compare.benchmark.results import cpu_model
     from compare.env import memory_settings
-    from compare.lock import versions
     out = sys.argv[5]
     old = json.load(open(out)) if os.path.exists(out) else {"runs": []}
-    rec["meta"] = {"command": "python scripts/conv_bk_routes.py " + " ".join(sys.argv[1:]), "commit": _git_commit(),
-                   "cpu": cpu_model(), "versions": versions(), "memory_env": memory_settings(),
+    from compare.provenance import command_line, provenance
+
+    rec["meta"] = {**provenance(command_line(None, "python scripts/conv_bk_routes.py")), "cpu": cpu_model(),
+                   "memory_env": memory_settings(),
                    "loadavg_after": os.getloadavg()}
     old["runs"].append(rec)
     json.dump(old, open(out, "w"), indent=1)

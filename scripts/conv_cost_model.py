@@ -1,15 +1,15 @@
 """Is the conv norm's cost model right?  Each conv layer of every workload, timed both ways.
 
 Conv norms choose per layer between materialising that layer's per-example gradient (~P d p multiply-adds per
-example) and the Gram (ghost) form sum_{p,q} <u_p,u_q><g_p,g_q> (~P^2 (d + p)) by ``rules.gram_is_cheaper(P, d,
-p)``: P output positions, d = C_in k k, p = C_out. Here, for seed_cnn conv1/conv2, mnist_cnn conv1/conv2 and
-cifar10_cnn conv1..conv8 at B in (16, 64, 256), each framework's OWN rule functions (``{torch,jax}_impl/rules/
-conv.py``) are timed forced to each form, on the layer's real input a and output cotangent g (float32, from
-``per_layer.output_cotangents`` of the workload's seeded batch and weights):
-  materialize   conv_grad_sample(layer, a, g) and the squared norm of each leaf, summed (what the engine runs
-                for a materialised layer's norm);
-  gram          gram_norm_sq(layer, a, g)   (what ``conv_norm_sq`` returns for a gram layer).
-JAX: each form ``jax.jit``-ed over (a, g) with the layer closed over (compile excluded: one warm-up call).
+example) and the Gram (ghost) form sum_{p,q} <u_p,u_q><g_p,g_q> (~P^2 (d + p)) by ``contract.cost_model.
+gram_is_cheaper(P, d, p, CONV_GRAM_SLACK)``: P output positions, d = C_in k k, p = C_out. Here, for seed_cnn
+conv1/conv2, mnist_cnn conv1/conv2 and cifar10_cnn conv1..conv8 at B in (16, 64, 256), each framework's OWN conv
+rules are timed forced to each form (the side's ``layer_stages``), on the layer's real input a and output cotangent
+g (float32, the workload's seeded batch and weights):
+  materialize   the layer's per-example gradients by the conv rule and the squared norm of each leaf, summed (what
+                the engine runs for a materialised layer's norm);
+  gram          the conv norm rule with the conv route forced to gram.
+JAX: each form ``jax.jit``-ed over (params, a, g) (compile excluded: one warm-up call).
 Protocol: one warm-up call per form, then the two forms INTERLEAVED (mat, gram, mat, gram, ...) r times, r = 7,
 fewer when a call is slow (r = max(2, min(7, 8 s / first call))); medians. One thread per framework
 (``torch.set_num_threads(1)``; XLA ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``) unless
@@ -102,14 +102,6 @@ def points(framework: str, model: str, batch: int) -> list[tuple]:
         out.append((name, (positions, int(np.prod(weight.shape[1:])), int(weight.shape[0])),
                     interleaved(fns, sync)))
     return out
-
-
-def torch_points(model: str, batch: int) -> list[tuple]:
-    return points("torch", model, batch)
-
-
-def jax_points(model: str, batch: int) -> list[tuple]:
-    return points("jax", model, batch)
 
 
 def machine(threads: int) -> dict:
@@ -230,12 +222,11 @@ def markdown(records: list[dict], info: dict, fit: dict, batch_sizes: list[int],
 
 
 def measure(frameworks: list[str], models: list[str], batch_sizes: list[int]) -> list[dict]:
-    runners = {"torch": torch_points, "jax": jax_points}
     records = []
     for fw in frameworks:
         for model in models:
             for b in batch_sizes:
-                for name, shape, timing in runners[fw](model, b):
+                for name, shape, timing in points(fw, model, b):
                     r = record(fw, model, b, name, shape, timing)
                     records.append(r)
                     print(f"{fw:5s} {model:11s} {name:5s} B={b:<4d} P={r['P']:<5d} d={r['d']:<5d} p={r['p']:<4d} "
@@ -255,23 +246,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--from-json", help="re-judge a costmodel.json's timings by the current rules (no timing)")
     args = ap.parse_args(argv)
     _set_threads(args.threads)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from compare.provenance import command_line, provenance
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     frameworks = args.frameworks.split(",")
     models = args.models.split(",")
     if args.from_json:  # re-judge stored timings by the rules' current cost model, no timing
         stored = json.loads(Path(args.from_json).read_text())
-        info, command = stored["machine"], stored["command"]
+        info, command, meta = stored["machine"], stored["command"], stored.get("meta")
         records = [record(r["framework"], r["model"], r["batch_size"], r["layer"], (r["P"], r["d"], r["p"]),
                           r["timings"]) for r in stored["records"]]
         batch_sizes = sorted({r["batch_size"] for r in records})
         frameworks = list(dict.fromkeys(r["framework"] for r in records))
     else:
-        info, command = machine(args.threads), " ".join(sys.argv)
+        info, command = machine(args.threads), command_line(argv)
+        meta = provenance(command)
         records = measure(frameworks, models, batch_sizes)
     fit = threshold_fit(records)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "costmodel.json").write_text(json.dumps({"machine": info, "command": command,
+    (out / "costmodel.json").write_text(json.dumps({"meta": meta, "machine": info, "command": command,
                                                     "threshold_fit": fit, "records": records}, indent=1) + "\n")
     (out / "costmodel.md").write_text(markdown(records, info, fit, batch_sizes, frameworks))
     print(json.dumps(fit, indent=1))

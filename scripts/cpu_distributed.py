@@ -34,11 +34,12 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "paper" / "cpu-distributed" / "results.json")
     a = p.parse_args()
     sys.path.insert(0, str(ROOT))
-    from compare.lock import versions
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    report = {"command": " ".join(["python", "scripts/cpu_distributed.py", *sys.argv[1:]]), "commit": commit,
-              "cpu": cpu_model(), "cores": __import__("os").cpu_count(), "versions": versions(),
+    from compare.provenance import command_line, provenance
+
+    prov = provenance(command_line(None, "python scripts/cpu_distributed.py"))
+    report = {"meta": prov, "command": prov["command"], "commit": prov["git_commit"], "cpu": cpu_model(),
+              "cores": prov["cores"], "versions": prov["versions"],
               "note": "float32, clipping bk, median step time over steps 2..N (the first compiles); on 2 cores two "
                       "replicas share the cores: overhead, not speed-up", "rows": []}
     for model in a.models.split(","):

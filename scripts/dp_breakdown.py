@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 
 from compare.benchmark.results import cpu_model
 from compare.benchmark.targets import DP_HPARAMS, NOISE, NOISE_SEED, measure, sync_fn
 from compare.frameworks import side
-from compare.lock import versions
+from compare.provenance import command_line, provenance
 from compare.spec import parse_models
 
 
@@ -42,13 +41,13 @@ def _parts(framework: str, model: str, batch: int) -> dict[str, tuple]:
     return {"sgd": (sgd, (params, xn, yn)), "norms": (norms, (params, xn, yn)), "bk": (bk, (params, xn, yn, noise))}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--framework", choices=("torch", "jax"), required=True)
     p.add_argument("--model", type=parse_models, default=("embed",))
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", type=Path, help="write DIR/<framework>.json")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     sync = sync_fn(a.framework, "cpu")
     records = []
     for model in a.model:
@@ -61,9 +60,7 @@ def main() -> None:
         records.append(row)
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
-        meta = {"cpu": cpu_model(), "platform": platform.platform(), "versions": versions(),
-                "command": f"python scripts/dp_breakdown.py --framework {a.framework} --model {','.join(a.model)} "
-                           f"--batch-size {a.batch_size} --out {a.out}"}
+        meta = {**provenance(command_line(argv, "python scripts/dp_breakdown.py")), "cpu": cpu_model()}
         (a.out / f"{a.framework}.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1))
 
 

@@ -7,7 +7,8 @@ each jitted, median of 7 calls after one warm-up, in one process with the benchm
 
   python scripts/jax_outer_product.py [--batch-size 256] [--threads-note]
 
-Printed: ms and effective GB/s of each variant. The README's "JAX per-sample at its floor?" paragraph cites it.
+Printed: ms and effective GB/s of each variant; the committed printouts are in paper/versions/profiles/ and the
+results document (docs/results/seed_cnn.md, "Where the time goes") prints them as a table.
 """
 from __future__ import annotations
 

@@ -125,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         up = unpaired(spec, env, load_s=a.min_seconds * 20)
         pa = paired(spec, a.rounds, load_s=600.0, seed=a.seed)
-    out = {"target": f"{a.framework} sgd step, {a.model}, B={a.batch_size}, float32, cpu (A and B identical)",
+    from compare.provenance import command_line, provenance
+
+    out = {"meta": provenance(command_line(argv, "python scripts/paired_demo.py")),
+           "target": f"{a.framework} sgd step, {a.model}, B={a.batch_size}, float32, cpu (A and B identical)",
            "background": "one CPU-bound process (Python busy loop) started halfway",
            "cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "versions": versions(),
            "git_commit": _git_commit(), "command": " ".join(["python scripts/paired_demo.py", *(argv or sys.argv[1:])]),

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +24,6 @@ import numpy as np
 from compare.benchmark.results import cpu_model
 from compare.benchmark.targets import prepare, sync_fn
 from compare.env import memory_settings
-from compare.lock import versions
 from compare.spec import DEFAULT_LOSS, parse_models
 from compare.weights import init_weights
 
@@ -87,12 +84,6 @@ def set_threads(framework: str, threads: int | None) -> None:
         raise ValueError("JAX's thread count can be left alone or set to 1")
 
 
-def _git_commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--framework", choices=("torch", "jax"), required=True)
@@ -117,9 +108,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{a.framework} {model} B={b} sgd {row['median_ms']['sgd']:.1f} ms  {short}", flush=True)
             records.append(row)
     if a.out:
-        meta = {"command": "python " + " ".join(["scripts/paired_dp.py", *(argv or sys.argv[1:])]),
-                "commit": _git_commit(), "cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
-                "versions": versions(), "memory_env": memory_settings()}
+        from compare.provenance import command_line, provenance
+
+        meta = {**provenance(command_line(argv, "python scripts/paired_dp.py")), "cpu": cpu_model(),
+                "memory_env": memory_settings()}
         old = json.loads(a.out.read_text()) if a.out.exists() else {"runs": []}
         old["runs"].append({"meta": meta, "records": records})
         a.out.parent.mkdir(parents=True, exist_ok=True)

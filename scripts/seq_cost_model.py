@@ -2,23 +2,24 @@
 
 A linear layer applied at T positions (input a (B, T, d), output cotangent g (B, T, p)) has two exact per-example
 norms: materialise the (p x d) gradient sum_t g_t a_t^T (~T d p multiply-adds per example) or the Gram (ghost)
-form sum_{t,s} <a_t,a_s><g_t,g_s> (~T^2 (d + p)). ``rules.gram_is_cheaper(T, d, p)`` (slack 1 for linear layers)
-picks one per layer. Here, for the registered transformer's widths at T in (32, 128, 512), block 0's linear
+form sum_{t,s} <a_t,a_s><g_t,g_s> (~T^2 (d + p)). ``contract.cost_model.gram_is_cheaper(T, d, p,
+LINEAR_GRAM_SLACK)`` picks one per layer. Here, for the registered transformer's widths at T in (32, 128, 512), block 0's linear
 layers -- the attention's packed in-projection 256 -> 768, out_proj 256 -> 256, linear1 256 -> 1024, linear2
-1024 -> 256 -- are timed with each framework's OWN linear rule functions forced to each form, on the layer's real
-input and output cotangent (float32, from ``torch_impl.per_layer.output_cotangents`` of a seeded batch of a
-transformer built with seq_len = T and the registered init; the same arrays are handed to JAX):
-  materialize  linear_grad_sample(layer, a, g) and the squared norm of each leaf, summed (the engine's route for
-               a materialised layer);
-  gram         linear_norm_sq(layer, a, g) with the linear route forced to gram (``forced_routes``).
-The in-projection is not a hook-visible layer in the workload (the attention module owns it, kind "other"), so
-the engine materialises it by the vmap FALLBACK (vmap over examples of the attention module's vjp); that route
-is timed too ("fallback": ``rules.fallback_per_example`` on the attention module and its (a, g), then the
-norms), next to what the linear rule would cost if the in-projection were visible (its a = the attention's
-input, g = d loss / d qkv, recomputed from the real weights).
+1024 -> 256 -- are timed with each framework's OWN linear rules forced to each form (the side's ``layer_stages``), on
+the layer's real input and output cotangent (float32; the registered transformer built at seq_len = T by the side's
+``variant``, torch's init after ``torch.manual_seed(0)`` given to both frameworks, a seeded batch):
+  materialize  the layer's per-example gradients by its kind's rule and the squared norm of each leaf, summed (the
+               engine's route for a materialised layer);
+  gram         its norm rule with the linear route forced to gram (``forced_routes``).
+The packed in-projection is applied by the attention module through a parameter-free child (kind "projection": a =
+the attention's input, g = d loss / d qkv, the linear rules); before that rule the engine materialised it by the
+vmap FALLBACK over the whole attention module, which is timed too ("fallback": vmap over examples of the attention
+module's vjp on its own input and output cotangent, then the norms); the fallback's norms equal the rule's, which
+checks the site's cotangent.
 Protocol (as scripts/conv_cost_model.py): one warm-up call per form, then the forms INTERLEAVED r times (r = 7, or
 fewer when a call is slow: max(2, min(7, 8 s / first call))), medians; one thread per framework; the forms'
-norms checked to agree (1e-3 relative) before timing. JAX: each form jitted over (a, g), compile excluded.
+norms checked to agree (1e-3 relative) before timing. JAX: each form jitted over (params, a, g), compile
+excluded.
 
   python scripts/seq_cost_model.py [--points 32:64,128:64,512:64] [--frameworks torch,jax]
                                    [--out paper/cpu-seq-costmodel]
@@ -39,125 +40,60 @@ from conv_cost_model import _set_threads, cost_ratio, interleaved, machine, thre
 
 LOSS = "nll_log_softmax"
 LAYERS = ("in_proj", "out_proj", "linear1", "linear2")
+BLOCK = "encoder.layers.0"
+# Each layer's site in the block: the packed in-projection is its attention module's (kind "projection").
+SITES = {"in_proj": "self_attn", "out_proj": "self_attn.out_proj", "linear1": "linear1", "linear2": "linear2"}
 SHARED = "2-core machine shared with another worker's jobs (timings noisy; medians of interleaved repeats)"
 
 
-def torch_arrays(seq_len: int, batch: int) -> dict[str, tuple]:
-    """{layer: (a, g)} float32 numpy of block 0 at this T, plus the attention module's own (a, g) and weights."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
+def setup(framework: str, seq_len: int, batch: int) -> tuple:
+    """(the side, its native params, x, y, the variant's Net): the registered transformer at seq_len T (the side's
+    ``variant``), torch's init after ``torch.manual_seed(0)``, a seeded batch."""
+    from compare.frameworks import side
     from compare.spec import Workload, make_batch
-    from torch_impl import per_layer
-    from torch_impl.model import Net
-    from torch_impl.models.transformer import TransformerNet, attend
 
-    torch.manual_seed(0)
-    module = TransformerNet(seq_len=seq_len)
-    weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    spec = Workload(f"transformer_T{seq_len}", (seq_len,), 2, {k: tuple(v.shape) for k, v in weights.items()},
-                    vocab_size=10004)
-    net = Net(spec, module)
+    api = side(framework)
+    weights = side("torch").init_weights(0, "transformer", seq_len=seq_len)
+    sizes = api.network_sizes("transformer")
+    spec = Workload(f"transformer_T{seq_len}", (seq_len,), sizes["classes"],
+                    {k: tuple(v.shape) for k, v in weights.items()}, vocab_size=sizes["vocab"])
+    net = api.variant(spec, "transformer", seq_len=seq_len)
     x, y = make_batch(batch, seed=0, model=spec)
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
-    inputs, cots = per_layer.output_cotangents(weights, xt, yt, LOSS, net)
-    p = "encoder.layers.0"
-    out = {name: (inputs[f"{p}.{site}"], cots[f"{p}.{site}"])
-           for name, site in (("out_proj", "self_attn.out_proj"), ("linear1", "linear1"), ("linear2", "linear2"))}
-    # The attention module's site is its Projection child's call (kind "projection"): a = its input, g = d loss /
-    # d qkv. The module's own output is out_proj's, so its output cotangent (for the fallback's timing) is out_proj's.
-    a_attn, g_qkv = inputs[f"{p}.self_attn"], cots[f"{p}.self_attn"]
-    g_attn = cots[f"{p}.self_attn.out_proj"]
-    w_in, b_in = weights[f"{p}.self_attn.in_proj_weight"], weights[f"{p}.self_attn.in_proj_bias"]
-    with torch.enable_grad():  # check: d loss / d qkv recomputed from the attention's output cotangent
-        qkv = F.linear(a_attn, w_in, b_in).requires_grad_(True)
-        o = F.linear(attend(qkv, 4), weights[f"{p}.self_attn.out_proj.weight"], weights[f"{p}.self_attn.out_proj.bias"])
-        (g_check,) = torch.autograd.grad(o, qkv, g_attn)
-    torch.testing.assert_close(g_check, g_qkv)
-    out["in_proj"] = (a_attn, g_qkv)
-    arrays = {k: (a.numpy().copy(), g.numpy().copy()) for k, (a, g) in out.items()}
-    attn_params = {k[len(f"{p}.self_attn."):]: v.numpy().copy() for k, v in weights.items()
-                   if k.startswith(f"{p}.self_attn.")}
-    arrays["attention"] = (a_attn.numpy().copy(), g_attn.numpy().copy(), attn_params)
-    np.testing.assert_equal(arrays["in_proj"][0].shape, (batch, seq_len, 256))
-    return arrays
+    params, xn, yn = api.native_inputs(weights, x, y, dtype="float32", device="cpu", model=net)
+    return api, params, xn, yn, net
 
 
-def torch_points(arrays: dict) -> list[tuple]:
+def site_arrays(framework: str, seq_len: int, batch: int) -> dict[str, tuple]:
+    """{layer: (a, g)} float32 numpy of block 0 at this T, as the engine sees them (``layer_cotangents``): the
+    in-projection's are its attention module's site (a = the attention's input, g = d loss / d qkv)."""
     import numpy as np
-    import torch
-    import torch.nn as nn
 
-    from torch_impl import rules
-    from torch_impl.models.transformer import MultiheadSelfAttention
-    from contract.cost_model import forced_routes
-    from torch_impl.rules import linear, sq
-
-    with forced_routes(linear="gram"):  # the gram form below (materialize does not ask)
-        out = []
-        with torch.no_grad():
-            for name in LAYERS:
-                a, g = (torch.as_tensor(v) for v in arrays[name])
-                layer = nn.Linear(a.shape[-1], g.shape[-1])
-
-                def mat(layer=layer, a=a, g=g):
-                    return sum(sq(v) for v in linear.linear_grad_sample(layer, a, g).values())
-
-                def gram(layer=layer, a=a, g=g):
-                    return linear.linear_norm_sq(layer, a, g)
-
-                fns = {"materialize": mat, "gram": gram}
-                if name == "in_proj":
-                    a_at, g_at, params = arrays["attention"]
-                    attn = MultiheadSelfAttention(256, 4)
-                    tp = {k: torch.as_tensor(v) for k, v in params.items()}
-                    a_at, g_at = torch.as_tensor(a_at), torch.as_tensor(g_at)
-
-                    def fallback(attn=attn, tp=tp, a=a_at, g=g_at):
-                        return sum(sq(v) for v in rules.fallback_per_example(attn, tp, a, g).values())
-
-                    fns["fallback"] = fallback
-                ref = mat().numpy()
-                for form, fn in fns.items():
-                    np.testing.assert_allclose(fn().numpy(), ref, rtol=1e-3, err_msg=f"torch {name} {form}")
-                out.append((name, (a.shape[1], a.shape[-1], g.shape[-1]), interleaved(fns, lambda v: v)))
-        return out
+    api, params, x, y, net = setup(framework, seq_len, batch)
+    inputs, cots = api.layer_cotangents(params, x, y, LOSS, net)
+    return {name: (np.asarray(inputs[f"{BLOCK}.{site}"]), np.asarray(cots[f"{BLOCK}.{site}"]))
+            for name, site in SITES.items()}
 
 
-def jax_points(arrays: dict) -> list[tuple]:
-    import jax
-    import jax.numpy as jnp
+def points(framework: str, seq_len: int, batch: int) -> list[tuple]:
+    """Each layer of ``LAYERS``: its (T, d, p) and the interleaved timings of its norm forms, through the side's
+    ``layer_stages`` (the rules the engine runs); every form's norms checked against the materialised ones."""
     import numpy as np
-    from flax import nnx
 
-    from jax_impl import rules
-    from jax_impl.models.transformer import MultiheadSelfAttention
-    from contract.cost_model import forced_routes
-    from jax_impl.rules import linear, sq
-
-    with forced_routes(linear="gram"):  # the gram form below (materialize does not ask)
-        out = []
-        for name in LAYERS:
-            a, g = (jnp.asarray(v) for v in arrays[name])
-            layer = nnx.Linear(a.shape[-1], g.shape[-1], rngs=nnx.Rngs(0))
-            mat_fn = jax.jit(lambda a, g, layer=layer: sum(sq(v) for v in linear.linear_grad_sample(layer, a, g).values()))
-            gram_fn = jax.jit(lambda a, g, layer=layer: linear.linear_norm_sq(layer, a, g))
-            fns = {"materialize": lambda f=mat_fn, a=a, g=g: f(a, g), "gram": lambda f=gram_fn, a=a, g=g: f(a, g)}
-            if name == "in_proj":
-                a_at, g_at, params = arrays["attention"]
-                attn = MultiheadSelfAttention(256, 4, rngs=nnx.Rngs(0))
-                attn.in_proj_kernel = nnx.Param(jnp.asarray(params["in_proj_weight"].T))
-                attn.in_proj_bias = nnx.Param(jnp.asarray(params["in_proj_bias"]))
-                attn.out_proj.kernel = nnx.Param(jnp.asarray(params["out_proj.weight"].T))
-                attn.out_proj.bias = nnx.Param(jnp.asarray(params["out_proj.bias"]))
-                fb_fn = jax.jit(lambda a, g, attn=attn: sum(sq(v) for v in rules.fallback_per_example(attn, a, g).values()))
-                fns["fallback"] = lambda f=fb_fn, a=jnp.asarray(a_at), g=jnp.asarray(g_at): f(a, g)
-            ref = np.asarray(fns["materialize"]())
-            for form, fn in fns.items():
-                np.testing.assert_allclose(np.asarray(fn()), ref, rtol=1e-3, err_msg=f"jax {name} {form}")
-            out.append((name, (a.shape[1], a.shape[-1], g.shape[-1]), interleaved(fns, jax.block_until_ready)))
-        return out
+    api, params, x, y, net = setup(framework, seq_len, batch)
+    routes = {r["layer"]: r for r in api.layer_routes(params, x, y, LOSS, net)}
+    out = []
+    for name in LAYERS:
+        layer = f"{BLOCK}.{SITES[name]}"
+        stages, sync = api.layer_stages(params, x, y, LOSS, net, layer)
+        fns = {"materialize": stages["norm: materialize"], "gram": stages["norm: gram"]}
+        if name == "in_proj":
+            fns["fallback"] = stages["norm: fallback"]
+        ref = np.asarray(sync(fns["materialize"]()))
+        for form, fn in fns.items():
+            np.testing.assert_allclose(np.asarray(sync(fn())), ref, rtol=1e-3, err_msg=f"{framework} {name} {form}")
+        a_shape, g_shape = routes[layer]["a_shape"], routes[layer]["g_shape"]
+        out.append((name, (a_shape[1], a_shape[-1], g_shape[-1]), interleaved(fns, sync)))
+    return out
 
 
 def record(fw: str, batch: int, name: str, shape: tuple[int, int, int], timing: dict) -> dict:
@@ -254,21 +190,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--from-json", help="re-judge a transformer.json's timings by the current rules (no timing)")
     args = ap.parse_args(argv)
     _set_threads(args.threads)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from compare.provenance import command_line, provenance
     frameworks = args.frameworks.split(",")
     if args.from_json:
         stored = json.loads(Path(args.from_json).read_text())
-        info, command = stored["machine"], stored["command"]
+        info, command, meta = stored["machine"], stored["command"], stored.get("meta")
         records = [record(r["framework"], r["batch_size"], r["layer"], (r["T"], r["d"], r["p"]), r["timings"])
                    for r in stored["records"]]
         frameworks = list(dict.fromkeys(r["framework"] for r in records))
     else:
-        info, command = machine(args.threads) | {"shared": SHARED}, " ".join(sys.argv)
+        info, command = machine(args.threads) | {"shared": SHARED}, command_line(argv)
+        meta = provenance(command)
         records = []
         for point in args.points.split(","):
             t, b = (int(v) for v in point.split(":"))
-            arrays = torch_arrays(t, b)
             for fw in frameworks:
-                for name, shape, timing in {"torch": torch_points, "jax": jax_points}[fw](arrays):
+                for name, shape, timing in points(fw, t, b):
                     r = record(fw, b, name, shape, timing)
                     records.append(r)
                     print(f"{fw:5s} {name:8s} T={t:<4d} B={b:<3d} d={r['d']:<5d} p={r['p']:<5d} cost "
@@ -279,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     fit = threshold_fit(records)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "transformer.json").write_text(json.dumps({"machine": info, "command": command, "threshold_fit": fit,
+    (out / "transformer.json").write_text(json.dumps({"meta": meta, "machine": info, "command": command, "threshold_fit": fit,
                                                       "records": records}, indent=1) + "\n")
     (out / "transformer.md").write_text(markdown(records, info, fit, frameworks))
     print(json.dumps(fit, indent=1))

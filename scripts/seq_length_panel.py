@@ -9,8 +9,8 @@ non-private SGD.
 
 How: for each T in --seq-lens (default 32, 128, 512) the registered transformer's architecture
 (``compare.spec.MODELS["transformer"]``) is built with seq_len = T: positions table (T, 256), every other size the
-registered one (``Workload(f"transformer_T{T}", ...)`` + ``torch_impl.model.Net`` / ``jax_impl.model.Net.build``,
-as scripts/seq_cost_model.py does). Canonical weights = torch's init after ``torch.manual_seed(--seed)`` (at T = 128
+registered one (``Workload(f"transformer_T{T}", ...)`` + the side's ``variant``, as scripts/seq_cost_model.py
+does). Canonical weights = torch's init after ``torch.manual_seed(--seed)`` (at T = 128
 and seed 0 exactly ``compare.weights.init_weights(0, "transformer")``), written to one safetensors file per T and
 loaded by both frameworks. Each (T, framework) runs in its own process (this script with ``--worker``), started with
 the harness's point environment (``compare.benchmark.cli.point_env``: the parent's environment, glibc malloc
@@ -81,11 +81,9 @@ DEFAULT_OUT = Path("paper/cpu-seq-panel")
 # ---- the variant: the registered architecture at seq_len T ---------------------------------------------------------
 
 def registered_arch() -> dict[str, int]:
-    """The registered transformer's sizes other than seq_len (``torch_impl.models.transformer``'s defaults)."""
-    from torch_impl.models import transformer as tf
-
-    return {"vocab": tf.VOCAB, "width": tf.WIDTH, "heads": tf.HEADS, "ff": tf.FF, "num_layers": tf.LAYERS,
-            "classes": tf.CLASSES}
+    """The registered transformer's sizes other than seq_len (the side's ``network_sizes``)."""
+    sizes = side("torch").network_sizes("transformer")
+    return {k: sizes[k] for k in ARCH_KEYS}
 
 
 def _arch(arch: dict | None) -> dict[str, int]:
@@ -103,13 +101,9 @@ def variant_name(seq_len: int, arch: dict | None = None) -> str:
 def canonical_weights(seq_len: int, arch: dict | None = None, seed: int = 0) -> dict:
     """{state_dict name: float32 array}: torch's init of the variant after ``torch.manual_seed(seed)``."""
     import numpy as np
-    import torch
 
-    from torch_impl.models.transformer import TransformerNet
-
-    torch.manual_seed(seed)
-    module = TransformerNet(seq_len=seq_len, **_arch(arch))
-    return {k: v.detach().numpy().astype(np.float32).copy() for k, v in module.state_dict().items()}
+    weights = side("torch").init_weights(seed, "transformer", seq_len=seq_len, **_arch(arch))
+    return {k: v.astype(np.float32) for k, v in weights.items()}
 
 
 def workload(seq_len: int, shapes: dict, arch: dict | None = None):
@@ -124,18 +118,7 @@ def workload(seq_len: int, shapes: dict, arch: dict | None = None):
 
 def build_net(framework: str, spec, seq_len: int, arch: dict | None = None):
     """The framework's ``Net`` of the variant (structure only; parameters travel as native params)."""
-    a = _arch(arch)
-    if framework == "torch":
-        from torch_impl.model import Net
-        from torch_impl.models.transformer import TransformerNet
-
-        return Net(spec, TransformerNet(seq_len=seq_len, **a))
-    if framework == "jax":
-        from jax_impl.model import Net
-        from jax_impl.models.transformer import TransformerNet
-
-        return Net.build(spec, lambda rngs: TransformerNet(seq_len=seq_len, **a, rngs=rngs))
-    raise ValueError(f"unknown framework {framework!r}; expected torch or jax")
+    return side(framework).variant(spec, "transformer", seq_len=seq_len, **_arch(arch))
 
 
 # ---- norm routes: each side's answer per layer (``layer_routes``), judged by the cost model -------------------------

@@ -11,9 +11,10 @@ import pytest
 MAINS = {
     "compare.run": "compare.benchmark.cli",
     "compare.train": "compare.training.cli",
-    "compare.figures": "compare.benchmark.figures",
+    "compare.figures": "compare.figures",
     "compare.profile": "compare.benchmark.profile",
     "compare.env": "compare.env",
+    "compare.paper": "compare.paper",
 }
 
 
@@ -69,6 +70,10 @@ CASES = [
     ("compare.profile", ["--framework", "torch", "--json", "afile/p.json"], "'afile' exists and is not a directory"),
     ("compare.profile", ["--framework", "torch", "--batch-size", "0"], "must be positive"),
     ("compare.env", ["--device", "tpu"], "invalid choice: 'tpu'"),
+    ("compare.figures", ["--all", "adir", "old"], "give one of"),
+    ("compare.figures", ["--latex-doc", "afile"], "afile: not a directory"),
+    ("compare.paper", ["--only", "nope"], "unknown output(s) ['nope']"),
+    ("compare.paper", ["--only", "versions"], "versions cannot be re-made here"),
 ]
 
 

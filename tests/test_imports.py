@@ -5,7 +5,9 @@
 - the harness (``compare``) imports no side module: it reaches a side through ``compare.frameworks.side``, whose
   module names are strings (``<pkg>.api``);
 - no import cycle among the packages;
-- each side's ``api`` module provides every member of ``contract.interface.FrameworkSide``.
+- each side's ``api`` module provides every member of ``contract.interface.FrameworkSide``;
+- the experiments under ``scripts/`` reach a side only through its interface, as the harness does (no side module,
+  no ``compare.frameworks.impl_module`` / ``per_sample_module``, which hand out a side's internals to tests).
 Every import counts, top-level or inside a function.
 """
 from __future__ import annotations
@@ -64,6 +66,34 @@ def test_a_side_imports_only_the_contract_itself_and_its_framework(package: str)
     foreign = {"compare", other} | (ALL_FRAMEWORKS - FRAMEWORK_ROOTS[package])
     bad = {str(p.relative_to(ROOT)): sorted(roots(p) & foreign) for p in sources(package) if roots(p) & foreign}
     assert not bad, f"{package} reaches outside its layer: {bad}"
+
+
+INTERNALS = {"impl_module", "per_sample_module"}
+
+
+def internals_used(path: Path) -> set[str]:
+    """Side modules ``path`` imports, and the names of ``INTERNALS`` it imports or reads as an attribute."""
+    tree = ast.parse(path.read_text(), str(path))
+    used = roots(path) & set(SIDES)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            used |= {a.name for a in node.names} & INTERNALS
+        elif isinstance(node, ast.Attribute) and node.attr in INTERNALS:
+            used.add(node.attr)
+    return used
+
+
+@pytest.mark.parametrize("path", sources("scripts"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_script_uses_only_the_side_interface(path: Path):
+    bad = internals_used(path)
+    assert not bad, f"{path.relative_to(ROOT)} uses {sorted(bad)}: reach a side through compare.frameworks.side"
+
+
+def test_a_script_reaching_inside_a_side_is_seen(tmp_path: Path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import compare.frameworks as f\nf.impl_module('jax', 'rules')\n"
+                   "def g():\n    from jax_impl.rules import linear\n")
+    assert internals_used(bad) == {"impl_module", "jax_impl"}
 
 
 @pytest.mark.parametrize("path", sources("compare"), ids=lambda p: str(p.relative_to(ROOT)))

@@ -1,6 +1,7 @@
 """Each side's probes of the per-layer engine (``layer_cotangents``, ``layer_routes``, ``layer_stages``), what the
-experiments under scripts/ read: mirrored answers, and every norm form of a layer equal to its materialised norm.
-Small: mnist_cnn (conv, linear) and embed (embedding) at B = 3, float64."""
+experiments under scripts/ read: mirrored answers, and every norm form of a layer equal to its materialised norm;
+and a registered network built at other sizes (``network_sizes``, ``variant``). Small: mnist_cnn (conv, linear),
+embed (embedding) and a small transformer (the packed projection) at B = 3, float64."""
 from __future__ import annotations
 
 import numpy as np
@@ -33,10 +34,10 @@ def test_every_norm_form_is_the_materialised_norm(fw: str, model: str, layer: st
     params, x, y = _inputs(fw, model)
     stages, sync = side(fw).layer_stages(params, x, y, "nll_log_softmax", model, layer)
     assert {"grads: rule", "norm: materialize", "norm: rule"} <= set(stages)
-    assert ("norm: gram" in stages) == (layer != "embedding")
+    assert "norm: gram" in stages and ("norm: sort" in stages) == (layer == "embedding")
     want = np.asarray(sync(stages["norm: materialize"]()))
     assert want.shape == (3,) and (want > 0).all()
-    for name in ("norm: gram", "norm: rule"):
+    for name in ("norm: gram", "norm: sort", "norm: fallback", "norm: rule"):
         if name in stages:
             np.testing.assert_allclose(np.asarray(sync(stages[name]())), want, rtol=1e-10, err_msg=name)
     fallback = {k: np.asarray(v) for k, v in sync(stages["grads: fallback"]()).items()}
@@ -46,3 +47,35 @@ def test_every_norm_form_is_the_materialised_norm(fw: str, model: str, layer: st
         np.testing.assert_allclose(rule[k], fallback[k], rtol=1e-10, atol=1e-14, err_msg=k)
     inputs, cots = side(fw).layer_cotangents(params, x, y, "nll_log_softmax", model)
     assert set(inputs) == set(cots) and layer in inputs
+
+
+SMALL = {"seq_len": 8, "width": 8, "heads": 2, "ff": 12, "num_layers": 1}
+
+
+def test_a_variant_has_its_own_sizes_on_both_sides():
+    got = {fw: side(fw).init_weights(0, "transformer", **SMALL) for fw in FRAMEWORKS}
+    shapes = {fw: {k: v.shape for k, v in w.items()} for fw, w in got.items()}
+    assert shapes["torch"] == shapes["jax"]
+    assert shapes["torch"]["pos_embedding.weight"] == (8, 8)
+    assert side("torch").network_sizes("transformer") == side("jax").network_sizes("transformer")
+    assert side("torch").network_sizes("mnist_cnn") == {}
+    with pytest.raises(ValueError, match="no size"):
+        side("jax").init_weights(0, "mnist_cnn", width=3)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_the_fallback_of_a_layer_with_a_projection_child_is_its_norm(fw: str):
+    """The attention applies its packed in-projection through a child: its site's (a, g) are the child's, its
+    fallback runs on the module's own input and output cotangent; both give the same norms."""
+    from compare.spec import Workload
+
+    weights = side("torch").init_weights(0, "transformer", **SMALL)
+    spec = Workload("transformer_T8", (8,), 2, {k: v.shape for k, v in weights.items()}, vocab_size=10004)
+    net = side(fw).variant(spec, "transformer", **SMALL)
+    x, y = make_batch(3, seed=2, model=spec)
+    params, xn, yn = side(fw).native_inputs(weights, x, y, dtype="float64", device="cpu", model=net)
+    stages, sync = side(fw).layer_stages(params, xn, yn, "nll_log_softmax", net, "encoder.layers.0.self_attn")
+    want = np.asarray(sync(stages["norm: materialize"]()))
+    assert (want > 0).all()
+    np.testing.assert_allclose(np.asarray(sync(stages["norm: fallback"]())), want, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(sync(stages["norm: gram"]())), want, rtol=1e-10)

@@ -1,4 +1,4 @@
-"""compare.benchmark.profile runs on both frameworks and prints the stages the README's analysis cites (B=2, one repeat)."""
+"""compare.benchmark.profile runs on both frameworks and prints the stages the results document cites (B=2, one repeat)."""
 from __future__ import annotations
 
 import pytest
@@ -38,7 +38,9 @@ def test_profile_non_seed_workloads_name_their_model(framework: str, tmp_path,
                  "--repeats", "1", "--top", "3", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"# model=ffnn {framework} reference" in text and f"# model=embed {framework} reference" in text
-    records = json.loads(out.read_text())
+    written = json.loads(out.read_text())
+    assert written["meta"]["command"].startswith("python -m compare.profile --framework") and written["meta"]["versions"]
+    records = written["records"]
     for model in ("ffnn", "embed"):
         stages = [r["stage"] for r in records if r["model"] == model]
         assert stages == ["forward only", *subsets(model)]

@@ -16,7 +16,8 @@ from compare.benchmark.cli import main, parse_args, resolve_weights, weights_fil
 from compare.benchmark.config import SUITES
 from compare.benchmark.point import PointSpec
 from compare.benchmark.results import failure_record, point_key
-from compare.benchmark.suite import latex_table, markdown_tables, suite_rows
+from compare.benchmark.latex_tables import steps_table
+from compare.benchmark.suite import markdown_tables, suite_rows
 from compare.benchmark.sweep import plan_points, run_sweep
 from compare.spec import MODELS
 from compare.weights import WeightsError, init_weights, save_weights
@@ -153,9 +154,11 @@ def test_suite_rows_pick_the_best_step_of_each_framework_and_peer():
     assert jax["private"]["method"] == "dp_ghost"  # the oom dp_bk point is not a candidate
     assert jax["peer_best"]["x_sgd"] == pytest.approx(10.0)
     assert jax["per_sample"] == {"method": "vmap", "ms": 9.0, "ratio_to_floor": 1.5}
-    md, tex = markdown_tables(rows), latex_table(rows, {"versions": {"torch": "2.15.0"}})
+    md = markdown_tables(rows)
+    tex = steps_table(_records("logreg", 16) + _records("embed", 16), {"versions": {"torch": "2.15.0"}}, "tab:x")
     assert "**logreg**" in md and "| 16 | 10 | 12 (1.20x, dp_bk)" in md
-    assert r"\toprule" in tex and r"\bottomrule" in tex and "logreg & 16 & 10 & 1.20 & bk & 2.40" in tex
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\label{tab:x}" in tex
+    assert r"logreg & 16 & 10.0 & \texttt{dp\_bk} & 1.20 & 2.40 & 5.00 & \texttt{dp\_ghost} & 1.20 & 10.0 \\" in tex
 
 
 def test_figures_of_several_workloads_go_per_workload_plus_the_suite(tmp_path):

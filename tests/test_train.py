@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from compare.provenance import missing
+
 import compare.training.cli as train
 
 TINY = ["--steps", "2", "--batch-size", "4", "--lr", "0.1"]
@@ -60,6 +62,7 @@ def test_tiny_run_writes_report_progress_and_figure(tmp_path):
     report = json.loads((tmp_path / "train.json").read_text())
     assert report["complete"] and math.isinf(report["epsilon"]) and report["delta"] == 1e-5
     assert report["meta"]["dataset"]["name"].startswith("sklearn-digits")
+    assert not missing(report["meta"]) and report["meta"]["command"].startswith("python -m compare.train --")
     torch_r, jax_r = report["frameworks"]["torch"], report["frameworks"]["jax"]
     assert len(torch_r["loss"]) == len(jax_r["loss"]) == 2
     # float32, same steps without noise: see tests/test_dp.py for the tolerance

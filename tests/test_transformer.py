@@ -379,9 +379,10 @@ def test_what_opacus_does_with_each_layer():
     assert got == expected
 
 
-def test_seq_cost_model_reads_the_projection_site():
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_seq_cost_model_reads_the_projection_site(fw: str):
     """scripts/seq_cost_model.py times the in-projection on the engine's own site: a = the attention's input,
-    g = d loss / d qkv (checked inside against a recomputation from out_proj's cotangent); shapes at T = 8."""
+    g = d loss / d qkv; shapes at T = 8 (registered widths)."""
     import importlib.util
     import sys
     from pathlib import Path
@@ -391,7 +392,7 @@ def test_seq_cost_model_reads_the_projection_site():
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("seq_cost_model", module)
     spec.loader.exec_module(module)
-    arrays = module.torch_arrays(8, 2)
+    arrays = module.site_arrays(fw, 8, 2)
     a, g = arrays["in_proj"]
     assert a.shape == (2, 8, 256) and g.shape == (2, 8, 768) and np.abs(g).max() > 0
     assert arrays["out_proj"][1].shape == (2, 8, 256)

@@ -15,7 +15,7 @@ The step is two halves, so a data-parallel step can all-reduce between them:
       "ghost"        norms from layer inputs/output cotangents, then a second batched backward
                      (``torch_impl.ghost.ghost_clipped_sum``);
       "bk"           book-keeping: the same norms, then each layer's clipped sum directly, no second backward
-                     (``torch_impl.ghost.bk_clipped_sum``; the fastest, see the README's DP section);
+                     (``torch_impl.ghost.bk_clipped_sum``; the fastest: docs/results/seed_cnn.md, "Private steps");
   ``noisy_update``      -> p - lr (sum + clip * noise_multiplier * z) / B.
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from contract.spec import DEFAULT_MODEL, Workload, check_loss, check_model
+from contract.spec import DEFAULT_MODEL, Workload, check_loss, check_model, check_sizes, constructor_sizes
 from torch_impl.models import CLASSES
 from torch_impl.models.seed_cnn import SimpleCNN  # noqa: F401 - the seed's class name, kept importable here
 
@@ -36,17 +36,39 @@ class Net:
         self.module.to("meta")
 
 
-def make_model(model: str = DEFAULT_MODEL) -> nn.Module:
-    """A freshly initialised module of a registered workload (PyTorch's default init, from torch's global RNG)."""
-    return CLASSES[check_model(model).name]()
+def network_sizes(model: str) -> dict[str, int]:
+    """{keyword: registered value} of the sizes a registered workload's network is built with (the transformer's
+    ``seq_len``, ``width``, ...; empty for a network of fixed sizes): what ``make_model`` and ``variant`` may
+    change."""
+    return constructor_sizes(CLASSES[check_model(model).name])
 
 
-def init_weights(seed: int = 0, model: str | Workload = DEFAULT_MODEL) -> dict[str, np.ndarray]:
+def _sizes(name: str, sizes: dict[str, int]) -> dict[str, int]:
+    return check_sizes(name, sizes, network_sizes(name))
+
+
+def make_model(model: str = DEFAULT_MODEL, **sizes: int) -> nn.Module:
+    """A freshly initialised module of a registered workload (PyTorch's default init, from torch's global RNG);
+    ``sizes``: other values of its ``network_sizes``."""
+    name = check_model(model).name
+    return CLASSES[name](**_sizes(name, sizes))
+
+
+def init_weights(seed: int = 0, model: str | Workload = DEFAULT_MODEL, **sizes: int) -> dict[str, np.ndarray]:
     """Canonical weights of PyTorch's default init right after ``torch.manual_seed(seed)`` (seed 0: the seed
-    script's weights); the weights every comparison starts from (``compare.weights.init_weights``)."""
+    script's weights); the weights every comparison starts from (``compare.weights.init_weights``). ``sizes``:
+    a variant of the registered network (``network_sizes``), its weights' shapes its own."""
     name = check_model(model).name
     torch.manual_seed(seed)
-    return {k: v.detach().cpu().numpy().copy() for k, v in make_model(name).state_dict().items()}
+    return {k: v.detach().cpu().numpy().copy() for k, v in make_model(name, **sizes).state_dict().items()}
+
+
+def variant(spec: Workload, model: str, **sizes: int) -> Net:
+    """The ``Net`` of a registered workload's network built with other ``sizes`` (``network_sizes``), under its
+    own contract ``spec`` (a ``Workload`` in no registry whose ``param_shapes`` are the variant's, e.g. the
+    transformer at another sequence length)."""
+    name = check_model(model).name
+    return Net(spec, CLASSES[name](**_sizes(name, sizes)))
 
 
 @lru_cache(maxsize=None)

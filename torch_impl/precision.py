@@ -4,7 +4,8 @@
 copy); the computation runs under ``torch.autocast(device_type, dtype=torch.bfloat16)``, which casts the inputs
 of matmuls, linear layers and convolutions to bfloat16 (products in bfloat16, accumulation in float32 inside
 oneDNN / cuBLAS, the result rounded to bfloat16). Whatever the privacy guarantee rests on (per-example norms,
-clip factors, clipped sums) runs in ``full_precision`` on float32 copies (``to_float32``).
+clip factors, clipped sums) runs outside the autocast, on float32 copies (``policy`` returns ``to_float32`` of
+the results).
 """
 from __future__ import annotations
 
@@ -24,11 +25,6 @@ def compute(dtype: str, device_type: str) -> ContextManager:
     if is_mixed(dtype):
         return torch.autocast(device_type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def full_precision(device_type: str) -> ContextManager:
-    """Autocast off inside (a no-op where it was not on): ops run in their inputs' dtype."""
-    return torch.autocast(device_type, enabled=False)
 
 
 def to_float32(tree: Any) -> Any:

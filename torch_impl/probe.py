@@ -11,13 +11,17 @@ from typing import Any, Callable
 
 import torch
 
-from contract.cost_model import forced_routes
+from torch.func import functional_call
+
+from contract.cost_model import KIND_ROUTES, ROUTES, forced_routes
 from torch_impl import per_layer, rules
-from torch_impl.model import Net, resolve
+from torch_impl.model import Net, loss_fn, resolve
 
 Stages = dict[str, Callable[[], Any]]
-# Kinds whose norm has a Gram form, and the ``forced_routes`` key that forces it (the projection's is linear's).
-GRAM_KINDS: dict[str, str] = {"linear": "linear", "projection": "linear", "conv": "conv", "lstm": "lstm"}
+# Kinds whose norm rule chooses between forms (``contract.cost_model``), and the ``forced_routes`` key that forces
+# one (the projection's is linear's).
+ROUTED_KINDS: dict[str, str] = {"linear": "linear", "projection": "linear", "conv": "conv", "lstm": "lstm",
+                                "embedding": "embedding"}
 
 
 def _sync(value: Any) -> Any:
@@ -48,13 +52,40 @@ def layer_routes(params: dict, x: torch.Tensor, y: torch.Tensor, loss: str, mode
     return out
 
 
+def own_io(params: dict, x: torch.Tensor, y: torch.Tensor, loss: str, model: str | Net,
+           layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the layer module's own input, d(sum of per-example losses) / d(its own output)) at its first call: what the
+    vmap fallback over the whole layer takes (for a layer applied through a projection child, its site's (a, g)
+    are the child's)."""
+    net = resolve(model)
+    module = per_layer.param_layers(net.module)[layer]
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def hook(mod: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if not seen:
+            if not out.requires_grad:  # nothing upstream needs grad: make the output where backward stops
+                out.requires_grad_(True)
+            seen.append((args[0].detach(), out))
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            logits = functional_call(net.module, params, (x,))
+            (g,) = torch.autograd.grad(loss_fn(logits, y, loss) * x.shape[0], seen[0][1])
+    finally:
+        handle.remove()
+    return seen[0][0], g
+
+
 def layer_stages(params: dict, x: torch.Tensor, y: torch.Tensor, loss: str, model: str | Net,
                  layer: str) -> tuple[Stages, Callable[[Any], Any]]:
     """One layer's rules on its real input and output cotangent (its first call), each a callable to time:
       "grads: rule"        its kind's per-example gradients {leaf: (B, *shape)} (kind "other": the fallback's);
-      "grads: fallback"    vmap over examples of the layer's own vjp (where the layer is its own call site);
+      "grads: fallback"    vmap over examples of the vjp of the whole layer, on its own input and output cotangent;
+      "norm: fallback"     the (B,) squared norms of "grads: fallback", summed over the leaves;
       "norm: materialize"  the (B,) squared norms of "grads: rule", summed over the leaves;
-      "norm: gram"         its norm rule with the route forced to the Gram form (kinds ``GRAM_KINDS``);
+      "norm: <route>"      its norm rule with the route forced to each form but materialising (kinds
+                           ``ROUTED_KINDS``: "norm: gram"; the embedding's "norm: gram" and "norm: sort");
       "norm: rule"         its norm rule under the routes in force when called (where it answers).
     Plus how to wait for a result."""
     net = resolve(model)
@@ -62,6 +93,7 @@ def layer_stages(params: dict, x: torch.Tensor, y: torch.Tensor, loss: str, mode
     inputs, cots = per_layer.output_cotangents(params, x, y, loss, net)
     site = next(s for s in inputs if per_layer.site_layer(s) == layer)
     a, g, leaves = inputs[site], cots[site], per_layer.layer_params(params, layer, module)
+    a_own, g_own = (a, g) if rules.site_module(module) is module else own_io(params, x, y, loss, net, layer)
 
     def no_grad(fn: Callable[[], Any]) -> Callable[[], Any]:
         def run() -> Any:
@@ -69,20 +101,24 @@ def layer_stages(params: dict, x: torch.Tensor, y: torch.Tensor, loss: str, mode
                 return fn()
         return run
 
-    def materialized() -> torch.Tensor:
-        return sum(rules.sq(v) for v in rules.per_example(module, leaves, a, g).values())
+    def norms(grads: Callable[[], dict[str, torch.Tensor]]) -> Callable[[], torch.Tensor]:
+        return no_grad(lambda: sum(rules.sq(v) for v in grads().values()))
 
-    stages: Stages = {"grads: rule": no_grad(lambda: rules.per_example(module, leaves, a, g))}
-    if rules.site_module(module) is module:
-        stages["grads: fallback"] = no_grad(lambda: rules.fallback_per_example(module, leaves, a, g))
-    stages["norm: materialize"] = no_grad(materialized)
-    key = GRAM_KINDS.get(rules.kind_of(module))
-    if key is not None:
-        def gram() -> torch.Tensor | None:
-            with forced_routes(**{key: "gram"}):
+    def rule_grads() -> dict[str, torch.Tensor]:
+        return rules.per_example(module, leaves, a, g)
+
+    def fallback_grads() -> dict[str, torch.Tensor]:
+        return rules.fallback_per_example(module, leaves, a_own, g_own)
+
+    stages: Stages = {"grads: rule": no_grad(rule_grads), "grads: fallback": no_grad(fallback_grads),
+                      "norm: fallback": norms(fallback_grads), "norm: materialize": norms(rule_grads)}
+    kind = rules.kind_of(module)
+    for route in (r for r in KIND_ROUTES.get(kind, ROUTES) if r != "materialize" and kind in ROUTED_KINDS):
+        def forced(route: str = route) -> torch.Tensor | None:
+            with forced_routes(**{ROUTED_KINDS[kind]: route}):
                 return rules.norm_sq(module, a, g, leaves)
-        if no_grad(gram)() is not None:
-            stages["norm: gram"] = no_grad(gram)
+        if no_grad(forced)() is not None:
+            stages[f"norm: {route}"] = no_grad(forced)
     if no_grad(lambda: rules.norm_sq(module, a, g, leaves))() is not None:
         stages["norm: rule"] = no_grad(lambda: rules.norm_sq(module, a, g, leaves))
     return stages, _sync

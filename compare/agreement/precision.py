@@ -14,8 +14,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +21,6 @@ import numpy as np
 
 from compare.agreement import clip_guarantee as G
 from compare.frameworks import FRAMEWORKS, side
-from compare.lock import versions
 from compare.paths import output_dir
 from compare.spec import MODELS, make_batch, parse_models
 from compare.weights import init_weights
@@ -221,9 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         return combine(a.combine, a.out, "python -m compare.agreement.precision " + " ".join(
             sys.argv[1:] if argv is None else argv))
     t0 = time.time()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    report = {"meta": {"command": "python -m compare.agreement.precision " + " ".join(sys.argv[1:] if argv is None else argv), "commit": commit,
-                       "cpu": _cpu(), "versions": versions(), "u": U_BF16},
+    from compare.provenance import command_line, provenance
+
+    prov = provenance(command_line(argv, "python -m compare.agreement.precision"))
+    report = {"meta": {**prov, "commit": (prov["git_commit"] or "")[:7], "cpu": _cpu(), "u": U_BF16},
               "gradients": [], "clipping": []}
     done: set[str] = set()
     if a.resume and (a.out / "precision.json").exists():

@@ -130,11 +130,15 @@ def _check_one(cfg: Config, model: str, w: dict, device: str, want: dict) -> dic
     return result
 
 
-def agreement_only(cfg: Config, weights: dict[str, dict], device: str) -> int:
-    """``--agreement-only``: the check (float32 and float64) of every workload, written to DIR/agreement.json."""
+def agreement_only(cfg: Config, weights: dict[str, dict], device: str, argv: list[str] | None = None) -> int:
+    """``--agreement-only``: the check (float32 and float64) of every workload, written to DIR/agreement.json
+    with its ``meta`` (``compare.provenance``: command, commit, versions, CPU, date)."""
+    from compare.provenance import command_line, provenance
+
     agreement, ok = run_agreement_check(dataclasses.replace(cfg, agreement=True), weights, device)
     cfg.out.mkdir(parents=True, exist_ok=True)
     path = cfg.out / "agreement.json"
-    path.write_text(json.dumps({**agreement, "device": device}, indent=1))
+    meta = provenance(command_line(argv, "python -m compare.run"))
+    path.write_text(json.dumps({**agreement, "device": device, "meta": meta}, indent=1))
     log.info("wrote %s (ok=%s)", path, ok)
     return 0 if ok else 1

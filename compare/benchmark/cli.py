@@ -273,7 +273,7 @@ def _run(cfg: Config, argv: list[str]) -> int:
     for line in start_lines(cfg, plan, weights, device):
         log.info("%s", line)
     if cfg.agreement_only:
-        return agreement_only(cfg, weights, device)
+        return agreement_only(cfg, weights, device, argv)
     agreement, ok = run_agreement_check(cfg, weights, device)
     results_path = run_sweep(cfg, plan, env=env, device=device, agreement=agreement, argv=argv,
                              config=_config_json(cfg))

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from compare.provenance import command_line, provenance
 from compare.arguments import models_arg
 from compare.frameworks import FRAMEWORKS, side
 from compare.paths import output_file
@@ -49,9 +50,6 @@ class Config:
     json: Path | None = None
 
 
-model_arg = models_arg  # an empty entry or an unknown name: one usage line
-
-
 def not_applicable(framework: str, method: str, model: str) -> str | None:
     """Why ``method`` does not apply to ``model`` in ``framework`` (None: it applies; 'reference' always does)."""
     if method == "reference":
@@ -62,7 +60,7 @@ def not_applicable(framework: str, method: str, model: str) -> str | None:
 def parse_args(argv: list[str] | None = None) -> Config:
     p = argparse.ArgumentParser(prog="python -m compare.profile", description=__doc__.splitlines()[0])
     p.add_argument("--framework", choices=FRAMEWORKS, required=True)
-    p.add_argument("--model", type=model_arg, default=(DEFAULT_MODEL,), metavar="NAME[,NAME...]|all",
+    p.add_argument("--model", type=models_arg, default=(DEFAULT_MODEL,), metavar="NAME[,NAME...]|all",
                    help=f"workloads to profile in turn (default: {DEFAULT_MODEL}; one of {', '.join(MODELS)})")
     p.add_argument("--json", type=output_file, default=None, help="also write the stage timings as JSON records "
                    "(model, framework, method, section, stage, wall_ms, cpu_ms) to this file")
@@ -215,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         records += profile_model(replace(cfg, model=model))
     if cfg.json is not None:
         cfg.json.parent.mkdir(parents=True, exist_ok=True)
-        cfg.json.write_text(json.dumps(records, indent=2))
+        meta = provenance(command_line(argv, "python -m compare.profile"))
+        cfg.json.write_text(json.dumps({"meta": meta, "records": records}, indent=2))
     return 0
 
 

@@ -2,7 +2,7 @@
 
 One registry, ``FIELDS``, names every field a point record may carry, its type and what it means; the writer
 (``compare.benchmark.point``, ``sweep``, ``results``) and every reader (``summary``, ``suite``, ``figures``,
-``scripts/readme_tables.py``) go through ``point_record`` / ``read_points`` / ``load_results``. Adding a metric is
+``compare.report``) go through ``point_record`` / ``read_points`` / ``load_results``. Adding a metric is
 one ``Field`` entry. Each record and each results file carries ``schema_version``; a file of a version this code
 does not read fails with one line naming both versions. Files written before the version was recorded are
 version 1 (``LEGACY_VERSION``): the same fields without the paired-timing ones, read as they are.
@@ -112,11 +112,6 @@ STATUSES: tuple[str, ...] = ("ok", "oom", "error", "timeout", "skipped", "not_ap
 
 def point_key(record: dict) -> tuple:
     return tuple(record.get(f) or DEFAULT_MODEL if f == "model" else record.get(f) for f in KEY_FIELDS)
-
-
-def record_model(record: dict) -> str:
-    """The record's workload (the default for records written before ``model`` was recorded)."""
-    return record.get("model") or DEFAULT_MODEL
 
 
 def failure_record(spec: dict, status: str, reason: str, **extra: object) -> PointRecord:

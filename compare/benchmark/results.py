@@ -7,12 +7,9 @@ dropped (and the file rewritten without it) when the run resumes.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,9 +17,10 @@ from compare.env import memory_settings
 from compare.env_vars import behaviour_env
 from compare.benchmark.records import (  # noqa: F401 - the schema's names, importable from here as before
     KEY_FIELDS, STATUSES, TIMING_FIELDS, ResultsFile, failure_record, parse_points, point_key, point_record,
-    record_model,
 )
-from compare.lock import below_oldest, lock_status, versions
+from compare.lock import below_oldest
+from compare.provenance import cpu_model, provenance
+from compare.provenance import git_commit as _git_commit  # noqa: F401 - importable from here as before
 
 log = logging.getLogger("compare.benchmark.results")
 
@@ -59,28 +57,6 @@ def load_points(path: Path) -> list[dict]:
     return records
 
 
-def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def device_name(device: str) -> str:
     """The CPU model, or the GPU's name (asked of torch, which the parent process has imported already)."""
     if device.startswith("cuda"):
@@ -97,17 +73,11 @@ def relevant_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def make_meta(*, argv: list[str], device: str, env: dict[str, str], config: dict) -> dict:
+    """``compare.provenance``'s fields (command, commit, date, device, versions ...) and the run's settings."""
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python -m compare.run", *argv]),
-        "git_commit": _git_commit(),
-        "device": device_name(device),
+        **provenance(" ".join(["python -m compare.run", *argv]), device_name(device)),
         "device_kind": device,
-        "platform": platform.platform(),
-        "cores": os.cpu_count(),
         "cores_available": len(os.sched_getaffinity(0)),
-        "versions": versions(),
-        "lock": lock_status(),
         "below_oldest_supported": below_oldest(),
         "xla_flags": env.get("XLA_FLAGS", ""),
         "env": relevant_env(env),

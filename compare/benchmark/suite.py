@@ -1,5 +1,5 @@
 """The study across workloads (``compare.run --suite fast-dpsgd``): one row per (workload, batch size), its
-tables (LaTeX booktabs for a paper, markdown for the README) and its small-multiples figure.
+tables (LaTeX booktabs for a paper, markdown for the results document) and its small-multiples figure.
 
 A row holds, per framework, the non-private step (``sgd``), the best private step of our own strategies
 (``dp_sgd`` / ``dp_ghost`` / ``dp_bk``, whichever is fastest at that point: named in the row), the framework's
@@ -7,7 +7,7 @@ peer steps (``contract.peers``: Opacus' hooks + DPOptimizer and ghost clipping; 
 best per-sample method with its ratio to the floor. Ratios: ``x sgd`` = a private step over the same
 framework's sgd at the same point (the DP overhead of Subramani et al. 2021); ``peer / ours`` = the best peer
 step over our best private step of the same framework. Every number is a median of one run; nothing is
-interpolated: a point that did not run is a dash. A ratio timed as a pair (``compare.benchmark.pair``) is the
+interpolated: a point that did not run is a dash (the LaTeX tables, ``compare.benchmark.latex_tables``, name why). A ratio timed as a pair (``compare.benchmark.pair``) is the
 median of per-round ratios and carries its bootstrap 95% interval (``ci95``) and goal verdict (met / missed /
 undecided); the tables print both. Records of unpaired runs (schema version 1) give the ratio of medians alone.
 """
@@ -21,7 +21,6 @@ from contract.peers import library
 from contract.peers import names as peer_names
 
 OWN_PRIVATE: tuple[str, ...] = ("dp_sgd", "dp_ghost", "dp_bk")
-FRAMEWORK_NAMES = {"torch": "PyTorch", "jax": "JAX"}
 
 
 def _model(r: dict) -> str:
@@ -151,52 +150,13 @@ def markdown_tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def _tex(text: str) -> str:
-    return text.replace("_", r"\_")
-
-
-def latex_table(rows: list[dict], meta: dict) -> str:
-    """A booktabs table (``\\input`` it inside a ``table*``): per workload and B, each framework's sgd step (ms),
-    its best private step and its peer's best, as multiples of that framework's sgd."""
-    v = meta.get("versions", {})
-    lines = [
-        "% Written by python -m compare.figures from " + meta.get("command", "compare.run") + ".",
-        f"% {meta.get('device', '?')}; torch {v.get('torch', '?')}, jax {v.get('jax', '?')}, "
-        f"flax {v.get('flax', '?')}; commit {meta.get('git_commit', '?')}; {meta.get('date', '')}",
-        "% Needs \\usepackage{booktabs}. ms = median per step; (x) = over the same framework's non-private step "
-        "(paired runs: median per-round ratio [95% interval] and the goal's verdict).",
-        r"\begin{tabular}{llrrlrrrlr}",
-        r"\toprule",
-        r" & & \multicolumn{4}{c}{PyTorch} & \multicolumn{4}{c}{JAX} \\",
-        r"\cmidrule(lr){3-6}\cmidrule(lr){7-10}",
-        rf"workload & $B$ & SGD ms & private (x) & best & {_tex(library('torch'))} (x) & SGD ms & private (x) & best & "
-        rf"{_tex(library('jax'))} (x) \\",
-        r"\midrule",
-    ]
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    for i, model in enumerate(models):
-        mine = [r for r in rows if r["model"] == model]
-        for j, r in enumerate(mine):
-            cells = [_tex(model) if j == 0 else "", str(r["batch_size"])]
-            for fw in ("torch", "jax"):
-                e = r[fw]
-                priv, peer = e.get("private"), e.get("peer_best")
-                x = _num(priv and priv["x_sgd"], ".2f")
-                if priv and priv.get("x_sgd_ci95"):  # paired: the interval and the goal's verdict
-                    lo, hi = priv["x_sgd_ci95"]
-                    x += f" [{lo:.2f}, {hi:.2f}] {priv.get('x_sgd_verdict', '')}".rstrip()
-                cells += [_ms(e.get("sgd_ms")), x,
-                          _tex(priv["method"].replace("dp_", "")) if priv else "-", _num(peer and peer["x_sgd"], ".2f")]
-            lines.append(" & ".join(cells) + r" \\")
-        if i < len(models) - 1:
-            lines.append(r"\midrule")
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
-    return "\n".join(lines)
-
-
-def fig_suite(fig, timings: list[dict], colors: dict[str, str]) -> None:
+def fig_suite(fig, timings: list[dict]) -> list:
     """Small multiples: one panel per workload, ms per step vs B (log-log): each framework's sgd (dashed), best
-    own private step (solid) and best peer step (dotted)."""
+    own private step (solid) and best peer step (dotted), in ``compare.style``'s colours. Returns the legend."""
+    from matplotlib.lines import Line2D
+
+    from compare import style
+
     rows = suite_rows(timings)
     models = list(dict.fromkeys(r["model"] for r in rows))
     ncols = 3 if len(models) > 4 else 2
@@ -213,8 +173,8 @@ def fig_suite(fig, timings: list[dict], colors: dict[str, str]) -> None:
             for key, ys in series.items():
                 pts = [(x, y) for x, y in zip(b, ys) if y is not None]
                 if pts:
-                    ax.plot(*zip(*pts), color=colors.get(fw, "k"), linestyle=styles[key][0], marker="o",
-                            markersize=2, fillstyle="none" if fw == "jax" else "full")
+                    ax.plot(*zip(*pts), color=style.color(fw), linestyle=styles[key][0], marker="o",
+                            markersize=2, fillstyle=style.fill(fw))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(model, fontsize=6.5, pad=2)
@@ -226,20 +186,29 @@ def fig_suite(fig, timings: list[dict], colors: dict[str, str]) -> None:
         ax.set_ylabel("ms per step")
     for ax in axes[-1, :]:
         ax.set_xlabel("batch size B")
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], color=colors.get(fw, "k"), marker="o", markersize=2, label=FRAMEWORK_NAMES[fw],
-                      fillstyle="none" if fw == "jax" else "full") for fw in ("torch", "jax")]
-    handles += [Line2D([], [], color="0.3", linestyle=ls, label=label) for ls, label in styles.values()]
-    fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, bbox_to_anchor=(0.5, 1.0),
-               fontsize=5.5, handlelength=1.8, columnspacing=1.0)
+    extra = [Line2D([], [], color="0.3", linestyle=ls, label=label) for ls, label in styles.values()]
+    return style.handles(["torch", "jax"], None, extra)
 
 
-def write_tables(timings: list[dict], meta: dict, out_dir: Path) -> list[Path]:
-    """``suite_table.tex`` (booktabs) and ``suite_tables.md`` (one markdown table per workload) in ``out_dir``."""
-    rows = suite_rows(timings)
+def write_tables(timings: list[dict], meta: dict, out_dir: Path, name: str, markdown: bool = True) -> list[Path]:
+    """Into ``out_dir``: the LaTeX tables (``compare.benchmark.latex_tables``) the records have data for:
+    ``suite_table.tex`` (steps) and ``per_sample_table.tex``, labelled ``tab:steps:<name>`` and
+    ``tab:per-sample:<name>``; with ``markdown``, ``suite_tables.md`` (one markdown table per workload) beside the
+    steps table."""
+    from compare.benchmark import latex_tables as lt
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    tex, md = out_dir / "suite_table.tex", out_dir / "suite_tables.md"
-    tex.write_text(latex_table(rows, meta))
-    md.write_text(markdown_tables(rows))
-    return [tex, md]
+    written = []
+    if lt.has_steps(timings):
+        steps = out_dir / "suite_table.tex"
+        steps.write_text(lt.steps_table(timings, meta, f"tab:steps:{name}"))
+        written.append(steps)
+        if markdown:
+            md = out_dir / "suite_tables.md"
+            md.write_text(markdown_tables(suite_rows(timings)))
+            written.append(md)
+    if lt.has_per_sample(timings):
+        per = out_dir / "per_sample_table.tex"
+        per.write_text(lt.per_sample_table(timings, meta, f"tab:per-sample:{name}"))
+        written.append(per)
+    return written

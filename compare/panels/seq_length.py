@@ -256,31 +256,26 @@ def draw(data: dict, out: Path) -> list[Path]:
     SGD step at that T (linear: the strategies differ by 1.0-3x, which a log scale of absolute ms hides); tick labels
     carry the linear layers' norm routes (G = Gram, M = materialised); the T interval where dp_ghost / dp_sgd
     crosses 1 is shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FixedLocator, NullLocator
 
-    from compare.benchmark.figures import COLORS, COLUMN_WIDTH_IN, RC
+    from compare import style
 
     fws, ts, methods = _frameworks(data), _seq_lens(data), _methods(data)
     idx, routes = _index(data), _routes_by_point(data)
     forced = all(any(r["method"] == m for r in data["records"]) for m in FORCED)
     shade = ("dp_bk@gram", "dp_bk@materialize") if forced else ("dp_ghost", "dp_sgd")
     cross = crossovers(data, *shade)
-    written = []
-    with plt.rc_context(RC):
-        fig, axes = plt.subplots(1, len(fws), sharey=True, squeeze=False, figsize=(COLUMN_WIDTH_IN, 2.6))
-        for ax, fw in zip(axes[0], fws):
-            color = COLORS.get(fw, "k")
+    with style.figure_context() as plt:
+        fig, axes = plt.subplots(1, len(fws), sharey=True, squeeze=False, figsize=(style.COLUMN_WIDTH_IN, 2.3),
+                                 layout="constrained")
+        for ax, fw in zip(axes[0], style.framework_order(fws)):
+            color = style.color(fw)
             for m in methods:
                 pts = [(t, idx[(fw, t, m)]["median_ms"] / idx[(fw, t, "sgd")]["median_ms"]) for t in ts
                        if _ok(idx.get((fw, t, m))) and _ok(idx.get((fw, t, "sgd")))]
                 if pts:
-                    ax.plot(*zip(*pts), color=color, marker=_marker(m), linestyle=_style(m),
-                            fillstyle="none" if fw == "jax" else "full")
+                    ax.plot(*zip(*pts), color=color, marker=_marker(m), linestyle=_style(m), fillstyle=style.fill(fw))
             for x in cross.get(fw, {}).get("crossings", []):
                 ax.axvspan(*x["between"], color="0.5", alpha=0.12, linewidth=0)
             ax.set_xscale("log", base=2)
@@ -291,31 +286,19 @@ def draw(data: dict, out: Path) -> list[Path]:
                 g, mat = _counts(routes.get((fw, t), []))
                 labels.append(f"{t}\n{g}G {mat}M" if g + mat else str(t))
             ax.set_xticklabels(labels)
-            ax.set_title(fw, loc="left", fontsize=7, color=color, pad=2)
+            ax.set_title(style.FRAMEWORK_NAMES.get(fw, fw), loc="left", color=color, pad=2)
             ax.set_xlabel("sequence length T")
             ax.tick_params(axis="x", labelsize=5.5)
-        axes[0][0].set_ylabel("time / own SGD step")
-        for ax in axes[0]:
-            ax.grid(axis="y", color="0.9", linewidth=0.5)
-        handles = [Line2D([], [], color="0.3", marker=_marker(m), linestyle=_style(m), label=m) for m in methods]
-        handles.append(Line2D([], [], color="0.5", alpha=0.3, linewidth=5, label="crossing"))
-        rows = 1 if len(handles) <= 5 else 2
-        fig.tight_layout(rect=(0, 0.2 + 0.05 * (rows - 1), 1, 1), w_pad=0.6)
-        fig.legend(handles=handles, loc="center", ncol=math.ceil(len(handles) / rows), frameon=False,
-                   handlelength=1.6, columnspacing=0.8, handletextpad=0.5, bbox_to_anchor=(0.5, 0.13 + 0.025 * (rows - 1)),
-                   fontsize=5.5)
-        v, s = data["meta"].get("versions", {}), data["meta"]["config"]
-        fig.text(0.01, 0.06, f"transformer, B={s['batch_size']}, {s['dtype']}; {data['meta'].get('device', '?')}; "
-                 f"torch {v.get('torch')}, jax {v.get('jax')}\nnG mM: of the linear layers on T positions, n with "
-                 f"Gram, m with materialised norms\nshaded: where {shade[0]} / {shade[1]} crosses 1", fontsize=4.5,
-                 color="0.35", ha="left", va="top")
-        out.mkdir(parents=True, exist_ok=True)
-        for ext in ("pdf", "png"):
-            target = out / f"{FIGURE}.{ext}"
-            fig.savefig(target, dpi=300)
-            written.append(target)
-        plt.close(fig)
-    return written
+            ax.grid(axis="x", visible=False)
+        axes[0][0].set_ylabel("time / own SGD step (×)")
+        extra = [Line2D([], [], color="0.3", marker=_marker(m), linestyle=_style(m), label=m) for m in methods]
+        extra.append(Line2D([], [], color="0.5", alpha=0.3, linewidth=5, label="crossing"))
+        s = data["meta"]["config"]
+        style.title(fig, "transformer", f"training steps vs sequence length, B = {s['batch_size']}")
+        style.finish(fig, data["meta"], [f"{s['dtype']}; nG mM: linear layers on T positions with Gram / "
+                                         "materialised norms", f"shaded: {shade[0]} / {shade[1]} crosses 1"],
+                     style.handles(fws, None, extra), ncol=4)
+        return style.save(fig, out, FIGURE)
 
 
 def write_outputs(data: dict, out: Path, *, write_json: bool = True) -> list[Path]:

@@ -84,7 +84,7 @@ def watch(procs: list[subprocess.Popen], heartbeats: Path, logs: list[Path], *, 
                 out[r] = None
         return out
 
-    last, moved, started = phases(), time.monotonic(), time.monotonic()
+    last, moved = phases(), time.monotonic()
     failure = None
     while failure is None:
         time.sleep(0.1)

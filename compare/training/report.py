@@ -5,21 +5,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
-from compare.lock import lock_status, versions
+from compare.provenance import command_line, provenance
 from compare.spec import DEFAULT_MODEL, MODELS
 from compare.training.data import Dataset
 
 
-def meta(data: Dataset, steps: int, sample_rate: float, model: str = DEFAULT_MODEL) -> dict:
+def meta(data: Dataset, steps: int, sample_rate: float, model: str = DEFAULT_MODEL,
+         argv: list[str] | None = None) -> dict:
+    """``compare.provenance``'s fields (command, commit, date, CPU, versions) and the training's data and
+    threads."""
     import torch
 
     return {
+        **provenance(command_line(argv, "python -m compare.train")),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": model,
         "model_description": MODELS[model].description,
@@ -27,9 +30,6 @@ def meta(data: Dataset, steps: int, sample_rate: float, model: str = DEFAULT_MOD
         "dataset": data.describe(),
         "steps": steps,
         "sample_rate": sample_rate,
-        "versions": versions(),
-        "lock": lock_status(),
-        "platform": platform.platform(),
         "threads": {"torch": torch.get_num_threads(), "cpu_count": os.cpu_count()},
         "notes": [
             "batches: a seeded shuffle per epoch, fixed-size batches, remainder dropped; the accountant "
@@ -50,37 +50,36 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def plot(report: dict, out: Path) -> list[Path]:
-    """Both loss curves on one axis (PDF + PNG), made from the report alone."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """train_loss.{pdf,png} from the report alone: each framework's loss per step in its colour (top) and,
+    with both frameworks, their absolute difference (bottom); one paper column wide (``compare.style``)."""
+    from compare import style
 
     runs = report["frameworks"]
     both = len(runs) == 2
-    fig, axes = plt.subplots(2 if both else 1, 1, figsize=(6.4, 5.6 if both else 4.0), sharex=True, squeeze=False,
-                             gridspec_kw={"height_ratios": [3, 1]} if both else None)
-    ax = axes[0, 0]
-    for (fw, r), style in zip(runs.items(), ("-", "--")):
-        ax.plot(r["loss"], style, label=f"{fw} (test acc {r['test_accuracy']:.3f})")
-    cfg, eps = report["config"], report["epsilon"]
-    ax.set_ylabel("training loss (cross-entropy)")
-    synthetic = " (SYNTHETIC)" if report["meta"]["dataset"].get("synthetic") else ""
-    ax.set_title(f"DP-SGD, model {report['model']}, on {report['meta']['dataset']['name']}{synthetic}\n"
-                 f"clip={cfg['clip']}, sigma={cfg['noise_multiplier']}, B={cfg['batch_size']}, "
-                 f"lr={cfg['lr']}, {cfg['dtype']}, eps={eps:.2f} at delta={report['delta']:g}", fontsize=9)
-    ax.legend()
-    if both:
-        t, j = (np.asarray(r["loss"]) for r in runs.values())
-        axes[1, 0].semilogy(np.maximum(np.abs(t - j), 1e-17), "k.", markersize=3)
-        axes[1, 0].set_ylabel("|torch - jax|", fontsize=8)
-    axes[-1, 0].set_xlabel("step")
-    fig.tight_layout()
-    paths = [out / "train_loss.pdf", out / "train_loss.png"]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return paths
+    cfg, eps, meta = report["config"], report["epsilon"], report["meta"]
+    with style.figure_context() as plt:
+        fig, axes = plt.subplots(2 if both else 1, 1, figsize=(style.COLUMN_WIDTH_IN, 2.8 if both else 2.0),
+                                 sharex=True, squeeze=False, layout="constrained",
+                                 gridspec_kw={"height_ratios": [3, 1.2]} if both else None)
+        ax = axes[0, 0]
+        for fw in style.framework_order(runs):
+            r = runs[fw]
+            ax.plot(r["loss"], color=style.color(fw), linestyle="-" if fw == "torch" else "--", linewidth=0.8,
+                    label=f"{style.FRAMEWORK_NAMES.get(fw, fw)} (test acc. {r['test_accuracy']:.3f})")
+        ax.set_ylabel("training loss")
+        synthetic = " (synthetic)" if meta["dataset"].get("synthetic") else ""
+        eps_text = "inf" if eps is None or not np.isfinite(eps) else f"{eps:.2f}"
+        ax.set_title(f"clip {cfg['clip']}, σ {cfg['noise_multiplier']}, B {cfg['batch_size']}, lr {cfg['lr']}, "
+                     f"ε {eps_text} at δ {report['delta']:g}", fontsize=6, pad=2)
+        if both:
+            t, j = (np.asarray(runs[fw]["loss"]) for fw in ("torch", "jax"))
+            axes[1, 0].semilogy(np.maximum(np.abs(t - j), 1e-17), ".", color="0.2", markersize=1.5)
+            axes[1, 0].set_ylabel("|PyTorch − JAX|")
+        axes[-1, 0].set_xlabel("step")
+        style.title(fig, report.get("model") or meta.get("model") or cfg.get("model") or DEFAULT_MODEL,
+                    f"DP-SGD ({cfg.get('clipping', '')}) on {meta['dataset']['name']}{synthetic}")
+        style.finish(fig, meta, [cfg["dtype"]], ax.get_legend_handles_labels()[0], ncol=2)
+        return style.save(fig, Path(out), "train_loss")
 
 
 def kept_line(dirs: list[Path], signame: str) -> str:

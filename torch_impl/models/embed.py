@@ -6,11 +6,13 @@ import torch.nn as nn
 
 
 class EmbedNet(nn.Module):
-    def __init__(self) -> None:
+    """Defaults: the registered workload; other widths are variants (scripts/embed_cost_model.py)."""
+
+    def __init__(self, vocab: int = 10004, width: int = 16, classes: int = 2) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(10004, 16)
-        self.fc = nn.Linear(16, 2)
+        self.embedding = nn.Embedding(vocab, width)
+        self.fc = nn.Linear(width, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, 256) int64 token ids -> logits (B, 2)."""
+        """x: (B, T) int64 token ids (T = 256 registered) -> logits (B, classes)."""
         return self.fc(self.embedding(x).mean(dim=1))

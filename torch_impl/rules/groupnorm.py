@@ -1,20 +1,17 @@
 """nn.GroupNorm (affine) on (B, C, *spatial) inputs (mirrors ``jax_impl.rules.groupnorm``; Opacus'
 ``grad_sample/group_norm.py`` is the same rule).
 
-With x^ = (a - mean) / sqrt(var + eps), mean and (biased) var per example over each group's C/G channels and all
-positions (recomputed from the layer input a: the rule needs no parameter), y = x^ * weight + bias per channel:
-  grad    weight_b = sum_p x^_bp * g_bp,  bias_b = sum_p g_bp   over the positions p   ((B, C) each)
-  norm    ||weight_b||^2 + ||bias_b||^2 of those (B x C values: nothing cheaper to avoid)
-  sum     weight = sum_{b,p} w_b x^_bp * g_bp,  bias = sum_{b,p} w_b g_bp.
-An instance without affine parameters owns none (no site). LayerNorm's rule (``rules/layernorm.py``) is the
-same with one group over the last axis.
+x^ = (a - mean) / sqrt(var + eps), mean and (biased) var per example over each group's C/G channels and all
+positions; the rules are the normalisation kinds' (``rules/normalization.py``) over every position. An instance
+without affine parameters owns none (no site). LayerNorm's rule (``rules/layernorm.py``) is the same with one
+group over the last axis.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from torch_impl.rules import Leaves, register_clipped_sum, register_grad_sampler, register_norm_sampler, sq
+from torch_impl.rules.normalization import register_affine_normalization
 
 Tensor = torch.Tensor
 
@@ -30,20 +27,6 @@ def _parts(layer: nn.GroupNorm, a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
     return xhat * g3, g3
 
 
-@register_grad_sampler("groupnorm", nn.GroupNorm)
-def groupnorm_grad_sample(layer: nn.GroupNorm, a: Tensor, g: Tensor) -> Leaves:
-    """weight, bias: (B, C)."""
-    xg, g3 = _parts(layer, a, g)
-    return {"weight": xg.sum(-1), "bias": g3.sum(-1)}
-
-
-@register_norm_sampler("groupnorm", nn.GroupNorm)
-def groupnorm_norm_sq(layer: nn.GroupNorm, a: Tensor, g: Tensor) -> Tensor:
-    return sum(sq(v) for v in groupnorm_grad_sample(layer, a, g).values())
-
-
-@register_clipped_sum("groupnorm", nn.GroupNorm)
-def groupnorm_clipped_sum(layer: nn.GroupNorm, a: Tensor, g: Tensor, w: Tensor) -> Leaves:
-    xg, g3 = _parts(layer, a, g)
-    w3 = w.view(-1, 1, 1)
-    return {"weight": (w3 * xg).sum((0, 2)), "bias": (w3 * g3).sum((0, 2))}
+# weight, bias: (B, C)
+groupnorm_grad_sample, groupnorm_norm_sq, groupnorm_clipped_sum = register_affine_normalization(
+    "groupnorm", nn.GroupNorm, _parts, positions=-1)

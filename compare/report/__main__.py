@@ -1,0 +1,3 @@
+from compare.report.cli import main
+
+raise SystemExit(main())
