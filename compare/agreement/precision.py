@@ -214,11 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--combine", type=Path, nargs="+", metavar="PART",
                    help="write one table to --out from the PART/precision.json of runs over different workloads")
     a = p.parse_args(argv)
-    if a.combine:
-        return combine(a.combine, a.out, "python -m compare.agreement.precision " + " ".join(
-            sys.argv[1:] if argv is None else argv))
-    t0 = time.time()
     from compare.provenance import command_line, provenance
+
+    if a.combine:
+        return combine(a.combine, a.out, command_line(argv, "python -m compare.agreement.precision"))
+    t0 = time.time()
 
     prov = provenance(command_line(argv, "python -m compare.agreement.precision"))
     report = {"meta": {**prov, "commit": (prov["git_commit"] or "")[:7], "cpu": _cpu(), "u": U_BF16},
