@@ -22,7 +22,7 @@ ARCHIVE = "runs"
 RUN_FILES: dict[str, tuple[str, ...]] = {
     "sweep": ("results.json", "points.jsonl", "points.jsonl.prev", "sweep_env.json", "agreement", "figures"),
     "agreement": ("agreement.json", "agreement"),
-    "train": ("train.json", "train_progress.jsonl", "train_loss.pdf", "train_loss.png"),
+    "train": ("train.json", "train_progress.jsonl", "train_loss.pdf", "train_loss.png", "checkpoint"),
 }
 DATE_SOURCES = {"sweep": ("results.json", "meta", "date"), "train": ("train.json", "meta", "created")}
 

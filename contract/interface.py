@@ -9,7 +9,7 @@ Arrays crossing the boundary are numpy in the canonical layout (``contract.spec`
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, ContextManager, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -32,7 +32,7 @@ EXPORTS: dict[str, str] = {
     **dict.fromkeys(("device_count", "check_devices", "benchmark_call"), "distributed"),
     **dict.fromkeys(("per_layer_stages", "reference_stages"), "profile"),
     "make_peer_step": "peers",
-    **dict.fromkeys(("layer_cotangents", "layer_routes", "layer_stages"), "probe"),
+    **dict.fromkeys(("layer_cotangents", "layer_routes", "layer_stages", "autodiff_recurrence"), "probe"),
 }
 # Whole modules the harness may hold: the data-parallel runtime differs by framework (torch.distributed process
 # groups against a JAX device mesh), so ``compare.train`` drives each through its own module.
@@ -107,6 +107,7 @@ class FrameworkSide(Protocol):
     def layer_routes(self, params: Any, x: Any, y: Any, loss: str, model: Any) -> list[dict]: ...
     def layer_stages(self, params: Any, x: Any, y: Any, loss: str, model: Any,
                      layer: str) -> tuple[dict[str, Callable[[], Any]], Callable[[Any], Any]]: ...
+    def autodiff_recurrence(self) -> ContextManager[None]: ...
 
 
 def lazy_exports(package: str) -> Callable[[str], Any]:

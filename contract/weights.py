@@ -52,9 +52,12 @@ def _check_shape(key: str, found: tuple[int, ...], source: str, spec: Workload) 
 
 
 def validate_weights(
-    weights: dict[str, np.ndarray], source: str = "weights", model: str | Workload = DEFAULT_MODEL
+    weights: dict[str, np.ndarray], source: str = "weights", model: str | Workload = DEFAULT_MODEL,
+    dtypes: tuple[type, ...] = (WEIGHTS_DTYPE,),
 ) -> dict[str, np.ndarray]:
-    """Every key present, no extra key, every shape and dtype canonical; errors name key, expected, found."""
+    """Every key present, no extra key, every shape canonical and every dtype one of ``dtypes`` (float32, the
+    weights file's; a training checkpoint of a float64 run also holds float64); errors name key, expected,
+    found."""
     spec = check_model(model)
     if not isinstance(weights, dict):
         raise WeightsError(f"{source}: expected a dict of arrays, got {type(weights).__name__}")
@@ -65,8 +68,9 @@ def validate_weights(
         if not isinstance(arr, np.ndarray):
             raise WeightsError(f"{source}: {key}: expected numpy array, found {type(arr).__name__}")
         _check_shape(key, arr.shape, source, spec)
-        if arr.dtype != WEIGHTS_DTYPE:
-            raise WeightsError(f"{source}: {key}: expected dtype float32, found {arr.dtype}")
+        if arr.dtype not in [np.dtype(d) for d in dtypes]:
+            expected = " or ".join(np.dtype(d).name for d in dtypes)
+            raise WeightsError(f"{source}: {key}: expected dtype {expected}, found {arr.dtype}")
         if not np.isfinite(arr).all():
             raise WeightsError(f"{source}: {key}: expected finite values, found NaN or inf")
     return weights
@@ -77,22 +81,64 @@ def save_weights(
 ) -> Path:
     """Validate, then write atomically (unique temp file in the same folder + rename): a crash or a
     concurrent writer never leaves a half-written file at ``path``, and a failed write leaves no temp file."""
-    from safetensors.numpy import save_file
-
     path = Path(path)
     spec = check_model(model)
     validate_weights(weights, model=spec)
+    return _write_atomic(path, {k: weights[k] for k in spec.param_shapes}, {"model": spec.name})
+
+
+def _write_atomic(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> Path:
+    """safetensors to a unique temp file in ``path``'s folder, flushed to disk, then renamed over ``path``."""
+    from safetensors.numpy import save_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({k: np.ascontiguousarray(weights[k]) for k in spec.param_shapes}, tmp,
-                  metadata={"model": spec.name})
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata=metadata)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())  # the rename must not land before the data (a power cut keeps the old file)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+STATE_DTYPES = (np.float32, np.float64)  # a checkpoint keeps the parameters in the dtype they train in
+
+
+def source_dtypes(dtype: str) -> tuple[type, ...]:
+    """The canonical dtypes a side's ``to_native(weights, dtype)`` takes: float32 (the weights file's), and
+    float64 when converting to float64 (a float64 run's checkpoint: exact, where float32 would round)."""
+    return (WEIGHTS_DTYPE, np.float64) if dtype == "float64" else (WEIGHTS_DTYPE,)
+
+
+def save_state(path: str | os.PathLike, params: dict[str, np.ndarray], metadata: dict[str, str],
+               model: str | Workload = DEFAULT_MODEL) -> Path:
+    """A training checkpoint: canonical ``params`` (float32 or float64, as trained) plus string ``metadata``
+    (the rest of the state), in one safetensors file written atomically like ``save_weights``."""
+    spec = check_model(model)
+    validate_weights(params, source=str(path), model=spec, dtypes=STATE_DTYPES)
+    return _write_atomic(Path(path), {k: params[k] for k in spec.param_shapes}, {**metadata, "model": spec.name})
+
+
+def load_state(path: str | os.PathLike,
+               model: str | Workload = DEFAULT_MODEL) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``save_state``'s ``(params, metadata)``; ``WeightsError`` for a missing, unreadable or mismatched file."""
+    from safetensors import SafetensorError, safe_open
+
+    spec = check_model(model)
+    try:
+        with safe_open(str(path), framework="np") as fh:
+            metadata = dict(fh.metadata() or {})
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+            _check_workload(shapes, spec, str(path), metadata.get("model"))
+            _check_keys(list(fh.keys()), str(path), spec)
+            params = {k: fh.get_tensor(k) for k in spec.param_shapes}
+    except (SafetensorError, OSError) as err:
+        raise WeightsError(f"checkpoint {path} is not a readable safetensors file: {err}") from err
+    return validate_weights(params, source=str(path), model=spec, dtypes=STATE_DTYPES), metadata
 
 
 def load_weights(path: str | os.PathLike, model: str | Workload = DEFAULT_MODEL) -> dict[str, np.ndarray]:

@@ -3,7 +3,9 @@ precision every dot and convolution of this side uses.
 
 A rule file imports its layer class from here, never from a workload (``jax_impl.models``), so a kind is one
 rule file (rules and native layout) plus, where Flax has no module for it, one class here.
-  LSTM                    a scan cell with PyTorch's two biases (flax's cells have one); kind "lstm".
+  LSTM                    a scan cell with PyTorch's two biases (flax's cells have one); kind "lstm", recorded at
+                          its ``GateInput``.
+  GateInput               the LSTM's input projection x kernel_ih + bias_ih + bias_hh with its PARENT's parameters.
   Projection              ``x @ kernel + bias`` with its PARENT's parameters; kind "projection".
   MultiheadSelfAttention  packed in-projection (d, 3d) through a ``Projection``, ``out_proj`` nnx.Linear.
   LearnedPositions        a (T, d) table added to (B, T, d) activations; kind "param_add".
@@ -21,24 +23,79 @@ from jax_impl.precision import promote_linear
 PRECISION = jax.lax.Precision.HIGHEST
 
 
-def recurrence(pre: jax.Array, kernel_hh: jax.Array) -> jax.Array:
-    """Hidden states (B, T, H) from the input pre-activations ``pre`` = x kernel_ih + bias_ih + bias_hh
-    (B, T, 4H), zero initial state: z_t = pre_t + h_{t-1} kernel_hh; i, f, g, o = sigma, sigma, tanh, sigma of
-    its quarters (PyTorch's order); c_t = f c_{t-1} + i g; h_t = o tanh(c_t). One ``lax.scan`` over T."""
+def _scan(pre: jax.Array, kernel_hh: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Time-major (h, c (T, B, H), gate activations i, f, g, o (T, B, 4H)) of the recurrence below."""
     b, _, four_h = pre.shape
     hidden = four_h // 4
 
-    def step(carry: tuple[jax.Array, jax.Array], pre_t: jax.Array) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+    def step(carry: tuple[jax.Array, jax.Array], pre_t: jax.Array) -> tuple[tuple[jax.Array, jax.Array], tuple]:
         c, h = carry
         z = pre_t + jnp.matmul(h, kernel_hh, precision=PRECISION)
         i, f, g, o = jnp.split(z, 4, axis=1)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
-        return (c, h), h
+        i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+        c = f * c + i * g
+        h = o * jnp.tanh(c)
+        return (c, h), (h, c, jnp.concatenate([i, f, g, o], axis=1))
 
     zeros = jnp.zeros((b, hidden), pre.dtype)
-    _, hs = jax.lax.scan(step, (zeros, zeros), jnp.swapaxes(pre, 0, 1))
-    return jnp.swapaxes(hs, 0, 1)
+    _, (hs, cs, acts) = jax.lax.scan(step, (zeros, zeros), jnp.swapaxes(pre, 0, 1))
+    return hs, cs, acts
+
+
+@jax.custom_vjp
+def recurrence(pre: jax.Array, kernel_hh: jax.Array) -> jax.Array:
+    """Hidden states (B, T, H) from the input pre-activations ``pre`` = x kernel_ih + bias_ih + bias_hh
+    (B, T, 4H), zero initial state: z_t = pre_t + h_{t-1} kernel_hh; i, f, g, o = sigma, sigma, tanh, sigma of
+    its quarters (PyTorch's order); c_t = f c_{t-1} + i g; h_t = o tanh(c_t). One ``lax.scan`` over T.
+
+    Its backward (``_recurrence_bwd``) is one reverse scan for dz_t, then d kernel_hh = sum_t h_{t-1}^T dz_t as ONE
+    (H x BT) (BT x 4H) matmul. Why written out: ``jax.grad`` of the scan accumulates d kernel_hh inside the
+    reverse loop, a (H x B) (B x 4H) product and an add per step: the lstm workload's SGD step with it was 1.1-1.3x
+    the step with this backward (``scripts/sgd_formulations.py``, paper/perf-sgd/)."""
+    return jnp.swapaxes(_scan(pre, kernel_hh)[0], 0, 1)
+
+
+def _recurrence_fwd(pre: jax.Array, kernel_hh: jax.Array) -> tuple[jax.Array, tuple]:
+    hs, cs, acts = _scan(pre, kernel_hh)
+    return jnp.swapaxes(hs, 0, 1), (hs, cs, acts, kernel_hh)
+
+
+def _recurrence_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(d pre = dz (B, T, 4H), d kernel_hh (H, 4H)) from the output cotangent g (B, T, H)."""
+    hs, cs, acts, kernel_hh = res
+    c_prev = jnp.concatenate([jnp.zeros_like(cs[:1]), cs[:-1]], axis=0)
+
+    def step(carry: tuple[jax.Array, jax.Array], xs: tuple) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+        dh_next, dc_next = carry  # d/dh_t through h_t's use at t + 1; d/dc_t through c_t+1
+        g_t, c_t, c_p, a_t = xs
+        i, f, gg, o = jnp.split(a_t, 4, axis=1)
+        dh = g_t + dh_next
+        tc = jnp.tanh(c_t)
+        dc = dc_next + dh * o * (1 - tc * tc)
+        dz = jnp.concatenate([dc * gg * i * (1 - i), dc * c_p * f * (1 - f), dc * i * (1 - gg * gg),
+                              dh * tc * o * (1 - o)], axis=1)
+        return (jnp.matmul(dz, kernel_hh.T, precision=PRECISION), dc * f), dz
+
+    zeros = jnp.zeros_like(hs[0])
+    _, dz = jax.lax.scan(step, (zeros, zeros), (jnp.swapaxes(g, 0, 1), cs, c_prev, acts), reverse=True)
+    h_prev = jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]], axis=0)
+    d_kernel = jnp.matmul(h_prev.reshape(-1, hs.shape[2]).T, dz.reshape(-1, dz.shape[2]), precision=PRECISION)
+    return jnp.swapaxes(dz, 0, 1), d_kernel.astype(kernel_hh.dtype)
+
+
+recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+class GateInput(nnx.Module):
+    """The LSTM's gate input pre-activations x kernel_ih + bias_ih + bias_hh (B, T, 4H), with its PARENT's
+    parameters; owns none (as torch's ``GateInput``: the engine records the LSTM at this call, whose output
+    cotangent is the gate pre-activations' cotangent; ``jax_impl.rules.lstm``)."""
+
+    applies = ("kernel_ih", "kernel_hh", "bias_ih", "bias_hh")
+
+    def __call__(self, x: jax.Array, kernel_ih: jax.Array, bias_ih: jax.Array, bias_hh: jax.Array) -> jax.Array:
+        bias = (bias_ih + bias_hh).reshape(1, 1, -1)  # explicit rank: promotion raises
+        return jnp.einsum("btd,dg->btg", x, kernel_ih, precision=PRECISION) + bias
 
 
 class LSTM(nnx.Module):
@@ -52,14 +109,11 @@ class LSTM(nnx.Module):
         self.kernel_hh = nnx.Param(uniform(hidden_features, 4 * hidden_features))
         self.bias_ih = nnx.Param(uniform(4 * hidden_features))
         self.bias_hh = nnx.Param(uniform(4 * hidden_features))
-
-    def pre_activations(self, x: jax.Array) -> jax.Array:
-        """(B, T, 4H) = x kernel_ih + bias_ih + bias_hh."""
-        bias = (self.bias_ih[...] + self.bias_hh[...]).reshape(1, 1, -1)  # explicit rank: promotion raises
-        return jnp.einsum("btd,dg->btg", x, self.kernel_ih[...], precision=PRECISION) + bias
+        self.gates = GateInput()
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return recurrence(self.pre_activations(x), self.kernel_hh[...])
+        pre = self.gates(x, self.kernel_ih[...], self.bias_ih[...], self.bias_hh[...])
+        return recurrence(pre, self.kernel_hh[...])
 
 
 class LearnedPositions(nnx.Module):

@@ -5,7 +5,8 @@ layer's per-sample gradients from its input ``a`` and output cotangent ``g`` by 
 (``jax_impl.rules``: nnx.Linear, nnx.Conv, nnx.Embed; anything else by the vmap fallback). The layers are found
 from the model itself: the merged module's graph (``nnx.iter_graph``) is instrumented, each parameterised
 module replaced by a ``_Probe`` that records its input and adds a zero "probe" to its output (a module that
-applies its parameters through a parameter-free ``Projection`` child: the child is probed, ``rules.site_child``);
+applies its parameters through a parameter-free ``Projection`` / ``GateInput`` child: the child is probed,
+``rules.site_child``; the LSTM's recorded input is completed by its hidden states when it returns, ``rules.site_input``);
 ``jax.grad`` w.r.t. the probes is the cotangent of the outputs. Nothing here names a model's layers.
 The backward differentiates the SUM of per-example losses (= B x the mean loss), so each sample's cotangent
 is exactly its own single-example loss gradient (the mean's 1/B undone). A layer called more than once per
@@ -14,6 +15,7 @@ forward has one site per call ("fc", "fc@1", ...); its per-sample gradient is th
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +47,11 @@ class _Tape:
         self.inputs[site], self.shapes[site] = a, jax.ShapeDtypeStruct(out.shape, out.dtype)
         return out if self.probes is None else out + self.probes[site]
 
+    def complete(self, name: str, out: jax.Array, fn: Callable[[jax.Array, jax.Array], jax.Array]) -> None:
+        """The latest site of layer ``name`` (recorded inside this call) gets input fn(its input, layer output)."""
+        site = [s for s in self.inputs if site_layer(s) == name][-1]
+        self.inputs[site] = fn(self.inputs[site], out)
+
 
 class _Probe(nnx.Module):
     def __init__(self, inner: nnx.Module, name: str, tape: _Tape) -> None:
@@ -54,16 +61,55 @@ class _Probe(nnx.Module):
         return self.tape.record(self.name, x, self.inner(x, *args, **kwargs))
 
 
+class _Completed(nnx.Module):
+    """A layer whose kind completes its site's recorded input from the layer's output (``rules.site_input``)."""
+
+    def __init__(self, inner: nnx.Module, name: str, tape: _Tape,
+                 fn: Callable[[jax.Array, jax.Array], jax.Array]) -> None:
+        self.inner, self.name, self.tape, self.fn = inner, name, tape, fn
+
+    def __call__(self, x: jax.Array, *args: object, **kwargs: object) -> jax.Array:
+        out = self.inner(x, *args, **kwargs)
+        self.tape.complete(self.name, out, self.fn)
+        return out
+
+
 def _instrument(root: nnx.Module, tape: _Tape) -> nnx.Module:
     """Replace every parameterised module of ``root`` (a freshly merged copy) by a ``_Probe`` around it;
     deepest first, so a parent's path stays walkable while its children are replaced."""
     for path, module in sorted(param_modules(root), key=lambda pm: -len(pm[0])):
+        name = path_name(path)
         child = rules.site_child(module)
-        if child is not None:  # the layer applies its parameters through this child: probe the child's calls
-            setattr(module, child[0], _Probe(child[1], path_name(path), tape))
+        if child is None:
+            root = replace_module(root, path, _Probe(module, name, tape))
             continue
-        root = replace_module(root, path, _Probe(module, path_name(path), tape))
+        # the layer applies its parameters through this child: probe the child's calls
+        complete = rules.site_input(module)  # asked before the child is replaced by its probe
+        setattr(module, child[0], _Probe(child[1], name, tape))
+        if complete is not None:
+            root = replace_module(root, path, _Completed(module, name, tape, complete))
     return root
+
+
+def layer_site(layer: nnx.Module, a: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(the input, the output cotangent) the engine records at ``layer``'s site when the layer's own input is a and
+    its output's cotangent g (mirrors torch's): (a, g) for most kinds; the LSTM's ([x; h_prev], d loss / d gates).
+    One forward and backward of (a copy of) the layer alone."""
+    graphdef, state = nnx.split(layer)
+
+    def run(tape: _Tape) -> jax.Array:
+        return jnp.sum(_instrument(nnx.merge(graphdef, state), tape)(a) * g)
+
+    shapes = _Tape(None)
+    jax.eval_shape(lambda: run(shapes))
+
+    def total(probes: Arrays) -> tuple[jax.Array, Arrays]:
+        tape = _Tape(probes)
+        return run(tape), tape.inputs
+
+    probes = {site: jnp.zeros(s.shape, s.dtype) for site, s in shapes.shapes.items()}
+    cots, inputs = jax.grad(total, has_aux=True)(probes)
+    return inputs[""], cots[""]
 
 
 def layers(params: Params, model: str | Net = DEFAULT_MODEL) -> dict[str, nnx.Module]:

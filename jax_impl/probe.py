@@ -9,7 +9,8 @@ forced or not is read when a stage is traced, i.e. at its first call.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from contract.cost_model import KIND_ROUTES, ROUTES, forced_routes
-from jax_impl import per_layer, rules
+from jax_impl import layers, per_layer, rules
 from jax_impl.model import Net, loss_fn, resolve
 from jax_impl.weights import param_modules, path_name, replace_module
 
@@ -137,3 +138,19 @@ def layer_stages(params: Any, x: jax.Array, y: jax.Array, loss: str, model: str 
     stages |= {name: (lambda f=jax.jit(fn): f(params, *own)) for name, fn in own_fns.items()}
     order = ("grads: rule", "grads: fallback", "norm: fallback", "norm: materialize")
     return {k: stages[k] for k in (*order, *(k for k in stages if k not in order))}, jax.block_until_ready
+
+
+def _scan_autodiff(pre: jax.Array, kernel_hh: jax.Array) -> jax.Array:
+    return jnp.swapaxes(layers._scan(pre, kernel_hh)[0], 0, 1)
+
+
+@contextmanager
+def autodiff_recurrence() -> Iterator[None]:
+    """Within (at trace time): the LSTM recurrence without its own backward, its ``lax.scan`` differentiated by
+    ``jax.grad`` (the formulation ``layers.recurrence``'s backward replaced; ``scripts/sgd_formulations.py``)."""
+    saved = layers.recurrence
+    layers.recurrence = _scan_autodiff
+    try:
+        yield
+    finally:
+        layers.recurrence = saved

@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from contract.spec import DEFAULT_MODEL, DeviceError, InputError
-from contract.weights import validate_weights
+from contract.weights import source_dtypes, validate_weights
 from jax_impl.model import Net, resolve
 from jax_impl.rules import KIND_LAYOUTS  # noqa: F401 - re-exported: the layouts, registered by the kinds' files
 
@@ -165,7 +165,7 @@ def to_native(
     model: str | Net = DEFAULT_MODEL,
 ) -> nnx.State:
     net = resolve(model)
-    validate_weights(weights, model=net.spec)
+    validate_weights(weights, model=net.spec, dtypes=source_dtypes(dtype))
     dev = resolve_device(device)
     flat = {(path, leaf): jax.device_put(canonical_to_native_array(name, weights[name], net)
                                          .astype(JAX_DTYPES[dtype]), dev)

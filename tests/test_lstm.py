@@ -139,13 +139,17 @@ def test_norm_rule_follows_the_cost_model(fw: str, case):
     """gram_is_cheaper(T, in + H, 4H): the workload (T=256, 100 + 100 -> 400) materialises; the small variant
     (T=6, 3 + 4 -> 16: 6 * 23 = 138 > 112) too; at T=4 (92 < 112) Gram. Same choice on both sides."""
     rule = importlib.import_module(f"{fw}_impl.rules.lstm").norm_rule
+    site_module = importlib.import_module(f"{fw}_impl.rules").site_module
     _, nets, _ = case
     registered = impl_module(fw, "model").make_model("lstm").lstm if fw == "torch" else \
         impl_module(fw, "model").resolve("lstm").abstract_module.lstm
     layer = nets[fw].module.lstm if fw == "torch" else nets[fw].abstract_module.lstm
-    xs = {n: np.zeros((2, n, 1)) for n in (4, 6, 256)}
-    assert rule(registered, np.zeros((2, 256, 100))) == "materialize"
-    assert [rule(layer, xs[n]) for n in (4, 6)] == ["gram", "materialize"]
+
+    def route(module, t: int, d_in: int, hidden: int) -> str:  # the site's a = u (in + H wide), g = dz (4H)
+        return rule(site_module(module), np.zeros((2, t, d_in + hidden)), np.zeros((2, t, 4 * hidden)))
+
+    assert route(registered, 256, 100, 100) == "materialize"
+    assert [route(layer, n, EMBED, HIDDEN) for n in (4, 6)] == ["gram", "materialize"]
 
 
 def test_torch_vmap_cannot_batch_nn_lstm():
@@ -187,8 +191,8 @@ def test_opacus_runs_dplstm():
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_per_layer_chunks_and_fallback(fw: str, case, monkeypatch):
-    """per_layer with chunk_size (torch: slices; JAX: lax.map over one-example rules) and with the LSTM rule
-    removed (the vmap fallback of the layer alone) = the loop."""
+    """per_layer with chunk_size (torch: slices; JAX: lax.map over one-example rules) and with the LSTM recorded at
+    its own call (its ``GateInput`` no site type: no rule, the vmap fallback of the layer alone) = the loop."""
     spec, nets, weights = case
     x, y = make_batch(5, seed=2, dtype="float64", model=spec)
     ref = per_sample(fw, weights, x, y, "loop", nets[fw])
@@ -197,8 +201,9 @@ def test_per_layer_chunks_and_fallback(fw: str, case, monkeypatch):
                               model=nets[fw])
     assert_close(got, ref, f"{fw} per_layer chunk 2")
     rules = impl_module(fw, "rules")
-    lstm_type = type(nets[fw].module.lstm) if fw == "torch" else type(nets[fw].abstract_module.lstm)
-    monkeypatch.delitem(rules.GRAD_SAMPLERS, lstm_type)
+    lstm = nets[fw].module.lstm if fw == "torch" else nets[fw].abstract_module.lstm
+    monkeypatch.setattr(rules, "SITE_TYPES", rules.SITE_TYPES - {type(rules.site_module(lstm))})
+    assert rules.kind_of(lstm) == "other"
     fresh = small()[1][fw]
     assert_close(ps.per_sample_grads(weights, x, y, method="per_layer", dtype="float64", device="cpu", model=fresh),
                  ref, f"{fw} per_layer, LSTM by the vmap fallback")

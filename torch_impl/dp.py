@@ -240,6 +240,18 @@ def make_step(
     return step
 
 
+def batch_grad_and_value(params: Params, x: torch.Tensor, y: torch.Tensor, *, loss: str,
+                         model: str | Net) -> tuple[Params, torch.Tensor]:
+    """(d mean loss / d params, mean loss) by ``torch.autograd.grad``: what ``torch.func.grad_and_value`` returns,
+    without its transform's per-op dispatch (an SGD step through ``grad_and_value`` was 1.20-1.57x this one on the
+    lstm workload and 2.1-2.4x on ffnn: ``scripts/sgd_formulations.py``, paper/perf-sgd/)."""
+    live = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    with torch.enable_grad():
+        value = batch_loss(live, x, y, loss, model)
+        grads = torch.autograd.grad(value, list(live.values()), allow_unused=True)
+    return {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(live.items(), grads)}, value.detach()
+
+
 def make_sgd_step(
     *, lr: float, loss: str = DEFAULT_LOSS, model: str | Net = DEFAULT_MODEL, dtype: str = "float32"
 ) -> SGDStepFn:
@@ -248,7 +260,7 @@ def make_sgd_step(
     check_dp_params(lr=lr, clip=math.inf, noise_multiplier=0.0)
     check_dtype(dtype)
     resolve(model)
-    value_and_grad = precision.policy(grad_and_value(partial(batch_loss, loss=check_loss(loss), model=model)), dtype)
+    value_and_grad = precision.policy(partial(batch_grad_and_value, loss=check_loss(loss), model=model), dtype)
 
     def step(params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[Params, torch.Tensor]:
         grads, value = value_and_grad(params, x, y)

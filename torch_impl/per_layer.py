@@ -4,8 +4,9 @@ One batched forward, one batched backward to the OUTPUTS of every layer that own
 layer's per-sample gradients from its input ``a`` and output cotangent ``g`` by the rule of its kind
 (``torch_impl.rules``: linear, conv, embedding; anything else by the vmap fallback). The layers are found
 from the model itself: forward hooks on every submodule with parameters of its own (``named_modules``)
-record (a, z) per call (at a parameter-free ``Projection`` child's call when the layer applies its parameters
-through one: ``rules.site_module``); nothing here names a model's layers.
+record (a, z) per call (at a parameter-free ``Projection`` / ``GateInput`` child's call when the layer applies its
+parameters through one: ``rules.site_module``; the LSTM's recorded input is completed by its hidden states when the
+layer returns: ``rules.site_input``); nothing here names a model's layers.
 The backward differentiates the SUM of per-example losses (= B x the mean loss), so each sample's cotangent
 is exactly its own single-example loss gradient (the mean's 1/B undone).
 A layer called more than once per forward (weight tying) has one "site" per call; its per-sample gradient
@@ -40,7 +41,9 @@ def site_layer(site: str) -> str:
 @contextmanager
 def _recording(layers: dict[str, nn.Module], inputs: dict[str, torch.Tensor],
                outputs: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Forward hooks that record each call's input and make its output a differentiable graph node."""
+    """Forward hooks that record each call's input and make its output a differentiable graph node; for a layer
+    whose kind completes its input from the layer's output (``rules.site_input``: the LSTM's hidden states), one
+    more hook on the layer itself does that when its call returns."""
     def hook_for(name: str):
         def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
             calls = sum(1 for s in outputs if site_layer(s) == name)
@@ -50,12 +53,31 @@ def _recording(layers: dict[str, nn.Module], inputs: dict[str, torch.Tensor],
             inputs[site], outputs[site] = args[0].detach(), out
         return hook
 
+    def completion_for(name: str, complete):
+        def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            site = [s for s in inputs if site_layer(s) == name][-1]  # this call's site, recorded inside it
+            inputs[site] = complete(inputs[site], out.detach())
+        return hook
+
     handles = [rules.site_module(m).register_forward_hook(hook_for(name)) for name, m in layers.items()]
+    handles += [m.register_forward_hook(completion_for(name, rules.site_input(m)))
+                for name, m in layers.items() if rules.site_input(m) is not None]
     try:
         yield
     finally:
         for h in handles:
             h.remove()
+
+
+def layer_site(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the input, the output cotangent) the engine records at ``layer``'s site when the layer's own input is a and
+    its output's cotangent g: (a, g) itself for most kinds; the LSTM's ([x; h_prev], d loss / d gates). One forward
+    and backward of the layer alone, with its own parameters (the rule tests' view of a layer)."""
+    inputs: dict[str, torch.Tensor] = {}
+    outputs: dict[str, torch.Tensor] = {}
+    with torch.enable_grad(), _recording({"": layer}, inputs, outputs):
+        out = layer(a)
+    return inputs[""], site_cotangents((out * g).sum(), outputs)[""]
 
 
 def forward_to_outputs(

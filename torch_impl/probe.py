@@ -7,14 +7,15 @@ side only through its interface (``contract.interface.EXPORTS``); these are the 
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 
 from torch.func import functional_call
 
 from contract.cost_model import KIND_ROUTES, ROUTES, forced_routes
-from torch_impl import per_layer, rules
+from torch_impl import layers, per_layer, rules
 from torch_impl.model import Net, loss_fn, resolve
 
 Stages = dict[str, Callable[[], Any]]
@@ -122,3 +123,29 @@ def layer_stages(params: dict, x: torch.Tensor, y: torch.Tensor, loss: str, mode
     if no_grad(lambda: rules.norm_sq(module, a, g, leaves))() is not None:
         stages["norm: rule"] = no_grad(lambda: rules.norm_sq(module, a, g, leaves))
     return stages, _sync
+
+
+def _loop_autograd(pre: torch.Tensor, weight_hh: torch.Tensor) -> torch.Tensor:
+    """The LSTM recurrence as a plain loop of torch ops, differentiated by autograd."""
+    b, _, four_h = pre.shape
+    h = pre.new_zeros(b, four_h // 4)
+    c = pre.new_zeros(b, four_h // 4)
+    out = []
+    for pre_t in pre.unbind(1):
+        i, f, g, o = torch.addmm(pre_t, h, weight_hh.t()).chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        out.append(h)
+    return torch.stack(out, dim=1)
+
+
+@contextmanager
+def autodiff_recurrence() -> Iterator[None]:
+    """Within (at call time): the LSTM recurrence without its own backward, the loop differentiated by autograd
+    (the formulation ``layers.recurrence``'s backward replaced; ``scripts/sgd_formulations.py`` times both)."""
+    saved = layers.recurrence
+    layers.recurrence = _loop_autograd
+    try:
+        yield
+    finally:
+        layers.recurrence = saved

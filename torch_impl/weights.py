@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from contract.spec import DEFAULT_MODEL, DeviceError, InputError
-from contract.weights import validate_weights
+from contract.weights import source_dtypes, validate_weights
 from torch_impl.model import Net, resolve
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -62,7 +62,7 @@ def to_native(
     """Always copies (``torch.tensor``): ``as_tensor`` would alias a float32 array on CPU, so an in-place update
     of a native parameter would silently edit the caller's canonical weights (and warn on read-only arrays)."""
     spec = resolve(model).spec
-    validate_weights(weights, model=spec)
+    validate_weights(weights, model=spec, dtypes=source_dtypes(dtype))
     dev = resolve_device(device)
     return {k: torch.tensor(weights[k], dtype=TORCH_DTYPES[dtype], device=dev) for k in spec.param_shapes}
 

@@ -6,6 +6,9 @@ curves should overlay step by step (exactly up to float rounding with ``--noise-
 Writes, in ``--out``: ``train_progress.jsonl`` (one line per step, flushed as it goes, so an interrupted run
 keeps what it did), ``train.json`` (after each framework, then final) and ``train_loss.{pdf,png}``; an earlier
 run's files there are first moved to ``--out/runs/<date>-<time>/`` (``compare.rundir``), never overwritten.
+Each framework's training state is checkpointed to ``checkpoint/<framework>.safetensors`` (every
+``--checkpoint-every`` K-th step and the last); ``--resume`` continues a stopped run from there, refusing a
+different configuration, version set, world size or initial weights (``compare.training.checkpoint``).
 
 ``--model NAME[,NAME...]|all`` (default ``seed_cnn``) picks the workloads (``compare.spec.MODELS``), one run each,
 all checked before the first one starts. ``--model seed_cnn`` alone writes into ``--out`` itself, as before; any
@@ -57,12 +60,14 @@ from compare.rundir import keep_earlier_run
 from compare.training.options import (  # noqa: F401 - CLIPPINGS: the command line's, importable from here too
     CLIPPINGS, Config, check_config, check_parallel, parse_args, run_dir)
 from compare.training.report import kept_line, meta, plot, write_json
-from compare.training.data import DataError, Dataset, batch_indices, load_for_model
+from compare.training.data import DataError, Dataset, load_for_model
+from compare.training import checkpoint as ckpt
 from compare.training import processes as procs
+from compare.training.streams import NoiseStream, Streams
 from contract.communication import step_bytes
 from compare.frameworks import side
 from compare.training.privacy import DPConfigError, epsilon
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, MODELS, DeviceError
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, DeviceError
 from compare.weights import WeightsError, init_weights, load_weights
 
 log = logging.getLogger("compare.train")
@@ -74,11 +79,9 @@ EVAL_BATCH = 256
 def noise_draws(seed: int, steps: int, noise_multiplier: float,
                 model: str = DEFAULT_MODEL) -> Iterator[dict[str, np.ndarray] | None]:
     """One canonical standard normal draw per step, shared by both frameworks (None when there is no noise)."""
-    rng = np.random.default_rng([seed, 1])  # a stream independent of the batch order's
+    stream = NoiseStream(seed, noise_multiplier, model)  # a stream independent of the batch order's
     for _ in range(steps):
-        yield None if noise_multiplier == 0 else {
-            k: rng.standard_normal(s, dtype=np.float32) for k, s in MODELS[model].param_shapes.items()
-        }
+        yield stream.next()
 
 
 def accuracy(dp: ModuleType, params: object, data: Dataset, cfg: Config) -> float:
@@ -105,18 +108,24 @@ def sgd_step_ms(dp: ModuleType, params: object, data: Dataset, cfg: Config) -> f
 
 
 def run_steps(fw: str, dp: ModuleType, step: Callable, params: object, data: Dataset, cfg: Config, steps: int,
-              progress: TextIO | None, shard: Callable | None = None) -> tuple[object, list[float], list[float]]:
-    """``steps`` DP-SGD steps; every step's loss goes to ``progress`` (if any) as it happens.
+              progress: TextIO | None, shard: Callable | None = None, start: ckpt.State | None = None,
+              save: ckpt.Writer | None = None) -> tuple[object, list[float], list[float]]:
+    """DP-SGD steps up to ``steps`` (from ``start``'s, when resuming); every step's loss goes to ``progress``
+    (if any) as it happens, then ``save`` (if any) checkpoints the state.
 
     ``shard(x, y, noise) -> extra step arguments``: the data-parallel placement, done before the clock starts.
     """
     from tqdm import tqdm
 
-    losses: list[float] = []
-    times: list[float] = []
-    batches = batch_indices(len(data.y_train), cfg.batch_size, steps=steps, seed=cfg.seed)
-    with tqdm(total=steps, desc=f"{fw} DP-SGD", unit="step", file=sys.stderr, disable=progress is None) as bar:
-        for i, (idx, z) in enumerate(zip(batches, noise_draws(cfg.seed, steps, cfg.noise_multiplier, cfg.model))):
+    losses: list[float] = [] if start is None else list(start.losses)
+    times: list[float] = [] if start is None else list(start.times)
+    streams = Streams(len(data.y_train), cfg.batch_size, cfg.seed, cfg.noise_multiplier, cfg.model)
+    if start is not None:
+        streams.restore(start.streams)
+    with tqdm(total=steps, initial=len(losses), desc=f"{fw} DP-SGD", unit="step", file=sys.stderr,
+              disable=progress is None) as bar:
+        for i in range(len(losses), steps):
+            idx, z = streams.next()
             x, y = dp.native_batch(data.x_train[idx], data.y_train[idx], dtype=cfg.dtype, device=cfg.device)
             noise = None if z is None else dp.native_noise(z, dtype=cfg.dtype, device=cfg.device, model=cfg.model)
             args = (x, y, noise) if shard is None else shard(x, y, noise)
@@ -131,6 +140,8 @@ def run_steps(fw: str, dp: ModuleType, step: Callable, params: object, data: Dat
                 progress.write(json.dumps({"model": cfg.model, "framework": fw, "step": i, "loss": losses[-1],
                                            "ms": times[-1]}) + "\n")
                 progress.flush()
+            if save is not None:
+                save(i + 1, params, losses, times, streams.state())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update()
     return params, losses, times
@@ -163,37 +174,50 @@ def _dp_hparams(cfg: Config) -> dict:
             "clipping": cfg.clipping}
 
 
+def _writer(fw: str, dp: ModuleType, cfg: Config, steps: int, n: int, identity: dict,
+            local: Callable[[object], object] = lambda p: p) -> ckpt.Writer:
+    return ckpt.Writer(cfg.out, fw, cfg.model, cfg.checkpoint_every, steps, identity, cfg.batch_size / n,
+                       cfg.noise_multiplier, lambda p: dp.to_canonical(local(p), model=cfg.model))
+
+
 def _train_replica(replica: object, fw: str, data: Dataset, cfg: Config, steps: int,
-                   progress_path: str | None) -> dict | None:
+                   progress_path: str | None, start: ckpt.State | None = None,
+                   identity: dict | None = None) -> dict | None:
     """One data-parallel replica's run (``<fw>_impl.distributed.data_parallel`` calls it in every process); the
-    writer (rank / process 0) appends to the progress file and summarizes."""
+    writer (rank / process 0) appends to the progress file, checkpoints and summarizes."""
     dp = side(fw)
     writer = replica.writer and progress_path is not None
+    save = _writer(fw, dp, cfg, steps, len(data.y_train), identity, replica.local) if writer and identity else None
     with open(progress_path, "a") if writer else contextlib.nullcontext() as progress:
         params, losses, times = run_steps(fw, dp, replica.step, replica.params, data, cfg, steps, progress,
-                                          replica.place)
+                                          replica.place, start, save)
     return summarize(fw, dp, replica.local(params), data, cfg, losses, times) if writer else None
 
 
 def train_framework(
-    fw: str, weights: dict[str, np.ndarray], data: Dataset, cfg: Config, steps: int, progress: TextIO | None
+    fw: str, weights: dict[str, np.ndarray], data: Dataset, cfg: Config, steps: int, progress: TextIO | None,
+    start: ckpt.State | None = None,
 ) -> dict | None:
-    """Run ``steps`` DP-SGD steps in one framework, on ``cfg.devices`` devices; losses stream to ``progress``."""
+    """Run DP-SGD up to ``steps`` in one framework (from ``start``, a checkpoint, when resuming), on
+    ``cfg.devices`` devices; losses stream to ``progress``, checkpoints to ``cfg.out`` (the writer's)."""
     dp = side(fw)
     if cfg.processes > 1 and not os.environ.get(procs.WORKER_ENV):
         return procs.run_processes(fw, cfg.model, cfg.processes, list(cfg.argv), cfg.out,
                                    None if progress is None else Path(progress.name), timeout_s=cfg.step_timeout)
+    identity = ckpt.identity(asdict(cfg), cfg.devices * cfg.processes, weights)
+    params = weights if start is None else start.params  # a float64 run's checkpoint is float64: exact
     if cfg.devices == 1 and not dp.distributed.launched():
         step = dp.make_step(**_dp_hparams(cfg), model=cfg.model, dtype=cfg.dtype)  # bfloat16: float32 masters
-        params, losses, times = run_steps(fw, dp, step, dp.to_native(weights, storage_dtype(cfg.dtype), cfg.device,
-                                                                     model=cfg.model), data, cfg, steps, progress)
-        return summarize(fw, dp, params, data, cfg, losses, times)
+        native = dp.to_native(params, storage_dtype(cfg.dtype), cfg.device, model=cfg.model)
+        save = None if progress is None else _writer(fw, dp, cfg, steps, len(data.y_train), identity)
+        native, losses, times = run_steps(fw, dp, step, native, data, cfg, steps, progress, start=start, save=save)
+        return summarize(fw, dp, native, data, cfg, losses, times)
     if progress is not None:
         progress.flush()
-    return dp.distributed.data_parallel(_train_replica, cfg.devices, weights, fw, data, cfg, steps,
-                                        None if progress is None else progress.name, dtype=cfg.dtype,
-                                        device=cfg.device, model=cfg.model, hparams=_dp_hparams(cfg),
-                                        agree=_agreement(dp.distributed.digest, weights, cfg))
+    return dp.distributed.data_parallel(_train_replica, cfg.devices, params, fw, data, cfg, steps,
+                                        None if progress is None else progress.name, start, identity,
+                                        dtype=cfg.dtype, device=cfg.device, model=cfg.model,
+                                        hparams=_dp_hparams(cfg), agree=_agreement(dp.distributed.digest, params, cfg))
 
 
 def _agreement(digest: Callable[[object], str], weights: dict[str, np.ndarray], cfg: Config) -> dict[str, str]:
@@ -202,8 +226,9 @@ def _agreement(digest: Callable[[object], str], weights: dict[str, np.ndarray], 
     return {"versions": digest(versions()), "weights": digest(weights), "config": digest(sorted(config.items()))}
 
 
-def prepare(cfg: Config) -> tuple[Dataset, int, dict[str, np.ndarray], float]:
-    """This run's data, step count, initial weights and epsilon: every check of one workload, before any step."""
+def prepare(cfg: Config) -> tuple[Dataset, int, dict[str, np.ndarray], float, dict[str, ckpt.State | None]]:
+    """This run's data, step count, initial weights, epsilon and (``--resume``) each framework's checkpoint: every
+    check of one workload, before any step."""
     data = load_for_model(cfg.model, cfg.seed, cfg.data)
     n = len(data.y_train)
     if cfg.batch_size > n:
@@ -213,30 +238,37 @@ def prepare(cfg: Config) -> tuple[Dataset, int, dict[str, np.ndarray], float]:
     eps = math.nan if os.environ.get(procs.WORKER_ENV) else epsilon(  # --processes: accounted once, by the launcher
         noise_multiplier=cfg.noise_multiplier, sample_rate=cfg.batch_size / n, steps=steps, delta=cfg.delta,
         accountant=cfg.accountant)
-    return data, steps, weights, eps
+    starts = dict.fromkeys(cfg.frameworks) if not cfg.resume else ckpt.check(
+        cfg.out, cfg.frameworks, cfg.model, ckpt.identity(asdict(cfg), cfg.devices * cfg.processes, weights), steps)
+    return data, steps, weights, eps, starts
 
 
 def train_model(cfg: Config, data: Dataset, steps: int, weights: dict[str, np.ndarray], eps: float,
-                memory: dict) -> dict:
+                starts: dict[str, ckpt.State | None], memory: dict) -> dict:
     """One workload's run: both frameworks, progress, train.json and the figure, all in ``cfg.out``."""
     n = len(data.y_train)
     log.info("%s on %s: %d train / %d test examples, %d steps of B=%d; epsilon=%.3f at delta=%g (%s accountant)",
              cfg.model, data.name, n, len(data.y_test), steps, cfg.batch_size, eps, cfg.delta, cfg.accountant)
     if data.synthetic:
         log.warning("%s: %s", cfg.model, data.description)
-    keep_earlier_run(cfg.out, "train")
+    if not cfg.resume:
+        keep_earlier_run(cfg.out, "train")
     cfg.out.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
               for k, v in asdict(cfg).items() if k != "argv"}
     report = {"model": cfg.model,
               "meta": {**meta(data, steps, cfg.batch_size / n, cfg.model, list(cfg.argv)), "memory_settings": memory},
               "config": config, "epsilon": eps, "delta": cfg.delta, "complete": False, "frameworks": {}}
-    (cfg.out / "train_progress.jsonl").write_text("")  # then append: spawned torch rank 0 appends to it too
+    if cfg.resume:  # the steps after each checkpoint are redone: their progress lines go
+        ckpt.trim_progress(cfg.out / "train_progress.jsonl", {fw: s.step if s else 0 for fw, s in starts.items()})
+    else:
+        (cfg.out / "train_progress.jsonl").write_text("")  # then append: spawned torch rank 0 appends to it too
     with open(cfg.out / "train_progress.jsonl", "a") as progress:
-        progress.write(json.dumps({"model": cfg.model, "data": data.description, "start": report["config"],
-                                   "epsilon": eps, "delta": cfg.delta}) + "\n")
+        if not cfg.resume:
+            progress.write(json.dumps({"model": cfg.model, "data": data.description, "start": report["config"],
+                                       "epsilon": eps, "delta": cfg.delta}) + "\n")
         for fw in cfg.frameworks:
-            report["frameworks"][fw] = train_framework(fw, weights, data, cfg, steps, progress)
+            report["frameworks"][fw] = train_framework(fw, weights, data, cfg, steps, progress, starts[fw])
             write_json(cfg.out / "train.json", report)
     report["complete"] = True
     write_json(cfg.out / "train.json", report)
@@ -274,8 +306,8 @@ def interrupted_line(cfg: Config, signame: str) -> str:
 
 def _main(cfg: Config) -> int:
     worker = os.environ.get(procs.WORKER_ENV)  # one of --processes' processes: one framework, one workload
-    if worker:
-        cfg = replace(cfg, frameworks=(worker.split(":")[0],), models=(worker.split(":")[1],))
+    if worker:  # its --out layout stays the launcher's (run_dir of the whole --model selection)
+        cfg = replace(cfg, frameworks=(worker.split(":")[0],))
     memory = share_gpu_memory()  # both frameworks in this process: before JAX is imported (no 75% preallocation)
     if worker:  # join the others first: jax.distributed must start before any other JAX call
         side(cfg.frameworks[0]).distributed.init(timeout_s=cfg.step_timeout)
@@ -285,22 +317,23 @@ def _main(cfg: Config) -> int:
             require_gpu(cfg.frameworks)  # one line naming what each framework lacks, before any work
         check_parallel(cfg)
         runs = []
-        for model in cfg.models:  # every workload's data, weights and epsilon checked before the first step
+        for model in cfg.models if not worker else (worker.split(":")[1],):  # all checked before the first step
             run_cfg = replace(cfg, model=model, out=run_dir(cfg.out, cfg.models, model))
             runs.append((run_cfg, *prepare(run_cfg)))
-    except (DPConfigError, DataError, WeightsError, DevicesError, DeviceError) as err:
+    except (DPConfigError, DataError, WeightsError, DevicesError, DeviceError, ckpt.CheckpointError) as err:
         log.error("%s", err)
         return 2
     if worker:
         return procs.worker(lambda progress: [procs.write_result(train_framework(
-            cfg.frameworks[0], weights, data, run_cfg, steps, progress)) for run_cfg, data, steps, weights, _ in runs])
+            cfg.frameworks[0], weights, data, run_cfg, steps, progress, starts[cfg.frameworks[0]]))
+            for run_cfg, data, steps, weights, _, starts in runs])
     if os.environ.get("RANK", "0") != "0":  # a torchrun replica other than rank 0: torch steps only, no files
-        for run_cfg, data, steps, weights, _ in runs:
-            train_framework("torch", weights, data, run_cfg, steps, None)
+        for run_cfg, data, steps, weights, _, starts in runs:
+            train_framework("torch", weights, data, run_cfg, steps, None, starts["torch"])
         return 0
     try:
-        for run_cfg, data, steps, weights, eps in runs:
-            train_model(run_cfg, data, steps, weights, eps, memory)
+        for run_cfg, data, steps, weights, eps, starts in runs:
+            train_model(run_cfg, data, steps, weights, eps, starts, memory)
     except procs.ProcessError as err:
         log.error("%s", err)
         return 1

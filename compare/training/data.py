@@ -31,6 +31,7 @@ from typing import Iterator
 
 import numpy as np
 
+from compare.training.streams import BatchOrder
 from compare.spec import INPUT_SHAPE, MODELS, Workload, check_model, label_range_error
 
 DIGITS_NAME = "sklearn-digits-8x8-upsampled-28x28"
@@ -219,14 +220,11 @@ def load_for_model(model: str, seed: int, data: Path | None) -> Dataset:
 def batch_indices(n: int, batch_size: int, *, steps: int, seed: int) -> Iterator[np.ndarray]:
     """``steps`` batches of exactly ``batch_size`` indices; a fresh seeded shuffle each epoch, remainder dropped.
 
-    The same (n, batch_size, steps, seed) gives the same order, so both frameworks see the same batches.
+    The same (n, batch_size, steps, seed) gives the same order, so both frameworks see the same batches
+    (``streams.BatchOrder``, which a resumed run restores).
     """
     if not 1 <= batch_size <= n:
         raise DataError(f"batch_size must lie in 1..{n} (the training set size), got {batch_size}")
-    rng = np.random.default_rng(seed)
-    per_epoch = n // batch_size
-    for step in range(steps):
-        if step % per_epoch == 0:
-            order = rng.permutation(n)
-        start = (step % per_epoch) * batch_size
-        yield order[start : start + batch_size]
+    order = BatchOrder(n, batch_size, seed)
+    for _ in range(steps):
+        yield order.next()

@@ -47,6 +47,8 @@ class Config:
     model: str = DEFAULT_MODEL  # this run's workload (one of ``models``)
     processes: int = 1
     step_timeout: float = procs.DEFAULT_TIMEOUT_S
+    resume: bool = False
+    checkpoint_every: int = 1
     argv: tuple[str, ...] = ()  # as given: --processes starts each process with it (not part of the report)
 
 
@@ -86,10 +88,15 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    "host would be (torchrun --nnodes N / jax.distributed), one device each; default 1")
     p.add_argument("--step-timeout", type=float, default=procs.DEFAULT_TIMEOUT_S, help="--processes: seconds "
                    f"without a finished step before a process counts as hung (default: {procs.DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints (each "
+                   "framework's last saved step; refused if the configuration, versions, world size or weights differ)")
+    p.add_argument("--checkpoint-every", type=int, default=1, metavar="K", help="save the training state after "
+                   "every K-th step and after the last (default: 1; compare.training.checkpoint)")
     a = p.parse_args(argv)
     return Config(a.epochs, a.steps, a.batch_size, a.lr, a.clip, a.noise_multiplier, a.delta, a.data, a.out,
                   a.dtype, a.device, a.weights, a.seed, a.accountant, tuple(dict.fromkeys(a.frameworks)),
-                  a.devices, a.clipping, a.model, a.model[0], a.processes, a.step_timeout,
+                  a.devices, a.clipping, a.model, a.model[0], a.processes, a.step_timeout, a.resume,
+                  a.checkpoint_every,
                   tuple(sys.argv[1:] if argv is None else argv))
 
 
@@ -108,6 +115,8 @@ def check_config(cfg: Config) -> None:
         raise DevicesError(f"--processes must be a positive integer, got {cfg.processes}")
     if cfg.processes > 1 and cfg.devices > 1:
         raise DevicesError(f"--processes {cfg.processes} runs one device per process; drop --devices {cfg.devices}")
+    if cfg.checkpoint_every < 1:
+        raise DPConfigError(f"--checkpoint-every must be a positive integer, got {cfg.checkpoint_every}")
     if cfg.step_timeout <= 0:
         raise DPConfigError(f"--step-timeout must be positive, got {cfg.step_timeout}")
     if cfg.weights is not None and len(cfg.models) > 1:

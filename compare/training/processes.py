@@ -14,7 +14,8 @@ or signal, its last step and its last error line): of the processes that exited 
 furthest behind (the others died of it in their next collective); the rest are ended ``grace_s`` later. Each process stamps a
 heartbeat file before and after every step (``beat``); when no stamp has moved for ``timeout_s`` the run is stuck:
 the process(es) behind the others are named as hung (the others wait in the all-reduce for them), or all of
-them when none is behind, and every process is ended. Output of process R: ``<out>/processes/<fw>-<R>.log``.
+them when none is behind, and every process is ended. A launcher killed outright (SIGKILL) takes its processes
+along (``compare.training.child``). Output of process R: ``<out>/processes/<fw>-<R>.log``.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from compare.frameworks import side
+from compare.training.child import die_with_parent
 
 HEARTBEAT_ENV = "COMPARE_HEARTBEAT_DIR"
 RESULT_ENV = "COMPARE_RESULT"
@@ -142,6 +144,8 @@ def run_processes(framework: str, model: str, processes: int, argv: list[str], o
         procs, logs = [], []
         for r in range(processes):
             cmd, extra = distributed.process_command(r, processes, address, [module, *argv])
+            assert cmd[1] == "-m", cmd  # python -m X ... -> python -m compare.training.child X ...
+            cmd = [cmd[0], "-m", "compare.training.child", *cmd[2:]]
             env = {**os.environ, **extra, HEARTBEAT_ENV: str(heartbeats), RESULT_ENV: str(result),
                    WORKER_ENV: f"{framework}:{model}", PROGRESS_ENV: str(progress or "")}
             env.pop("XLA_FLAGS", None)  # one device per process
@@ -165,6 +169,7 @@ def worker(train: Callable[[TextIO | None], object]) -> int:
     An exception ends the process with ``os._exit(1)`` after printing it: a normal exit would wait in the
     runtime's shutdown barrier (jax.distributed) for the others, which wait for this one.
     """
+    die_with_parent()  # torchrun's worker: ends with its agent, which ends with the launcher
     path = os.environ.get(PROGRESS_ENV)
     try:
         with open(path, "a") if path else contextlib.nullcontext() as progress:

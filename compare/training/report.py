@@ -98,5 +98,5 @@ def kept_line(dirs: list[Path], signame: str) -> str:
         done = ", ".join(f"{fw} {n} steps" for fw, n in steps.items()) or "no step"
         kept.append(f"{progress} ({done})" + (f" and {out / 'train.json'}" if (out / "train.json").is_file() else ""))
     what = "; ".join(kept) if kept else "nothing (no step had finished)"
-    return (f"interrupted ({signame}): kept {what}; training does not resume: the same command starts over "
-            "(and moves this run to runs/)")
+    return (f"interrupted ({signame}): kept {what}; the same command with --resume continues from each "
+            "framework's last checkpoint (without it, starts over and moves this run to runs/)")

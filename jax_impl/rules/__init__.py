@@ -14,7 +14,8 @@ and HWIO). The layer is merged with its parameters (``per_layer.layers``): a rul
 A layer of no registered kind, or called more than once per forward, is materialised by
 ``fallback_per_example``: vmap over examples of the vjp of that layer ALONE. A layer that applies all its own
 parameters through a parameter-free ``Projection`` child is recorded at that child's call and takes its rules
-(``site_module``, kind "projection"). Every dot uses ``PRECISION``.
+(``site_module``, kind "projection"); the LSTM likewise at its ``GateInput`` child, its recorded input completed by
+its hidden states when the layer returns (``site_input``). Every dot uses ``PRECISION``.
 """
 from __future__ import annotations
 
@@ -72,6 +73,25 @@ def register_clipped_sum(kind: str, *types: type) -> Callable[[SumSampler], SumS
 # Parameter-free module types through which a PARENT applies all of its own parameters (kind "projection",
 # ``rules/projection.py``): the parent's site is recorded at the child's call and the child's rules are used.
 SITE_TYPES: set[type] = set()
+
+
+# Site types whose rules take, as the input ``a``, the site call's input combined with the LAYER's output (the LSTM:
+# [x_t; h_t-1]; mirrors torch's): {type: fn(a, layer output) -> a}, applied by the engine when the layer returns.
+SITE_INPUTS: dict[type, Callable[[jax.Array, jax.Array], jax.Array]] = {}
+
+
+def register_site_input(*types: type) -> Callable:
+    def deco(fn: Callable[[jax.Array, jax.Array], jax.Array]) -> Callable[[jax.Array, jax.Array], jax.Array]:
+        for t in types:
+            SITE_INPUTS[t] = fn
+        return fn
+
+    return deco
+
+
+def site_input(layer: nnx.Module) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
+    """How the engine completes ``layer``'s recorded input from its output (None: the site call's input as is)."""
+    return SITE_INPUTS.get(type(site_module(layer)))
 
 
 def site_child(layer: nnx.Module) -> tuple[str, nnx.Module] | None:

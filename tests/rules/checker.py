@@ -12,10 +12,14 @@ all to ``RTOL`` relative (per leaf, against the reference's largest |value|). Th
 layer is of the kind under test (``rules.kind_of``) and whether its rules cover the instance: covered, the
 engine must not call the fallback and a "gram" route must give a number; not covered (the rule's None), the
 engine must fall back and the norm must be None. So a test cannot pass by comparing the fallback with itself.
+A kind whose engine site differs from the layer's own (input, output cotangent) (the LSTM: recorded at its gate
+input projection, input completed by its hidden states, ``rules.site_input``) gets the engine's record of the
+layer's site (``per_layer.layer_site``), the fallback the layer's own (a, g).
 ``test_checker.py`` feeds it deliberately wrong rules and asserts that it fails.
 """
 from __future__ import annotations
 
+import importlib
 from contextlib import nullcontext
 from typing import Any, Callable
 from unittest import mock
@@ -142,17 +146,26 @@ class _Engine:
             return self.rules.clipped_sum(self.layer, a, g, w, params=self.params)
         return self.rules.clipped_sum(self.layer, a, g, w)
 
+    def site(self, a: Any, g: Any) -> tuple[Any, Any]:
+        """What the engine records at the layer's site for its input a and output cotangent g (``per_layer.
+        layer_site``): (a, g) unless the kind completes its input from the layer's output (the LSTM)."""
+        if self.rules.site_input(self.layer) is None:
+            return a, g
+        return importlib.import_module(f"{self.framework}_impl.per_layer").layer_site(self.layer, a, g)
+
     def paths(self, a: Any, g: Any, w: Any, routes: tuple[str | None, ...], route: str | None
               ) -> tuple[dict, bool]:
         """({"ref": fallback, "grads": per_example, "norms": {r: (B,) or None}, "sums": {r: leaves or None}},
-        whether per_example fell back): every path once, the norm and sum under each forced route ``r``."""
-        grads, fell_back = self.per_example(a, g)
+        whether per_example fell back): every path once, the norm and sum under each forced route ``r``. The
+        reference sees the layer's own (a, g), the rules the engine's record of its site (``site``)."""
+        sa, sg = self.site(a, g)
+        grads, fell_back = self.per_example(sa, sg)
         out = {"ref": self.fallback(a, g), "grads": grads, "norms": {}, "sums": {}}
         for r in routes:
             with forced_routes(**{route: r}) if r else nullcontext():
-                norm = self.norm_sq(a, g)
+                norm = self.norm_sq(sa, sg)
                 out["norms"][r or "default"] = norm
-                out["sums"][r or "default"] = None if norm is None else self.clipped_sum(a, g, w)
+                out["sums"][r or "default"] = None if norm is None else self.clipped_sum(sa, sg, w)
         return out, fell_back
 
     def run(self, a: Any, g: Any, w: np.ndarray, route: str | None) -> tuple[dict, bool]:

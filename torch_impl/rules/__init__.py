@@ -8,15 +8,15 @@ its module type(s):
                  so, or the instance has options the rule does not cover)
   clipped sum    (layer, a, g, w) -> {leaf: leaf shape} = sum_b w_b grad_b, without per-example gradients
 with a = the layer's input, g = d(sum of per-example losses)/d(layer output). The layer is the model's template
-module (meta parameters: structure and options only). A kind whose rules need the parameter VALUES (the LSTM
-recomputes its recurrence) registers with ``needs_params=True`` and its samplers get ``params=`` the layer's own
+module (meta parameters: structure and options only). A kind whose rules need the parameter VALUES registers with ``needs_params=True`` and its samplers get ``params=`` the layer's own
 leaves {leaf: tensor} as a keyword: the engine passes them to ``per_example`` / ``norm_sq`` / ``clipped_sum``,
 nothing is kept on the module between calls. A layer of no registered kind
 (or one called more than once per forward) falls back to materialising: ``fallback_per_example`` is
 ``vmap`` over examples of the vjp of that layer ALONE (as Opacus' functorch fallback), so an unknown layer
 is slower, never wrong. The engine (``per_layer``, ``ghost``) never names a model's layers.
 Kinds here, one file each: ``linear`` (nn.Linear, inputs (B, d) or (B, T..., d)), ``conv`` (nn.Conv2d),
-``embedding``, ``lstm``, ``layernorm``, ``groupnorm``, ``param_add`` and ``projection`` (a parent's parameters
+``embedding``, ``lstm`` (recorded at its ``GateInput`` child, its input completed by its hidden states:
+``site_input``), ``layernorm``, ``groupnorm``, ``param_add`` and ``projection`` (a parent's parameters
 applied by a parameter-free child: ``site_module``); their layer classes that torch lacks are in
 ``torch_impl.layers``.
 """
@@ -75,6 +75,26 @@ def register_clipped_sum(kind: str, *types: type[nn.Module], needs_params: bool 
 # Parameter-free module types through which a PARENT applies all of its own parameters (kind "projection",
 # ``rules/projection.py``): the parent's site is recorded at the child's call and the child's rules are used.
 SITE_TYPES: set[type[nn.Module]] = set()
+
+
+# Site types whose rules take, as the input ``a``, the site call's input combined with the LAYER's output (the LSTM:
+# [x_t; h_t-1], its hidden states known only after the recurrence that consumes the site's output):
+# {type: fn(a, layer output) -> a}, applied by the engine when the layer's call returns (``register_site_input``).
+SITE_INPUTS: dict[type[nn.Module], Callable[[Tensor, Tensor], Tensor]] = {}
+
+
+def register_site_input(*types: type[nn.Module]) -> Callable:
+    def deco(fn: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+        for t in types:
+            SITE_INPUTS[t] = fn
+        return fn
+
+    return deco
+
+
+def site_input(layer: nn.Module) -> Callable[[Tensor, Tensor], Tensor] | None:
+    """How the engine completes ``layer``'s recorded input from its output (None: the site call's input as is)."""
+    return SITE_INPUTS.get(type(site_module(layer)))
 
 
 def site_module(layer: nn.Module) -> nn.Module:
