@@ -17,6 +17,7 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax_impl.precision import promote_linear
 
 # Full float32 on every backend (no TF32 on GPUs), matching torch_impl which disables TF32.
 PRECISION = jax.lax.Precision.HIGHEST
@@ -157,7 +158,7 @@ class MultiheadSelfAttention(nnx.Module):
         self.in_proj_kernel = nnx.Param(nnx.initializers.xavier_uniform()(rngs.params(), (width, 3 * width)))
         self.in_proj_bias = nnx.Param(jnp.zeros(3 * width, jnp.float32))
         self.in_proj = Projection("in_proj_kernel", "in_proj_bias")
-        self.out_proj = nnx.Linear(width, width, precision=PRECISION, rngs=rngs)
+        self.out_proj = nnx.Linear(width, width, precision=PRECISION, promote_dtype=promote_linear, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         qkv = self.in_proj(x, self.in_proj_kernel[...], self.in_proj_bias[...])

@@ -6,6 +6,13 @@ to bfloat16 INSIDE the traced function (``to_compute``), so every dot and convol
 (XLA accumulates them in float32 and rounds the result to bfloat16), and the gradient of a float32 master
 parameter comes back through the cast as float32. Whatever the privacy guarantee rests on (per-example norms,
 clip factors, clipped sums) runs on float32 copies (``to_float32``).
+
+Convolution and linear layers take ``promote_conv`` / ``promote_linear`` as Flax's ``promote_dtype``: with a
+bfloat16 kernel the layer's input is cast to bfloat16 (a float32 input would otherwise promote the product to
+float32), and a convolution adds its bias in float32, so that the bias gradient (the cotangent summed over the
+output positions) is accumulated in float32, as torch's convolution backward does. XLA:CPU lowers a bfloat16
+``reduce_sum`` with every partial sum rounded to bfloat16; with the bias added in bfloat16 that rounding put
+JAX's per-sample conv-bias gradients above the bound (measured: ``paper/cpu-bf16/precision.md``, docs/precision.md).
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from flax.nnx.nn import dtypes as nnx_dtypes
 
 from contract.spec import is_mixed
 
@@ -44,3 +52,26 @@ def policy(fn: Callable[..., Any], dtype: str) -> Callable[..., Any]:
         return to_float32(fn(to_compute(params, dtype), to_compute(x, dtype), *rest))
 
     return call
+
+
+def _low(v: Any) -> bool:
+    return v is not None and v.dtype in LOW
+
+
+def promote_linear(arrays: tuple, /, *, dtype: Any = None, inexact: bool = True) -> tuple:
+    """Flax's ``promote_dtype`` for (inputs, kernel, bias) of a linear layer, except with a bfloat16 kernel (the
+    mixed policy): the inputs are cast to bfloat16, whatever the previous layer returned."""
+    inputs, kernel, bias = arrays
+    if dtype is None and _low(kernel):
+        return jnp.asarray(inputs, kernel.dtype), kernel, bias
+    return nnx_dtypes.promote_dtype(arrays, dtype=dtype, inexact=inexact)
+
+
+def promote_conv(arrays: tuple, /, *, dtype: Any = None, inexact: bool = True) -> tuple:
+    """``promote_linear``, and with a bfloat16 kernel the bias in float32: the output is bfloat16(conv) + bias in
+    float32 (the next layer rounds it to bfloat16; ReLU and max-pool in between commute with that rounding), and
+    the bias gradient is a float32 sum of the bfloat16 cotangents, rounded once to bfloat16 (torch: the same)."""
+    inputs, kernel, bias = promote_linear(arrays, dtype=dtype, inexact=inexact)
+    if dtype is None and _low(kernel) and bias is not None:
+        bias = bias.astype(jnp.float32)
+    return inputs, kernel, bias

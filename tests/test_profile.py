@@ -73,3 +73,53 @@ def test_bad_model_is_rejected(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--framework", "torch", "--model", "nope"])
     assert exc.value.code == 2 and "unknown model" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- --dtype bfloat16
+
+
+def _flat(tree: object) -> "np.ndarray":
+    """Every float value of a (nested) torch or JAX result, as one float64 vector."""
+    import jax
+    import numpy as np
+
+    values = []
+    for v in jax.tree.leaves(tree, is_leaf=lambda v: hasattr(v, "dtype")):
+        a = v.detach().double().cpu().numpy() if hasattr(v, "detach") else np.asarray(v, np.float64)
+        if a.dtype.kind == "f":
+            values.append(a.ravel())
+    return np.concatenate(values)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("section", ("per_layer", "reference"))
+def test_bfloat16_stages_compute_in_bfloat16(framework: str, section: str) -> None:
+    # the stages profile the mixed-precision computation: their results differ from float32's by bfloat16
+    # rounding (u = 2^-8), not float32's (2^-24)
+    import numpy as np
+
+    from compare.benchmark.profile import subsets
+    from compare.frameworks import side
+    from compare.spec import make_batch
+    from compare.weights import init_weights
+
+    s = side(framework)
+    x, y = make_batch(4, model="ffnn")
+    params, xn, yn = s.native_inputs(init_weights(0, "ffnn"), x, y, dtype="bfloat16", model="ffnn")
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        if section == "per_layer":
+            stages, sync = s.per_layer_stages(params, xn, yn, "nll_log_softmax", "ffnn", dtype=dtype)
+            results[dtype] = _flat(sync(stages["forward+backward to outputs"]()))
+        else:
+            stages, sync = s.reference_stages(params, xn, yn, "nll_log_softmax", "ffnn", subsets("ffnn"),
+                                              dtype=dtype)
+            results[dtype] = _flat(sync(stages["grad w.r.t. all (the batched reference)"]()))
+    diff = np.abs(results["bfloat16"] - results["float32"]).max() / np.abs(results["float32"]).max()
+    assert 2.0 ** -12 < diff < 0.5, diff
+
+
+def test_unknown_dtype_is_rejected(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--framework", "torch", "--dtype", "float16"])
+    assert exc.value.code == 2 and "--dtype" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -30,14 +31,24 @@ SKIPPED: dict[str, str] = {"compile": "torch.compile of vmap: ~90 s of compilati
 CLIPPINGS = ("materialize", "ghost", "bk")
 
 
-def relative_error(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float:
-    """max over parameters of max |got - ref| / max |ref| (a parameter whose reference is all zero is skipped)."""
-    out = 0.0
+def parameter_errors(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per parameter, max |got - ref| / max |ref| (a parameter whose reference is all zero is skipped)."""
+    out = {}
     for k, r in ref.items():
         scale = float(np.abs(r).max())
         if scale > 0:
-            out = max(out, float(np.abs(np.asarray(got[k], np.float64) - r).max()) / scale)
+            out[k] = float(np.abs(np.asarray(got[k], np.float64) - r).max()) / scale
     return out
+
+
+def relative_error(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float:
+    """max over parameters of ``parameter_errors``."""
+    return max(parameter_errors(got, ref).values(), default=0.0)
+
+
+def worst_parameter(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> str | None:
+    errors = parameter_errors(got, ref)
+    return max(errors, key=errors.get) if errors else None
 
 
 def _flips(decisions: dict[str, np.ndarray], ref: dict[str, np.ndarray], sites: list) -> float:
@@ -87,7 +98,8 @@ def gradient_rows(model: str, batch_size: int, methods: tuple[str, ...] | None, 
             got_by[(fw, method)] = got
             err = relative_error(got, ref)
             row.update(status="ok", seconds=round(time.perf_counter() - t0, 2), error=err, flips=flips,
-                       replay_error=None if replay is None else relative_error(got, replay))
+                       replay_error=None if replay is None else relative_error(got, replay),
+                       worst=worst_parameter(got, ref if replay is None else replay))
             explained = err <= row["bound"] or (replay is not None and row["replay_error"] <= row["bound"])
             row["verdict"] = ("within bound" if err <= row["bound"] else
                               "decision flips (replay within bound)" if explained else "exceeds bound")
@@ -132,21 +144,25 @@ def _fmt(v: object) -> str:
 
 def markdown(report: dict) -> str:
     m = report["meta"]
+    runs = m.get("parts", [m])
     lines = [f"# bfloat16 agreement and clipping ({m['cpu']}, commit {m['commit']})", "",
-             f"`{m['command']}`; {', '.join(f'{k} {v}' for k, v in m['versions'].items() if v)}.", "",
+             f"{', '.join(f'{k} {v}' for k, v in m['versions'].items() if v)}; XLA_FLAGS `{m.get('xla_flags', '')}`.",
+             "", *(f"- `{r['command']}` at {r['commit']}: {', '.join(r['models'])} ({r.get('seconds', '-')} s)"
+                   for r in runs), "",
              f"Errors: max |bf16 - float64| / max |float64| per parameter, the worst parameter; bound (2D + 3) u, "
              f"u = 2^-8 = {U_BF16:.2e} (docs/precision.md); replay: against float64 with the side's own bfloat16 "
              "ReLU / max-pool decisions forced; flips: fraction of those decisions that differ from float64's; "
-             "cross: torch against JAX.", "",
-             "| model | framework | method | error | bound | replay | flips | cross | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "cross: torch against JAX; worst: the parameter with the largest error against the replay (or against "
+             "float64 where the workload has no decision).", "",
+             "| model | framework | method | error | bound | replay | flips | cross | worst | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["gradients"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['model']} | {r['framework']} | {r['method']} | {r['status']}: {r['reason']} |||||||")
+            lines.append(f"| {r['model']} | {r['framework']} | {r['method']} | {r['status']}: {r['reason']} ||||||||")
             continue
         lines.append(f"| {r['model']} | {r['framework']} | {r['method']} | {_fmt(r['error'])} | {_fmt(r['bound'])} | "
                      f"{_fmt(r['replay_error'])} | {_fmt(r['flips'])} | {_fmt(r.get('cross_error'))} | "
-                     f"{r['verdict']} |")
+                     f"{r.get('worst') or '-'} | {r['verdict']} |")
     lines += ["", "Clipping: every example's clipped contribution ||c_b g_b|| (float64 norm of what the strategy "
               "computes in bfloat16) against C (1 + delta); clip decision flips: fraction of examples whose "
               "norm > C decision in bfloat16 differs from float64's.", "",
@@ -156,6 +172,27 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['model']} | {r['framework']} | {r['clipping']} | {r['inputs']} | "
                      f"{r['worst_excess']:.2e} | {r['bound']:.2e} | {r['holds']} | {r['clip_decision_flips']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def combine(parts: list[Path], out: Path, command: str) -> int:
+    """One report from runs over different workloads (each with its own command), rows in ``MODELS`` order."""
+    files = [d / "precision.json" for d in parts]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise SystemExit(f"--combine: no such file: {', '.join(missing)}")
+    reports = [json.loads(f.read_text()) for f in files]
+    order = {name: i for i, name in enumerate(MODELS)}
+    metas = [{**r["meta"], "models": sorted({g["model"] for g in r["clipping"]}, key=order.get)} for r in reports]
+    first = metas[0]
+    meta = {"command": command, "commit": first["commit"], "cpu": first["cpu"], "versions": first["versions"],
+            "u": first["u"], "xla_flags": first.get("xla_flags", ""), "parts": metas}
+    report = {"meta": meta,
+              "gradients": sorted((g for r in reports for g in r["gradients"]), key=lambda g: order[g["model"]]),
+              "clipping": sorted((c for r in reports for c in r["clipping"]), key=lambda c: order[c["model"]])}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "precision.json").write_text(json.dumps(report, indent=1))
+    (out / "precision.md").write_text(markdown(report))
+    return 0
 
 
 def _cpu() -> str:
@@ -174,9 +211,14 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"methods to run (default: every applicable one except {tuple(SKIPPED)})")
     p.add_argument("--out", type=output_dir, default=Path("results/bf16"))
     p.add_argument("--resume", action="store_true", help="keep the workloads DIR/precision.json already has")
+    p.add_argument("--combine", type=Path, nargs="+", metavar="PART",
+                   help="write one table to --out from the PART/precision.json of runs over different workloads")
     a = p.parse_args(argv)
-    t0 = time.time()
     from compare.provenance import command_line, provenance
+
+    if a.combine:
+        return combine(a.combine, a.out, command_line(argv, "python -m compare.agreement.precision"))
+    t0 = time.time()
 
     prov = provenance(command_line(argv, "python -m compare.agreement.precision"))
     report = {"meta": {**prov, "commit": (prov["git_commit"] or "")[:7], "cpu": _cpu(), "u": U_BF16},
@@ -192,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         report["gradients"] += gradient_rows(model, a.batch_size, a.methods)
         report["clipping"] += clipping_rows(model, a.clip_batch_size)
         report["meta"]["seconds"] = round(time.time() - t0, 1)
+        report["meta"]["xla_flags"] = os.environ.get("XLA_FLAGS", "")  # jax_impl sets excess precision off
         (a.out / "precision.json").write_text(json.dumps(report, indent=1))  # after each workload: a stop keeps it
         (a.out / "precision.md").write_text(markdown(report))
         print(f"{model}: done at {time.time() - t0:.0f} s", flush=True)

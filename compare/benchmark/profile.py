@@ -9,6 +9,8 @@
          (``subsets(model)``: a workload's hand-picked ``CURATED_SUBSETS``, e.g. the seed CNN's fc only / conv2
          only / conv1 only, which isolate its convolution backward passes on any backend; otherwise each
          parameterised layer alone, then all).
+``--dtype bfloat16`` profiles the mixed-precision computation (float32 parameters, bfloat16 compute: the same
+policy as ``compare.run --dtype bfloat16``, docs/precision.md); every header and record names its dtype.
 ``--model NAME[,NAME...]|all`` (default seed_cnn) profiles each workload in turn; every section header, and every
 record of ``--json``, names its model. The per_layer stages come from the workload's own layers (one rule stage
 per layer call site); a method that does not apply to a workload (``applicable_methods``) is reported as such
@@ -30,7 +32,7 @@ from compare.provenance import command_line, provenance
 from compare.arguments import models_arg
 from compare.frameworks import FRAMEWORKS, side
 from compare.paths import output_file
-from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, LOSSES, MODELS, make_batch
+from compare.spec import DEFAULT_LOSS, DEFAULT_MODEL, DTYPES, LOSSES, MODELS, make_batch, storage_dtype
 from compare.weights import init_weights
 
 
@@ -65,7 +67,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--method", default="per_layer", help="a per-sample method, or 'reference' (batched gradient)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--loss", choices=LOSSES, default=DEFAULT_LOSS)
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="bfloat16: float32 parameters and inputs, "
+                   "bfloat16 compute (docs/precision.md), as compare.run --dtype bfloat16")
     p.add_argument("--repeats", type=int, default=3, help="profiled calls after one warm-up call")
     p.add_argument("--top", type=int, default=15, help="rows of the op table")
     a = p.parse_args(argv)
@@ -95,10 +98,10 @@ def _median_ms(fn: Callable[[], object], sync: Callable[[object], object], repea
 
 def _setup(cfg: Config):
     ps = side(cfg.framework)
-    x, y = make_batch(cfg.batch_size, seed=0, dtype=cfg.dtype, model=cfg.model)
+    x, y = make_batch(cfg.batch_size, seed=0, dtype=storage_dtype(cfg.dtype), model=cfg.model)
     args = ps.native_inputs(init_weights(0, cfg.model), x, y, dtype=cfg.dtype, device="cpu", model=cfg.model)
-    fn = (ps.reference_fn(loss=cfg.loss, model=cfg.model) if cfg.method == "reference"
-          else ps.native_fn(cfg.method, loss=cfg.loss, model=cfg.model))
+    fn = (ps.reference_fn(loss=cfg.loss, model=cfg.model, dtype=cfg.dtype) if cfg.method == "reference"
+          else ps.native_fn(cfg.method, loss=cfg.loss, model=cfg.model, dtype=cfg.dtype))
     return ps, fn, args
 
 
@@ -142,7 +145,7 @@ def per_layer_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:
     """Median (wall, CPU) ms of each stage of ``per_layer``: forward, forward+backward to outputs, each layer's rule
     (one stage per call site of each of the workload's parameterised layers; "rule conv1" etc. for the seed)."""
     _, _, (params, x, y) = _setup(cfg)
-    stages, sync = side(cfg.framework).per_layer_stages(params, x, y, cfg.loss, cfg.model)
+    stages, sync = side(cfg.framework).per_layer_stages(params, x, y, cfg.loss, cfg.model, dtype=cfg.dtype)
     return [(name, _median_ms(fn, sync, cfg.repeats)) for name, fn in stages.items()]
 
 
@@ -174,7 +177,8 @@ def subsets(model: str = DEFAULT_MODEL) -> dict[str, tuple[str, ...]]:
 def reference_stages(cfg: Config) -> list[tuple[str, tuple[float, float]]]:
     """Median (wall, CPU) ms of the forward and of the batched gradient w.r.t. each of ``subsets(model)``."""
     _, _, (params, x, y) = _setup(cfg)
-    stages, sync = side(cfg.framework).reference_stages(params, x, y, cfg.loss, cfg.model, subsets(cfg.model))
+    stages, sync = side(cfg.framework).reference_stages(params, x, y, cfg.loss, cfg.model, subsets(cfg.model),
+                                                        dtype=cfg.dtype)
     return [(name, _median_ms(fn, sync, cfg.repeats)) for name, fn in stages.items()]
 
 

@@ -5,6 +5,7 @@ import jax
 from flax import nnx
 
 from jax_impl.models.common import PRECISION, nhwc, relu
+from jax_impl.precision import promote_conv
 
 CHANNELS = ((3, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 10))
 POOL_AFTER = (2, 4, 6)  # average-pool 2x2 after conv2, conv4, conv6
@@ -16,7 +17,8 @@ class Cifar10CNN(nnx.Module):
 
     def __init__(self, *, rngs: nnx.Rngs) -> None:
         for i, (c_in, c_out) in enumerate(CHANNELS, 1):
-            setattr(self, f"conv{i}", nnx.Conv(c_in, c_out, (3, 3), padding=1, precision=PRECISION, rngs=rngs))
+            setattr(self, f"conv{i}", nnx.Conv(c_in, c_out, (3, 3), padding=1, precision=PRECISION,
+                                                promote_dtype=promote_conv, rngs=rngs))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (B, 3, 32, 32) NCHW -> logits (B, 10)."""

@@ -16,6 +16,7 @@ import jax
 from flax import nnx
 
 from jax_impl.layers import LSTM, PRECISION, recurrence  # noqa: F401 - re-exported (tests and scripts)
+from jax_impl.precision import promote_linear
 
 
 class LSTMNet(nnx.Module):
@@ -24,7 +25,7 @@ class LSTMNet(nnx.Module):
         self.embedding = nnx.Embed(vocab, embed, rngs=rngs)
         self.embedding.dtype = None  # compute in the parameters' dtype (see jax_impl.models.embed)
         self.lstm = LSTM(embed, hidden, rngs=rngs)
-        self.fc = nnx.Linear(hidden, classes, precision=PRECISION, rngs=rngs)
+        self.fc = nnx.Linear(hidden, classes, precision=PRECISION, promote_dtype=promote_linear, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (B, T) int token ids (T = 256 for the workload) -> logits (B, 2)."""

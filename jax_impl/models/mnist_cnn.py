@@ -5,6 +5,7 @@ import jax
 from flax import nnx
 
 from jax_impl.models.common import PRECISION, flatten_chw, max_pool, nhwc, relu
+from jax_impl.precision import promote_conv, promote_linear
 
 
 class MnistCNN(nnx.Module):
@@ -12,10 +13,12 @@ class MnistCNN(nnx.Module):
     fc 512->32, relu, fc 32->10."""
 
     def __init__(self, *, rngs: nnx.Rngs) -> None:
-        self.conv1 = nnx.Conv(1, 16, (8, 8), strides=2, padding=3, precision=PRECISION, rngs=rngs)
-        self.conv2 = nnx.Conv(16, 32, (4, 4), strides=2, padding="VALID", precision=PRECISION, rngs=rngs)
-        self.fc1 = nnx.Linear(512, 32, precision=PRECISION, rngs=rngs)
-        self.fc2 = nnx.Linear(32, 10, precision=PRECISION, rngs=rngs)
+        self.conv1 = nnx.Conv(1, 16, (8, 8), strides=2, padding=3, precision=PRECISION, promote_dtype=promote_conv,
+                              rngs=rngs)
+        self.conv2 = nnx.Conv(16, 32, (4, 4), strides=2, padding="VALID", precision=PRECISION,
+                              promote_dtype=promote_conv, rngs=rngs)
+        self.fc1 = nnx.Linear(512, 32, precision=PRECISION, promote_dtype=promote_linear, rngs=rngs)
+        self.fc2 = nnx.Linear(32, 10, precision=PRECISION, promote_dtype=promote_linear, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (B, 1, 28, 28) NCHW -> logits (B, 10)."""

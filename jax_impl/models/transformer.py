@@ -21,6 +21,7 @@ from flax import nnx
 
 from jax_impl.layers import PRECISION, LearnedPositions, MultiheadSelfAttention
 from jax_impl.layers import Projection, attend  # noqa: F401 - re-exported (tests and scripts import them from here)
+from jax_impl.precision import promote_linear
 
 VOCAB, SEQ_LEN, WIDTH, HEADS, FF, LAYERS, CLASSES = 10004, 128, 256, 4, 1024, 2, 2
 
@@ -33,8 +34,8 @@ def layer_norm(width: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
 class EncoderLayer(nnx.Module):
     def __init__(self, width: int, heads: int, ff: int, *, rngs: nnx.Rngs) -> None:
         self.self_attn = MultiheadSelfAttention(width, heads, rngs=rngs)
-        self.linear1 = nnx.Linear(width, ff, precision=PRECISION, rngs=rngs)
-        self.linear2 = nnx.Linear(ff, width, precision=PRECISION, rngs=rngs)
+        self.linear1 = nnx.Linear(width, ff, precision=PRECISION, promote_dtype=promote_linear, rngs=rngs)
+        self.linear2 = nnx.Linear(ff, width, precision=PRECISION, promote_dtype=promote_linear, rngs=rngs)
         self.norm1 = layer_norm(width, rngs)
         self.norm2 = layer_norm(width, rngs)
 
@@ -63,7 +64,7 @@ class TransformerNet(nnx.Module):
         self.embedding.dtype = None  # compute in the parameters' dtype (see jax_impl.models.embed)
         self.pos_embedding = LearnedPositions(seq_len, width, rngs=rngs)
         self.encoder = Encoder(width, heads, ff, num_layers, rngs=rngs)
-        self.fc = nnx.Linear(width, classes, precision=PRECISION, rngs=rngs)
+        self.fc = nnx.Linear(width, classes, precision=PRECISION, promote_dtype=promote_linear, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.fc(self.encoder(self.pos_embedding(self.embedding(x))).mean(axis=1))

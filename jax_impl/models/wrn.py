@@ -9,6 +9,7 @@ import jax
 from flax import nnx
 
 from jax_impl.models.common import PRECISION, nhwc, relu
+from jax_impl.precision import promote_conv, promote_linear
 
 GROUPS = 16
 STAGES = ((64, 1), (128, 2), (256, 2))  # (width, stride of the first block) of layer1, layer2, layer3
@@ -24,6 +25,7 @@ def group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
 def conv(c_in: int, c_out: int, k: int, stride: int, rngs: nnx.Rngs) -> nnx.Conv:
     """torch's Conv2d(c_in, c_out, k, stride, padding=k // 2, bias=False)."""
     return nnx.Conv(c_in, c_out, (k, k), strides=stride, padding=k // 2, use_bias=False, precision=PRECISION,
+                    promote_dtype=promote_conv,
                     rngs=rngs)
 
 
@@ -50,7 +52,7 @@ class WRN(nnx.Module):
             setattr(self, f"layer{k}", nnx.List(blocks))
             c_in = width
         self.gn = group_norm(c_in, rngs)
-        self.fc = nnx.Linear(c_in, CLASSES, precision=PRECISION, rngs=rngs)
+        self.fc = nnx.Linear(c_in, CLASSES, precision=PRECISION, promote_dtype=promote_linear, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (B, 3, 32, 32) NCHW -> logits (B, 10)."""
