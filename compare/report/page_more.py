@@ -36,13 +36,20 @@ def bfloat16(paper: Paper, out: Path) -> Page | None:
     if paper.has("cpu-bf16/speed.json"):
         found = True
         d = paper.json("cpu-bf16/speed.json")
-        m = d["meta"]
-        page.add(f"## Speed (`{m.get('command', 'not recorded')}`)",
-                 f"{m.get('model')}, B = {m.get('batch_size')}, {m.get('rounds')} paired rounds; load average "
-                 f"{', '.join(f'{v:.1f}' for v in m.get('load_average', []))} on {m['cpu'].get('cpus')} CPUs.",
-                 table(["framework", "kind", "method", "float32 ms", "bfloat16 ms", "bfloat16 / float32 [90%]"],
-                       [[r["framework"], r["kind"], f"`{r['method']}`", *_speed_cells(r)] for r in d["rows"]],
-                       "lllrrr"))
+        runs = d["runs"] if "runs" in d else [d["meta"]]  # several runs joined by --combine, or one
+        flags = runs[0].get("cpu", {}).get("flags", {})
+        page.add("## Speed: bfloat16 / float32, paired", "\n".join(
+            [f"- `{m.get('command', 'not recorded')}` at `{m.get('commit', 'not recorded')}` "
+             f"({', '.join(m.get('models', [m.get('model', '?')]))}): B = {m.get('batch_size')}, {m.get('rounds')} "
+             f"paired rounds, {m.get('threads', '?')} thread(s); load average "
+             f"{', '.join(f'{v:.1f}' for v in m.get('load_average', []))} on {m.get('cpu', {}).get('cpus')} CPUs"
+             for m in runs]
+            + [f"- CPU flags: {', '.join(f'{k} {'yes' if v else 'no'}' for k, v in flags.items())}"]
+            ),
+                 table(["workload", "framework", "kind", "method", "float32 ms", "bfloat16 ms",
+                        "bfloat16 / float32 [90%]"],
+                       [[f"`{r.get('model', runs[0].get('model', '?'))}`", r["framework"], r["kind"],
+                         f"`{r['method']}`", *_speed_cells(r)] for r in d["rows"]], "llllrrr"))
     runs = sorted(r for r in paper.json_files if r.startswith("cpu-bf16-train/") and r.endswith("train.json"))
     if runs:
         found = True
