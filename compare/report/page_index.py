@@ -73,7 +73,31 @@ def limits(page: Page, paper: Paper) -> None:
         f"- The committed results were made at {len([c for c in commits if c != 'not recorded'])} different commits"
         f" ({sum('dirty' in c for c in commits)} with uncommitted changes); "
         f"{len(commits.get('not recorded', []))} files record no commit (see [provenance](results/provenance.md)).",
-        "- Points that did not finish in the study: " + (words(failed) if failed else "none") + "."]))
+        "- Points that did not finish in the study: " + (words(failed) if failed else "none") + ".",
+        *_sgd_formulation(page, paper)]))
+
+
+SGD_FORMULATIONS = "perf-sgd/torch.json"
+
+
+def _sgd_formulation(page: Page, paper: Paper) -> list[str]:
+    """The torch SGD step's former formulation (torch.func.grad_and_value) against torch.autograd.grad, paired."""
+    if not paper.has(SGD_FORMULATIONS):
+        return []
+    runs = paper.json(SGD_FORMULATIONS)["runs"]
+    ratios = {(r["model"], r["batch_size"]): r["ratio_to_sgd"]["sgd_func_grad"]["median"]
+              for run in runs for r in run["records"] if "sgd_func_grad" in r.get("ratio_to_sgd", {})}
+    if not ratios:
+        return []
+    commits = sorted({run["meta"].get("commit", "not recorded")[:7] for run in runs})
+    where = words([f"`{m}` B = {b}" for m, b in sorted(ratios)])
+    return [f"- torch's `sgd` step takes its gradient by `torch.autograd.grad` from commit "
+            f"{words([f'`{c}`' for c in commits])} on, and its batched reference (the floor's gradient) since the "
+            "commit after; runs made before took it "
+            f"through `torch.func` (`grad_and_value` / `grad`), which "
+            f"[`{SGD_FORMULATIONS}`]({page.link(paper.path(SGD_FORMULATIONS))}) times at "
+            f"{span(list(ratios.values()))}× the `autograd.grad` step ({where}): their torch × SGD and × floor "
+            "ratios are low by up to that factor on small workloads."]
 
 
 def build(paper: Paper, out: Path, pages: list[Page]) -> Page:
