@@ -92,8 +92,8 @@ def _sgd_formulation(page: Page, paper: Paper) -> list[str]:
     commits = sorted({run["meta"].get("commit", "not recorded")[:7] for run in runs})
     where = words([f"`{m}` B = {b}" for m, b in sorted(ratios)])
     return [f"- torch's `sgd` step takes its gradient by `torch.autograd.grad` from commit "
-            f"{words([f'`{c}`' for c in commits])} on, and its batched reference (the floor's gradient) since the "
-            "commit after; runs made before took it "
+            f"{words([f'`{c}`' for c in commits])} on, and its batched reference (the floor's gradient) from a "
+            "later commit; runs made before took it "
             f"through `torch.func` (`grad_and_value` / `grad`), which "
             f"[`{SGD_FORMULATIONS}`]({page.link(paper.path(SGD_FORMULATIONS))}) times at "
             f"{span(list(ratios.values()))}× the `autograd.grad` step ({where}): their torch × SGD and × floor "
