@@ -13,7 +13,7 @@ import pytest
 
 from compare.benchmark.pair import BASELINE, attach, measure_group
 from compare.benchmark.point import PointSpec
-from compare.benchmark.results import versions
+from compare.lock import versions
 from compare.benchmark.summary import warning_line
 from compare.benchmark.targets import TARGETS, not_applicable
 from compare.frameworks import FRAMEWORKS, per_sample_module

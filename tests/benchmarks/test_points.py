@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from compare.benchmark.targets import TARGETS, not_applicable, prepare, sync_fn
 from compare.frameworks import FRAMEWORKS
-from compare.benchmark.results import versions
+from compare.lock import versions
 from compare.spec import DEFAULT_LOSS, parse_models
 from compare.weights import init_weights
 
