@@ -136,3 +136,13 @@ def test_clipped_contribution_within_bound(fw: str, clipping: str, model: str) -
 @pytest.mark.parametrize("clipping", CLIPPINGS)
 def test_clipped_contribution_within_bound_seed_cnn(fw: str, clipping: str) -> None:
     _check_contributions(fw, "seed_cnn", clipping)
+
+
+def test_precision_command_writes_its_table_for_one_run(tmp_path):
+    """The CLI end to end on the smallest workload (the GPU check's stage): JSON and the markdown table."""
+    from compare.agreement.precision import main as precision_main
+
+    assert precision_main(["--model", "logreg", "--batch-size", "4", "--clip-batch-size", "4",
+                           "--methods", "per_layer", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "precision.md").read_text()
+    assert ": logreg (" in text and "| logreg | torch | per_layer |" in text

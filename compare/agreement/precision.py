@@ -144,7 +144,8 @@ def _fmt(v: object) -> str:
 
 def markdown(report: dict) -> str:
     m = report["meta"]
-    runs = m.get("parts", [m])
+    seen = list(dict.fromkeys(r["model"] for r in report["gradients"] + report["clipping"]))
+    runs = m.get("parts", [{**m, "models": seen}])  # one run: its workloads are its rows'
     lines = [f"# bfloat16 agreement and clipping ({m['cpu']}, commit {m['commit']})", "",
              f"{', '.join(f'{k} {v}' for k, v in m['versions'].items() if v)}; XLA_FLAGS `{m.get('xla_flags', '')}`.",
              "", *(f"- `{r['command']}` at {r['commit']}: {', '.join(r['models'])} ({r.get('seconds', '-')} s)"
