@@ -142,6 +142,19 @@ OUTPUTS: tuple[Output, ...] = (
         for fw, model, b, rounds in (("torch", "mnist_cnn", "256", "16"), ("jax", "mnist_cnn", "256", "16"),
                                      ("torch", "cifar10_cnn", "64", "8"), ("jax", "cifar10_cnn", "64", "8"))), 30,
            replaces=("perf-mnist/conv_bk_routes.json",)),
+    Output("perf-sgd", "perf-sgd", tuple(
+        _script("sgd_formulations.py", "--framework", fw, "--model", model, "--batch-sizes", sizes, "--rounds", "20",
+                "--threads", "1", "--out", f"{{root}}/perf-sgd/{fw}.json")
+        for fw in ("torch", "jax") for model, sizes in (("ffnn", "16,64"), ("lstm", "16,64"), ("transformer", "16"))),
+        40, replaces=("perf-sgd/torch.json", "perf-sgd/jax.json")),
+    Output("perf-lstm-after", "perf-lstm", tuple(
+        _script("paired_dp.py", "--framework", fw, "--model", "lstm", "--batch-sizes", b, "--methods",
+                "dp_bk,dp_ghost", "--rounds", "20", "--warmup", "2", "--threads", "1", "--out",
+                f"{{root}}/perf-lstm/after-{fw}.json")
+        for fw in ("torch", "jax") for b in ("64", "256")), 40,
+        replaces=("perf-lstm/after-torch.json", "perf-lstm/after-jax.json")),
+    Output("perf-lstm-before", "perf-lstm", (), 0,
+           skip="the LSTM rule before the gate-input site: an older commit, not this one"),
     Output("perf-embed-before-after", "perf-embed", (), 0,
            skip="compares the code before and after a change: two commits, not one"),
     Output("versions", "versions", (), 0,

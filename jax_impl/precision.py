@@ -16,6 +16,8 @@ JAX's per-sample conv-bias gradients above the bound (measured: ``paper/cpu-bf16
 """
 from __future__ import annotations
 
+import os
+
 from functools import wraps
 from typing import Any, Callable
 
@@ -58,6 +60,11 @@ def _low(v: Any) -> bool:
     return v is not None and v.dtype in LOW
 
 
+# The ablation switch of scripts/bf16_jax_ablation.py (paper/cpu-bf16/jax_ablation.*): JAX_IMPL_BF16_CONV_BIAS=bfloat16
+# adds conv biases in bfloat16, as Flax does by default, to show the bias-gradient error that float32 removes.
+CONV_BIAS_FLOAT32 = os.environ.get("JAX_IMPL_BF16_CONV_BIAS", "float32") != "bfloat16"
+
+
 def promote_linear(arrays: tuple, /, *, dtype: Any = None, inexact: bool = True) -> tuple:
     """Flax's ``promote_dtype`` for (inputs, kernel, bias) of a linear layer, except with a bfloat16 kernel (the
     mixed policy): the inputs are cast to bfloat16, whatever the previous layer returned."""
@@ -72,6 +79,6 @@ def promote_conv(arrays: tuple, /, *, dtype: Any = None, inexact: bool = True) -
     float32 (the next layer rounds it to bfloat16; ReLU and max-pool in between commute with that rounding), and
     the bias gradient is a float32 sum of the bfloat16 cotangents, rounded once to bfloat16 (torch: the same)."""
     inputs, kernel, bias = promote_linear(arrays, dtype=dtype, inexact=inexact)
-    if dtype is None and _low(kernel) and bias is not None:
+    if dtype is None and _low(kernel) and bias is not None and CONV_BIAS_FLOAT32:
         bias = bias.astype(jnp.float32)
     return inputs, kernel, bias

@@ -25,11 +25,8 @@ CONFIGS = {"policy": (True, False), "bias in bfloat16": (False, False), "excess 
 METHODS = ("loop", "vmap", "vmap_nojit", "per_layer")
 
 
-def worker(model: str, batch: int, bias_f32: bool) -> list[dict]:
-    import jax_impl.precision as P
-
-    if not bias_f32:  # before any model module is imported: the constructors take this function
-        P.promote_conv = P.promote_linear
+def worker(model: str, batch: int) -> list[dict]:
+    """One configuration, set by the environment its process was started with (JAX_IMPL_BF16_CONV_BIAS, XLA_FLAGS)."""
     import numpy as np
 
     from compare.agreement.precision import parameter_errors
@@ -69,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", choices=tuple(CONFIGS), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker is not None:
-        print(json.dumps(worker(a.model, a.batch_size, CONFIGS[a.worker][0])))
+        print(json.dumps(worker(a.model, a.batch_size)))
         return 0
     from compare.lock import versions
 
@@ -79,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                                                 text=True).stdout.strip(),
                        "model": a.model, "batch_size": a.batch_size, "versions": versions()}, "rows": []}
     procs = {}
-    for name, (_, excess) in CONFIGS.items():  # one process each, side by side (XLA reads its flags once)
+    for name, (bias_f32, excess) in CONFIGS.items():  # one process each, side by side (XLA reads its flags once)
         env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
-                                          f"--xla_allow_excess_precision={str(excess).lower()}".strip()}
+                                          f"--xla_allow_excess_precision={str(excess).lower()}".strip(),
+               "JAX_IMPL_BF16_CONV_BIAS": "float32" if bias_f32 else "bfloat16"}
         procs[name] = subprocess.Popen([sys.executable, __file__, "--model", a.model, "--batch-size",
                                         str(a.batch_size), "--worker", name], env=env, stdout=subprocess.PIPE,
                                        text=True)
