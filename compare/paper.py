@@ -155,6 +155,8 @@ OUTPUTS: tuple[Output, ...] = (
         replaces=("perf-lstm/after-torch.json", "perf-lstm/after-jax.json")),
     Output("perf-lstm-before", "perf-lstm", (), 0,
            skip="the LSTM rule before the gate-input site: an older commit, not this one"),
+    Output("cpu-contract-before-after", "cpu-contract-before-after", (), 0,
+           skip="times the code before and after the contract refactoring: two commits, not one"),
     Output("perf-embed-before-after", "perf-embed", (), 0,
            skip="compares the code before and after a change: two commits, not one"),
     Output("versions", "versions", (), 0,
