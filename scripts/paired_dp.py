@@ -112,10 +112,15 @@ def main(argv: list[str] | None = None) -> None:
 
         meta = {**provenance(command_line(argv, "python scripts/paired_dp.py")), "cpu": cpu_model(),
                 "memory_env": memory_settings()}
-        old = json.loads(a.out.read_text()) if a.out.exists() else {"runs": []}
-        old["runs"].append({"meta": meta, "records": records})
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(old, indent=1))
+        append_run(a.out, meta, records)
+
+
+def append_run(out: Path, meta: dict, records: list[dict]) -> None:
+    """Add one run ({"meta", "records"}) to the JSON file ``out`` ({"runs": [...]}), keeping the runs already there."""
+    data = json.loads(out.read_text()) if out.exists() else {"runs": []}
+    data["runs"].append({"meta": meta, "records": records})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Reported per point: each target's median ms and its paired ratio to ``sgd`` (med
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -38,7 +37,7 @@ from compare.spec import DEFAULT_LOSS, parse_models
 from compare.weights import init_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paired_dp import set_threads  # noqa: E402
+from paired_dp import append_run, set_threads  # noqa: E402
 
 
 def _parts(framework: str, model: str, params: Any, x: Any, y: Any) -> dict[str, Callable[[], Any]]:
@@ -141,10 +140,7 @@ def main(argv: list[str] | None = None) -> None:
 
         meta = {**provenance(command_line(argv, "python scripts/sgd_formulations.py")), "cpu": cpu_model(),
                 "cores": os.cpu_count(), "memory_env": memory_settings(), "loadavg_after": os.getloadavg()}
-        old = json.loads(a.out.read_text()) if a.out.exists() else {"runs": []}
-        old["runs"].append({"meta": meta, "records": records})
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(old, indent=1))
+        append_run(a.out, meta, records)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from compare.formats import ms, num
 from compare.spec import DEFAULT_MODEL
 from contract.peers import library
 from contract.peers import names as peer_names
@@ -97,20 +98,11 @@ def suite_rows(timings: list[dict]) -> list[dict]:
     return rows
 
 
-def _num(v: float | None, spec: str = ".1f") -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def _ms(v: float | None) -> str:
-    """Milliseconds with 3 significant digits (0.123, 12.3, 1234)."""
-    if v is None:
-        return "-"
-    return f"{v:.3g}" if v < 100 else f"{v:.0f}"
 
 
 def _x(value: float | None, ci95: list[float] | None = None, verdict: str | None = None) -> str:
     """``1.22x`` (unpaired), ``1.22x [1.18, 1.26]`` or ``1.22x [1.18, 1.26] met``."""
-    text = f"{_num(value, '.2f')}x"
+    text = f"{num(value, '.2f')}x"
     if ci95:
         text += f" [{ci95[0]:.2f}, {ci95[1]:.2f}]"
     return text + (f" {verdict}" if verdict else "")
@@ -118,13 +110,13 @@ def _x(value: float | None, ci95: list[float] | None = None, verdict: str | None
 
 def _cells(entry: dict) -> list[str]:
     priv, peer, ps = entry.get("private"), entry.get("peer_best"), entry.get("per_sample")
-    cells = [_ms(entry.get("sgd_ms"))]
+    cells = [ms(entry.get("sgd_ms"))]
     if priv:
         x = _x(priv["x_sgd"], priv.get("x_sgd_ci95"), priv.get("x_sgd_verdict"))
-        cells.append(f"{_ms(priv['ms'])} ({x}, {priv['method']})")
+        cells.append(f"{ms(priv['ms'])} ({x}, {priv['method']})")
     else:
         cells.append("-")
-    cells.append(f"{_ms(peer['ms'])} ({_x(peer['x_sgd'], peer.get('x_sgd_ci95'))})" if peer else "-")
+    cells.append(f"{ms(peer['ms'])} ({_x(peer['x_sgd'], peer.get('x_sgd_ci95'))})" if peer else "-")
     cells.append(f"{ps['method']} {_x(ps['ratio_to_floor'], ps.get('ratio_to_floor_ci95'), ps.get('ratio_to_floor_verdict'))}"
                  if ps else "-")
     return cells

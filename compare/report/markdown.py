@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from compare import formats
+
 NOT_RECORDED = "not recorded"
 
 
@@ -20,14 +22,12 @@ def table(header: list[str], rows: list[list[str]], align: str | None = None) ->
 
 
 def num(v: float | None, spec: str = ".2f") -> str:
-    return "–" if v is None else format(v, spec)
+    return formats.num(v, spec, missing="–")
 
 
 def ms(v: float | None) -> str:
     """Milliseconds with 3 significant digits (0.123, 12.3, 1234)."""
-    if v is None:
-        return "–"
-    return f"{v:.3g}" if v < 100 else f"{v:.0f}"
+    return formats.ms(v, missing="–")
 
 
 def x(v: float | None, ci95: list[float] | None = None, verdict: str | None = None) -> str:
