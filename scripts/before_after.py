@@ -3,7 +3,9 @@
 Each round runs a fresh process per checkout (order shuffled per round) that builds the method through the
 side's interface (``compare.frameworks.side``: ``native_fn`` / ``make_step``) from that checkout's code, warms it up and reports
 the median of ``--calls`` timed calls. The ratio new / old is taken per round (both processes of a round share the
-machine's state), and reported as the median over rounds with its min and max.
+machine's state), and reported as the median over rounds with its bootstrap 95% interval
+(``compare.benchmark.paired.paired_ratio``) and its min and max. Fresh processes differ by up to +-20% from one
+another (memory layout, scheduling), so a row needs ~10 rounds before its interval can rule out a 5% change.
 
   python scripts/before_after.py OLD_CHECKOUT NEW_CHECKOUT --models seed_cnn,mnist_cnn,embed \
       --batch-sizes 64,256 --methods per_layer,dp_bk --rounds 5 --out paper/cpu-contract-before-after
@@ -20,6 +22,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from compare.benchmark.paired import paired_ratio  # noqa: E402
 
 CHILD = r"""
 import json, sys, time, statistics
@@ -76,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--calls", type=int, default=10)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--file", default="before_after.json", help="file name under --out (default %(default)s)")
     a = p.parse_args(argv)
     rng = random.Random(0)
     commits = {k: subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=c, capture_output=True, text=True
@@ -87,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         """The file after every row (temp file + rename): an interrupted run keeps every finished row."""
-        tmp = a.out / "before_after.json.tmp"
+        tmp = a.out / (a.file + ".tmp")
         tmp.write_text(json.dumps(
             {"command": " ".join(["python", "scripts/before_after.py", *(argv or sys.argv[1:])]),
              "commits": commits, "cpu": cpu, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
              "rows": rows}, indent=1))
-        os.replace(tmp, a.out / "before_after.json")
+        os.replace(tmp, a.out / a.file)
 
     for model in a.models.split(","):
         for fw in a.frameworks.split(","):
@@ -105,13 +111,16 @@ def main(argv: list[str] | None = None) -> int:
                         ms = {k: one(a.old if k == "old" else a.new, fw, model, bsz, method, a.calls) for k in order}
                         rounds.append({**ms, "load_1min": os.getloadavg()[0]})
                     ratios = [r["new"] / r["old"] for r in rounds]
+                    ci = paired_ratio([r["new"] for r in rounds], [r["old"] for r in rounds])
                     row = {"model": model, "framework": fw, "batch_size": bsz, "method": method, "rounds": rounds,
-                           "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+                           "ratio_median": statistics.median(ratios), "ratio_ci95": [ci.lo, ci.hi],
+                           "ratio_min": min(ratios),
                            "ratio_max": max(ratios)}
                     rows.append(row)
                     save()
                     print(f"{model:10s} {fw:5s} B={bsz:<4d} {method:10s} new/old {row['ratio_median']:.3f} "
-                          f"[{row['ratio_min']:.3f}, {row['ratio_max']:.3f}]", flush=True)
+                          f"95% [{ci.lo:.3f}, {ci.hi:.3f}] range [{row['ratio_min']:.3f}, {row['ratio_max']:.3f}]",
+                          flush=True)
     return 0
 
 
