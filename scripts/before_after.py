@@ -1,11 +1,14 @@
 """Time one method in two checkouts of this repository, alternating, to show a refactoring changed no speed.
 
-Each round runs a fresh process per checkout (order shuffled per round) that builds the method through the
-side's interface (``compare.frameworks.side``: ``native_fn`` / ``make_step``) from that checkout's code, warms it up and reports
-the median of ``--calls`` timed calls. The ratio new / old is taken per round (both processes of a round share the
-machine's state), and reported as the median over rounds with its bootstrap 95% interval
-(``compare.benchmark.paired.paired_ratio``) and its min and max. Fresh processes differ by up to +-20% from one
-another (memory layout, scheduling), so a row needs ~10 rounds before its interval can rule out a 5% change.
+Both modes build the method through the side's interface (``compare.frameworks.side``: ``native_fn`` /
+``make_step``) from each checkout's own code and warm it up; the ratio new / old is taken per round and reported
+as the median over rounds with its bootstrap 95% interval (``compare.benchmark.paired.paired_ratio``), min and max.
+
+- ``--mode paired``: per row one process imports both checkouts in turn (each under its own module objects, kept
+  side by side) and times them in interleaved rounds, order shuffled per round: the repository's paired protocol.
+- ``--mode processes``: per round a fresh process per checkout. Fresh processes differ by up to +-40% from one
+  another at a 10 ms step (memory layout, scheduling; ``repeat`` rows in paper/cpu-contract-before-after), so
+  this mode needs many rounds to rule out a 5% change.
 
   python scripts/before_after.py OLD_CHECKOUT NEW_CHECKOUT --models seed_cnn,mnist_cnn,embed \
       --batch-sizes 64,256 --methods per_layer,dp_bk --rounds 5 --out paper/cpu-contract-before-after
@@ -26,33 +29,73 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from compare.benchmark.paired import paired_ratio  # noqa: E402
 
-CHILD = r"""
-import json, sys, time, statistics
-import numpy as np
-framework, model, bsz, method, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-from compare import frameworks
-from compare.spec import make_batch
-from compare.weights import init_weights
-if hasattr(frameworks, "side"):
-    ps = dp = frameworks.side(framework)
-else:  # a checkout whose harness has no side interface: its mirrored modules by name
-    ps, dp = (frameworks.impl_module(framework, m) for m in ("per_sample", "dp"))
-x, y = make_batch(bsz, seed=0, model=model)
-w = init_weights(0, model)
-params, xn, yn = ps.native_inputs(w, x, y, dtype="float32", device="cpu", model=model)
-if method.startswith("dp_"):
-    step = dp.make_step(lr=0.1, clip=1.0, noise_multiplier=0.0, loss="nll_log_softmax", model=model,
-                        per_sample_method="per_layer", clipping=method[3:])
-    fn = lambda: step(params, xn, yn, None)
-    sync = dp.block_until_ready
-else:
+BUILD = r"""
+def build(framework, model, bsz, method):
+    import numpy as np
+    from compare import frameworks
+    from compare.spec import make_batch
+    from compare.weights import init_weights
+    if hasattr(frameworks, "side"):
+        ps = dp = frameworks.side(framework)
+    else:  # a checkout whose harness has no side interface: its mirrored modules by name
+        ps, dp = (frameworks.impl_module(framework, m) for m in ("per_sample", "dp"))
+    x, y = make_batch(bsz, seed=0, model=model)
+    w = init_weights(0, model)
+    params, xn, yn = ps.native_inputs(w, x, y, dtype="float32", device="cpu", model=model)
+    if method.startswith("dp_"):
+        step = dp.make_step(lr=0.1, clip=1.0, noise_multiplier=0.0, loss="nll_log_softmax", model=model,
+                            per_sample_method="per_layer", clipping=method[3:])
+        return (lambda: step(params, xn, yn, None)), dp.block_until_ready
     f = ps.native_fn(method, loss="nll_log_softmax", model=model)
-    fn = lambda: f(params, xn, yn)
     if framework == "jax":
         import jax
-        sync = jax.block_until_ready
-    else:
-        sync = lambda v: v
+        return (lambda: f(params, xn, yn)), jax.block_until_ready
+    return (lambda: f(params, xn, yn)), (lambda v: v)
+"""
+
+CHILD = r"""
+import json, random, statistics, sys, time
+old, new, framework, model, bsz, method, rounds, calls = sys.argv[1:9]
+bsz, rounds, calls = int(bsz), int(rounds), int(calls)
+OURS = ("compare", "torch_impl", "jax_impl", "contract")
+targets = {}
+for name, checkout in (("old", old), ("new", new)):
+    for m in [m for m in sys.modules if m.split(".")[0] in OURS]:
+        del sys.modules[m]
+    sys.path.insert(0, checkout)
+    scope = {}
+    exec(BUILD, scope)
+    fn, sync = scope["build"](framework, model, bsz, method)
+    for _ in range(3):  # compile and warm up while this checkout's modules are the imported ones
+        sync(fn())
+    sys.path.remove(checkout)
+    targets[name] = (fn, sync, {m: mod for m, mod in sys.modules.items() if m.split(".")[0] in OURS})
+rng = random.Random(0)
+out = []
+for _ in range(rounds):
+    order = ["old", "new"]
+    rng.shuffle(order)
+    row = {}
+    for name in order:
+        fn, sync, mods = targets[name]
+        sys.modules.update(mods)  # a late import inside a call resolves to its own checkout
+        times = []
+        for _ in range(calls):
+            t = time.perf_counter(); sync(fn()); times.append(1e3 * (time.perf_counter() - t))
+        row[name] = statistics.median(times)
+    out.append(row)
+roots = {name: sorted({mod.__file__ for mod in t[2].values() if getattr(mod, "__file__", None)})
+         for name, t in targets.items()}
+print(json.dumps({"rounds": out, "roots": roots}))
+"""
+
+
+FRESH = r"""
+import json, statistics, sys, time
+framework, model, bsz, method, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+scope = {}
+exec(BUILD, scope)
+fn, sync = scope["build"](framework, model, bsz, method)
 for _ in range(3):
     sync(fn())
 times = []
@@ -60,14 +103,33 @@ for _ in range(calls):
     t = time.perf_counter(); sync(fn()); times.append(1e3 * (time.perf_counter() - t))
 print(json.dumps({"median_ms": statistics.median(times)}))
 """
+ENV = {"PATH": "/usr/bin:/bin", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**62), "JAX_PLATFORMS": "cpu"}
 
 
 def one(checkout: Path, framework: str, model: str, bsz: int, method: str, calls: int) -> float:
-    out = subprocess.run([sys.executable, "-c", CHILD, framework, model, str(bsz), method, str(calls)],
-                         cwd=checkout, capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(checkout), "PATH": "/usr/bin:/bin", "MALLOC_MMAP_MAX_": "0",
-                              "MALLOC_TRIM_THRESHOLD_": str(2**62), "JAX_PLATFORMS": "cpu"})
+    """One fresh process of one checkout: the median of ``calls`` timed calls (the ``processes`` mode)."""
+    out = subprocess.run([sys.executable, "-c", "BUILD = " + repr(BUILD) + "\n" + FRESH, framework, model, str(bsz),
+                          method, str(calls)], cwd=checkout, capture_output=True, text=True, check=True,
+                         env={**ENV, "PYTHONPATH": str(checkout)})
     return json.loads(out.stdout.strip().splitlines()[-1])["median_ms"]
+
+
+def paired_rounds(old: Path, new: Path, framework: str, model: str, bsz: int, method: str, rounds: int,
+                  calls: int) -> list[dict]:
+    """Both checkouts in one fresh process, timed in interleaved rounds (order shuffled per round): per round the
+    median of ``calls`` calls of each. Each checkout's modules are imported under their own names in turn and kept,
+    so both builds share one process, one torch and one jax."""
+    out = subprocess.run([sys.executable, "-c", "BUILD = " + repr(BUILD) + "\n" + CHILD, str(old.resolve()),
+                          str(new.resolve()), framework, model, str(bsz), method, str(rounds), str(calls)],
+                         capture_output=True, text=True, env=ENV)
+    if out.returncode != 0:
+        raise SystemExit(f"{framework} {model} B={bsz} {method}: the timing process failed:\n{out.stderr[-2000:]}")
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    for name, checkout in (("old", old), ("new", new)):  # each build imported its own checkout's code, no other
+        strays = [f for f in got["roots"][name] if not f.startswith(str(checkout.resolve()) + "/")]
+        if strays:
+            raise SystemExit(f"the {name} build imported code from outside {checkout}: {strays}")
+    return got["rounds"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frameworks", default="torch,jax")
     p.add_argument("--batch-sizes", default="64,256")
     p.add_argument("--methods", default="per_layer,dp_bk")
+    p.add_argument("--mode", choices=("paired", "processes"), default="processes",
+                   help="paired: both checkouts in one process, interleaved rounds; processes: a fresh process per "
+                        "checkout and round (default %(default)s, the committed before_after.json)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--calls", type=int, default=10)
     p.add_argument("--out", type=Path, required=True)
@@ -105,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
             for bsz in map(int, a.batch_sizes.split(",")):
                 for method in a.methods.split(","):
                     rounds = []
-                    for _ in range(a.rounds):
+                    if a.mode == "paired":
+                        rounds = paired_rounds(a.old, a.new, fw, model, bsz, method, a.rounds, a.calls)
+                        for r in rounds:
+                            r["load_1min"] = os.getloadavg()[0]
+                    for _ in range(a.rounds if a.mode == "processes" else 0):
                         order = ["old", "new"]
                         rng.shuffle(order)
                         ms = {k: one(a.old if k == "old" else a.new, fw, model, bsz, method, a.calls) for k in order}

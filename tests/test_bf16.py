@@ -7,6 +7,7 @@ is at most C (1 + delta) with delta = ``contract.precision.clip_bound`` (float32
 """
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 
 import ml_dtypes
@@ -146,3 +147,19 @@ def test_precision_command_writes_its_table_for_one_run(tmp_path):
                            "--methods", "per_layer", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "precision.md").read_text()
     assert ": logreg (" in text and "| logreg | torch | per_layer |" in text
+
+
+def test_combine_keeps_every_run_when_a_part_is_already_combined(tmp_path):
+    """A combined table grows by one workload: the combined part's runs stay listed, one line per command."""
+    from compare.agreement.precision import main as precision_main
+
+    for name, model in (("a", "logreg"), ("b", "ffnn")):
+        assert precision_main(["--model", model, "--batch-size", "2", "--clip-batch-size", "4",
+                               "--methods", "per_layer", "--out", str(tmp_path / name)]) == 0
+    assert precision_main(["--combine", str(tmp_path / "a"), "--out", str(tmp_path / "ab")]) == 0
+    assert precision_main(["--combine", str(tmp_path / "ab"), str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 0
+    report = json.loads((tmp_path / "c" / "precision.json").read_text())
+    assert [p["models"] for p in report["meta"]["parts"]] == [["logreg"], ["ffnn"]]
+    assert {g["model"] for g in report["gradients"]} == {"logreg", "ffnn"}
+    text = (tmp_path / "c" / "precision.md").read_text()
+    assert ": logreg (" in text and ": ffnn (" in text

@@ -176,14 +176,17 @@ def markdown(report: dict) -> str:
 
 
 def combine(parts: list[Path], out: Path, command: str) -> int:
-    """One report from runs over different workloads (each with its own command), rows in ``MODELS`` order."""
+    """One report from runs over different workloads (each with its own command), rows in ``MODELS`` order.
+    A part that is itself a combined report contributes its runs, so a table can grow by one workload at a time."""
     files = [d / "precision.json" for d in parts]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise SystemExit(f"--combine: no such file: {', '.join(missing)}")
     reports = [json.loads(f.read_text()) for f in files]
     order = {name: i for i, name in enumerate(MODELS)}
-    metas = [{**r["meta"], "models": sorted({g["model"] for g in r["clipping"]}, key=order.get)} for r in reports]
+    metas = [m for r in reports for m in (r["meta"]["parts"] if "parts" in r["meta"] else  # a combined part: its runs
+                                          [{**r["meta"], "models": sorted({g["model"] for g in r["clipping"]},
+                                                                          key=order.get)}])]
     first = metas[0]
     meta = {"command": command, "commit": first["commit"], "cpu": first["cpu"], "versions": first["versions"],
             "u": first["u"], "xla_flags": first.get("xla_flags", ""), "parts": metas}
