@@ -119,10 +119,10 @@ OUTPUTS: tuple[Output, ...] = (
     Output("cpu-costmodel", "cpu-costmodel", (_script("conv_cost_model.py", "--out", "{root}/cpu-costmodel"),), 20),
     Output("cpu-lstm", "cpu-lstm", (_script("lstm_profile.py", "--json", "{root}/cpu-lstm/profile.json"),), 5),
     Output("cpu-bf16-precision", "cpu-bf16", (
-        (PY, "-m", "compare.agreement.precision", "--out", "{root}/cpu-bf16", "--batch-size", "16"),), 5, quick=True),
+        (PY, "-m", "compare.agreement.precision", "--out", "{root}/cpu-bf16", "--batch-size", "16"),), 150),
     Output("cpu-bf16-speed", "cpu-bf16", (
-        _script("bf16_speed.py", "--model", "mnist_cnn", "--batch-size", "16", "--rounds", "5", "--out",
-                "{root}/cpu-bf16"),), 10),
+        _script("bf16_speed.py", "--model", "seed_cnn,mnist_cnn,embed", "--batch-size", "64", "--threads", "1",
+                "--rounds", "7", "--out", "{root}/cpu-bf16"),), 40),
     Output("cpu-bf16-train", "cpu-bf16-train", tuple(
         _train(f"cpu-bf16-train/{dt}-seed{seed}", "--model", "mnist_cnn", "--dtype", dt, "--seed", seed)
         for dt in ("float32", "bfloat16") for seed in ("0", "1", "2")) + (

@@ -6,12 +6,14 @@ as the median over rounds with its bootstrap 95% interval (``compare.benchmark.p
 
 - ``--mode paired``: per row one process imports both checkouts in turn (each under its own module objects, kept
   side by side) and times them in interleaved rounds, order shuffled per round: the repository's paired protocol.
-- ``--mode processes``: per round a fresh process per checkout. Fresh processes differ by up to +-40% from one
-  another at a 10 ms step (memory layout, scheduling; ``repeat`` rows in paper/cpu-contract-before-after), so
-  this mode needs many rounds to rule out a 5% change.
+- ``--mode processes``: per round a fresh process per checkout. One round's ratio scatters widely on a shared
+  2-core machine (the range column of paper/cpu-contract-before-after/before_after.md), so this mode needs many
+  rounds to rule out a 5% change.
 
-  python scripts/before_after.py OLD_CHECKOUT NEW_CHECKOUT --models seed_cnn,mnist_cnn,embed \
-      --batch-sizes 64,256 --methods per_layer,dp_bk --rounds 5 --out paper/cpu-contract-before-after
+  python scripts/before_after.py OLD_CHECKOUT NEW_CHECKOUT --mode paired --models mnist_cnn,embed,seed_cnn \
+      --batch-sizes 64,256 --methods per_layer,dp_bk --rounds 30 --calls 5 --out paper/cpu-contract-before-after \
+      --file paired.json
+  python scripts/before_after.py --render paper/cpu-contract-before-after/paired.json   # the table only
 """
 from __future__ import annotations
 
@@ -132,10 +134,30 @@ def paired_rounds(old: Path, new: Path, framework: str, model: str, bsz: int, me
     return got["rounds"]
 
 
+def markdown(report: dict) -> str:
+    """The rows as a table: new / old per row with its interval and range, from the JSON alone."""
+    c = report["commits"]
+    lines = [f"# new / old: {c['new']} against {c['old']} ({report['cpu']}, {report['date']})", "",
+             f"`{report['command']}`", "",
+             "Per row: the median over rounds of the per-round ratio new / old, its bootstrap 95% interval, and the "
+             "smallest and largest round; below 1 the new code is faster.", "",
+             "| workload | framework | B | method | rounds | old ms | new ms | new / old | 95% interval | range |",
+             "|---|---|---:|---|---:|---:|---:|---:|---|---|"]
+    for r in report["rows"]:
+        ci = r.get("ratio_ci95") or paired_ratio([x["new"] for x in r["rounds"]], [x["old"] for x in r["rounds"]])
+        lo, hi = (ci[0], ci[1]) if isinstance(ci, list) else (ci.lo, ci.hi)
+        lines.append(f"| `{r['model']}` | {r['framework']} | {r['batch_size']} | `{r['method']}` | {len(r['rounds'])} "
+                     f"| {statistics.median(x['old'] for x in r['rounds']):.2f} "
+                     f"| {statistics.median(x['new'] for x in r['rounds']):.2f} | {r['ratio_median']:.3f} "
+                     f"| [{lo:.3f}, {hi:.3f}] | {r['ratio_min']:.2f}..{r['ratio_max']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("old", type=Path)
-    p.add_argument("new", type=Path)
+    p.add_argument("old", type=Path, nargs="?")
+    p.add_argument("new", type=Path, nargs="?")
+    p.add_argument("--render", type=Path, metavar="JSON", help="only write JSON's table beside it (.md), no timing")
     p.add_argument("--models", default="seed_cnn,mnist_cnn,embed")
     p.add_argument("--frameworks", default="torch,jax")
     p.add_argument("--batch-sizes", default="64,256")
@@ -145,9 +167,14 @@ def main(argv: list[str] | None = None) -> int:
                         "checkout and round (default %(default)s, the committed before_after.json)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--calls", type=int, default=10)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path)
     p.add_argument("--file", default="before_after.json", help="file name under --out (default %(default)s)")
     a = p.parse_args(argv)
+    if a.render:
+        a.render.with_suffix(".md").write_text(markdown(json.loads(a.render.read_text())))
+        return 0
+    if a.old is None or a.new is None or a.out is None:
+        p.error("OLD and NEW checkouts and --out are required unless --render")
     rng = random.Random(0)
     commits = {k: subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=c, capture_output=True, text=True
                                  ).stdout.strip() for k, c in (("old", a.old), ("new", a.new))}
@@ -164,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
              "commits": commits, "cpu": cpu, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
              "rows": rows}, indent=1))
         os.replace(tmp, a.out / a.file)
+        (a.out / a.file).with_suffix(".md").write_text(markdown(json.loads((a.out / a.file).read_text())))
 
     for model in a.models.split(","):
         for fw in a.frameworks.split(","):

@@ -131,3 +131,23 @@ def test_summary_prints_paired_ratios_with_verdicts_and_one_warning_line():
     assert "DP overhead jax: dp_bk" in text and "undecided (goal <= 1.25)" in text
     assert text.count("WARNING") == 1 and "--rounds 30" in text
     assert warning_line([{"warnings": []}]) is None
+
+
+def test_before_after_paired_mode_times_two_checkouts_in_one_process(tmp_path):
+    """scripts/before_after.py --mode paired with this checkout on both sides: both builds import their own
+    checkout's code, every round has both times, and the table is written from the JSON."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "scripts" / "before_after.py"), str(root), str(root),
+                          "--mode", "paired", "--models", "logreg", "--frameworks", "torch", "--batch-sizes", "4",
+                          "--methods", "per_layer", "--rounds", "3", "--calls", "1", "--out", str(tmp_path),
+                          "--file", "p.json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = json.loads((tmp_path / "p.json").read_text())["rows"][0]
+    assert len(row["rounds"]) == 3 and all(r["old"] > 0 and r["new"] > 0 for r in row["rounds"])
+    assert row["ratio_ci95"][0] <= row["ratio_median"] <= row["ratio_ci95"][1]
+    assert "| `logreg` | torch | 4 | `per_layer` | 3 |" in (tmp_path / "p.md").read_text()
