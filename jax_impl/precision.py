@@ -65,6 +65,19 @@ def _low(v: Any) -> bool:
 CONV_BIAS_FLOAT32 = os.environ.get("JAX_IMPL_BF16_CONV_BIAS", "float32") != "bfloat16"
 
 
+# The ablation switch of scripts/bf16_lstm_ablation.py: JAX_IMPL_BF16_LSTM=dot,bias (either or both) puts that part
+# of the LSTM back in bfloat16, as Flax's own promotion does: "dot" lets its products return bfloat16 (XLA:CPU then
+# accumulates the transposed gate-input product in bfloat16), "bias" adds its biases in bfloat16 (so the gate
+# pre-activations, the cell and hidden states and their cotangents are bfloat16 too).
+LSTM_BF16 = frozenset(filter(None, os.environ.get("JAX_IMPL_BF16_LSTM", "").split(",")))
+
+
+def wide(dtype: Any, part: str) -> Any:
+    """float32 for a bfloat16/float16 ``dtype`` (the dtype a product accumulates in, and the LSTM's bias add and
+    state, as under torch's autocast), ``dtype`` itself otherwise, or when ``part`` is in ``LSTM_BF16``."""
+    return jnp.float32 if dtype in LOW and part not in LSTM_BF16 else dtype
+
+
 def promote_linear(arrays: tuple, /, *, dtype: Any = None, inexact: bool = True) -> tuple:
     """Flax's ``promote_dtype`` for (inputs, kernel, bias) of a linear layer, except with a bfloat16 kernel (the
     mixed policy): the inputs are cast to bfloat16, whatever the previous layer returned."""
