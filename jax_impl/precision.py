@@ -72,7 +72,7 @@ CONV_BIAS_FLOAT32 = os.environ.get("JAX_IMPL_BF16_CONV_BIAS", "float32") != "bfl
 LSTM_BF16 = frozenset(filter(None, os.environ.get("JAX_IMPL_BF16_LSTM", "").split(",")))
 
 
-def wide(dtype: Any, part: str) -> Any:
+def wide(dtype: Any, part: str = "") -> Any:
     """float32 for a bfloat16/float16 ``dtype`` (the dtype a product accumulates in, and the LSTM's bias add and
     state, as under torch's autocast), ``dtype`` itself otherwise, or when ``part`` is in ``LSTM_BF16``."""
     return jnp.float32 if dtype in LOW and part not in LSTM_BF16 else dtype
