@@ -13,6 +13,9 @@ float32), and a convolution adds its bias in float32, so that the bias gradient 
 output positions) is accumulated in float32, as torch's convolution backward does. XLA:CPU lowers a bfloat16
 ``reduce_sum`` with every partial sum rounded to bfloat16; with the bias added in bfloat16 that rounding put
 JAX's per-sample conv-bias gradients above the bound (measured: ``paper/cpu-bf16/precision.md``, docs/precision.md).
+The LSTM (``jax_impl.layers``) follows torch's autocast the same way: its products ask for a float32 result
+(``wide``; XLA:CPU computes the transposed bfloat16 product of its input kernel's gradient in bfloat16 otherwise)
+and its biases are added in float32, so its state is float32 (``scripts/bf16_lstm_ablation.py``).
 """
 from __future__ import annotations
 
