@@ -22,9 +22,9 @@ U_FP32 = 2.0 ** -24
 
 # Depth D of bfloat16-rounded products on the longest path from the loss to a parameter's gradient (forward
 # activations and cotangents each rounded once per parameterised layer above it; the LSTM's recurrence
-# rounds the carried state once per time step; the transformer block: qkv, scores, values, out-projection,
-# two MLP products; WRN-16-4: its 13 convolutions, the GroupNorms' affine products and the classifier on the
-# longest path, 15 products deep).
+# rounds its gate pre-activations once per time step (its state is float32); the transformer block: qkv, scores,
+# values, out-projection, two MLP products; WRN-16-4: its 13 convolutions, the GroupNorms' affine products and
+# the classifier on the longest path, 15 products deep).
 BF16_DEPTH: dict[str, int] = {"logreg": 0, "ffnn": 1, "seed_cnn": 3, "mnist_cnn": 3, "cifar10_cnn": 7,
                               "embed": 1, "lstm": 257, "transformer": 13, "wrn16_4": 15}
 CLIPPINGS: tuple[str, ...] = ("materialize", "ghost", "bk")

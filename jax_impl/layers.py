@@ -17,20 +17,32 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax_impl.precision import promote_linear
+from jax_impl.precision import promote_linear, wide
 
 # Full float32 on every backend (no TF32 on GPUs), matching torch_impl which disables TF32.
 PRECISION = jax.lax.Precision.HIGHEST
 
 
+def _mm(a: jax.Array, w: jax.Array) -> jax.Array:
+    """a @ w as torch's autocast computes it: a cast to w's dtype, accumulated in ``wide`` (float32 for bfloat16),
+    the result in w's dtype (an explicit float32 accumulator: XLA:CPU accumulates some bfloat16 dots in bfloat16)."""
+    return jnp.matmul(a.astype(w.dtype), w, precision=PRECISION,
+                      preferred_element_type=wide(w.dtype, "dot")).astype(w.dtype)
+
+
 def _scan(pre: jax.Array, kernel_hh: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Time-major (h, c (T, B, H), gate activations i, f, g, o (T, B, 4H)) of the recurrence below."""
+    """Time-major (h, c (T, B, H), gate activations i, f, g, o (T, B, 4H)) of the recurrence below. The state is
+    kept in pre's dtype (torch: the same, ``torch_impl.layers._steps``): float32 in bfloat16, where ``GateInput``
+    adds the biases in float32; z_t = pre_t + h_{t-1} kernel_hh is one product of bfloat16 operands (pre_t rounded
+    first), accumulated in float32 and rounded (torch's autocast ``addmm``), so the gates are bfloat16."""
     b, _, four_h = pre.shape
     hidden = four_h // 4
+    low, acc = kernel_hh.dtype, wide(kernel_hh.dtype, "dot")
 
     def step(carry: tuple[jax.Array, jax.Array], pre_t: jax.Array) -> tuple[tuple[jax.Array, jax.Array], tuple]:
         c, h = carry
-        z = pre_t + jnp.matmul(h, kernel_hh, precision=PRECISION)
+        z = (pre_t.astype(low).astype(acc) + jnp.matmul(h.astype(low), kernel_hh, precision=PRECISION,
+                                                        preferred_element_type=acc)).astype(low)
         i, f, g, o = jnp.split(z, 4, axis=1)
         i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
         c = f * c + i * g
@@ -74,13 +86,13 @@ def _recurrence_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
         dc = dc_next + dh * o * (1 - tc * tc)
         dz = jnp.concatenate([dc * gg * i * (1 - i), dc * c_p * f * (1 - f), dc * i * (1 - gg * gg),
                               dh * tc * o * (1 - o)], axis=1)
-        return (jnp.matmul(dz, kernel_hh.T, precision=PRECISION), dc * f), dz
+        return (_mm(dz, kernel_hh.T).astype(dh.dtype), dc * f), dz
 
     zeros = jnp.zeros_like(hs[0])
     _, dz = jax.lax.scan(step, (zeros, zeros), (jnp.swapaxes(g, 0, 1), cs, c_prev, acts), reverse=True)
     h_prev = jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]], axis=0)
-    d_kernel = jnp.matmul(h_prev.reshape(-1, hs.shape[2]).T, dz.reshape(-1, dz.shape[2]), precision=PRECISION)
-    return jnp.swapaxes(dz, 0, 1), d_kernel.astype(kernel_hh.dtype)
+    d_kernel = _mm(h_prev.reshape(-1, hs.shape[2]).T, dz.reshape(-1, dz.shape[2]).astype(kernel_hh.dtype))
+    return jnp.swapaxes(dz, 0, 1), d_kernel
 
 
 recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
@@ -94,8 +106,13 @@ class GateInput(nnx.Module):
     applies = ("kernel_ih", "kernel_hh", "bias_ih", "bias_hh")
 
     def __call__(self, x: jax.Array, kernel_ih: jax.Array, bias_ih: jax.Array, bias_hh: jax.Array) -> jax.Array:
-        bias = (bias_ih + bias_hh).reshape(1, 1, -1)  # explicit rank: promotion raises
-        return jnp.einsum("btd,dg->btg", x, kernel_ih, precision=PRECISION) + bias
+        """In bfloat16 (torch's autocast: the same), x kernel_ih accumulated in float32 and rounded, the biases
+        added in float32: the result, the LSTM's state and their cotangents are float32 (docs/precision.md)."""
+        low = kernel_ih.dtype
+        y = jnp.einsum("btd,dg->btg", x, kernel_ih, precision=PRECISION,
+                       preferred_element_type=wide(low, "dot")).astype(low)
+        b = wide(low, "bias")
+        return y + (bias_ih.astype(b) + bias_hh.astype(b)).reshape(1, 1, -1)  # explicit rank: promotion raises
 
 
 class LSTM(nnx.Module):

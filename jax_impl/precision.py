@@ -13,6 +13,9 @@ float32), and a convolution adds its bias in float32, so that the bias gradient 
 output positions) is accumulated in float32, as torch's convolution backward does. XLA:CPU lowers a bfloat16
 ``reduce_sum`` with every partial sum rounded to bfloat16; with the bias added in bfloat16 that rounding put
 JAX's per-sample conv-bias gradients above the bound (measured: ``paper/cpu-bf16/precision.md``, docs/precision.md).
+The LSTM (``jax_impl.layers``) follows torch's autocast the same way: its products ask for a float32 result
+(``wide``; XLA:CPU computes the transposed bfloat16 product of its input kernel's gradient in bfloat16 otherwise)
+and its biases are added in float32, so its state is float32 (``scripts/bf16_lstm_ablation.py``).
 """
 from __future__ import annotations
 
@@ -63,6 +66,19 @@ def _low(v: Any) -> bool:
 # The ablation switch of scripts/bf16_jax_ablation.py (paper/cpu-bf16/jax_ablation.*): JAX_IMPL_BF16_CONV_BIAS=bfloat16
 # adds conv biases in bfloat16, as Flax does by default, to show the bias-gradient error that float32 removes.
 CONV_BIAS_FLOAT32 = os.environ.get("JAX_IMPL_BF16_CONV_BIAS", "float32") != "bfloat16"
+
+
+# The ablation switch of scripts/bf16_lstm_ablation.py: JAX_IMPL_BF16_LSTM=dot,bias (either or both) puts that part
+# of the LSTM back in bfloat16, as Flax's own promotion does: "dot" lets its products return bfloat16 (XLA:CPU then
+# accumulates the transposed gate-input product in bfloat16), "bias" adds its biases in bfloat16 (so the gate
+# pre-activations, the cell and hidden states and their cotangents are bfloat16 too).
+LSTM_BF16 = frozenset(filter(None, os.environ.get("JAX_IMPL_BF16_LSTM", "").split(",")))
+
+
+def wide(dtype: Any, part: str = "") -> Any:
+    """float32 for a bfloat16/float16 ``dtype`` (the dtype a product accumulates in, and the LSTM's bias add and
+    state, as under torch's autocast), ``dtype`` itself otherwise, or when ``part`` is in ``LSTM_BF16``."""
+    return jnp.float32 if dtype in LOW and part not in LSTM_BF16 else dtype
 
 
 def promote_linear(arrays: tuple, /, *, dtype: Any = None, inexact: bool = True) -> tuple:

@@ -107,6 +107,69 @@ def test_conv_bias_gradient_is_summed_in_float32(fw: str) -> None:
     assert abs(got - exact) <= tol, f"{fw}: bias gradient {got} vs {exact}, error {abs(got - exact):.3e} > {tol:.3e}"
 
 
+def _gate_input_kernel_grad(fw: str, x: np.ndarray) -> np.ndarray:
+    """d sum(GateInput(x)) / d kernel of the LSTM's gate input in the framework's bfloat16 policy, canonical
+    layout (4H, in)."""
+    if fw == "torch":
+        import torch
+        from torch_impl import precision
+        from torch_impl.layers import GateInput
+
+        w = torch.full((4, x.shape[2]), 0.01, requires_grad=True)
+        b = torch.zeros(4)
+        with precision.compute("bfloat16", "cpu"):
+            out = GateInput()(torch.as_tensor(x), w, b, b)
+        out.float().sum().backward()
+        return w.grad.numpy()
+    import jax
+    import jax.numpy as jnp
+    from jax_impl.layers import GateInput
+    from jax_impl.precision import to_compute
+
+    def loss(k: jax.Array) -> jax.Array:
+        k, b, xb = to_compute((k, jnp.zeros(4), jnp.asarray(x)), "bfloat16")
+        return jnp.sum(GateInput()(xb, k, b, b).astype(jnp.float32))
+
+    return np.asarray(jax.jit(jax.grad(loss))(jnp.full((x.shape[2], 4), 0.01))).T
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_lstm_gate_input_kernel_gradient_is_accumulated_in_float32(fw: str) -> None:
+    """The LSTM's input kernel gradient sums x_t dz_t over every position (4096 ones here: exactly 4096, a
+    bfloat16 number): both frameworks accumulate in float32 and round once. XLA:CPU computes the transposed
+    bfloat16 product that JAX's autodiff emits for it with a bfloat16 result in bfloat16 (it returned 2048
+    here); ``jax_impl.layers.GateInput`` asks for a float32 result, as torch's autocast matmul accumulates."""
+    got = _gate_input_kernel_grad(fw, np.ones((1, 4096, 3), np.float32))
+    assert np.all(got == 4096.0), f"{fw}: kernel gradient {np.unique(got)}, expected 4096"
+
+
+def test_jax_lstm_bfloat16_methods_agree() -> None:
+    """JAX's vmap (autodiff of the model) and per_layer (the LSTM rule on the recorded [x; h_prev] and dz) compute
+    the same bfloat16 products accumulated in float32 from the same float32 recurrence, so on a small LSTM with the
+    workload's T = 256 they differ only by float32 summation order: at most one bfloat16 rounding (u) of
+    max |gradient| per parameter. With the input kernel's gradient accumulated in bfloat16 (above) vmap's was 11 u
+    from per_layer's."""
+    import torch
+
+    from compare.spec import Workload
+    from jax_impl.model import Net as JaxNet
+    from jax_impl.models.lstm import LSTMNet as JaxLSTMNet
+    from torch_impl.models.lstm import LSTMNet as TorchLSTMNet
+
+    t, vocab, width = 256, 11, 8
+    torch.manual_seed(0)
+    w = {k: v.detach().numpy() for k, v in TorchLSTMNet(vocab, width, width).state_dict().items()}
+    spec = Workload("lstm_bf16", (t,), 2, {k: v.shape for k, v in w.items()}, vocab_size=vocab)
+    net = JaxNet.build(spec, lambda rngs: JaxLSTMNet(vocab, width, width, rngs=rngs))
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, vocab, (2, t)), rng.integers(0, 2, 2)
+    got = {m: side("jax").per_sample_grads(w, x, y, method=m, dtype="bfloat16", model=net)
+           for m in ("vmap", "per_layer")}
+    for k, v in got["vmap"].items():
+        diff = np.abs(v - got["per_layer"][k]).max() / np.abs(v).max()
+        assert diff <= U_BF16, f"{k}: vmap and per_layer differ by {diff / U_BF16:.2f} u"
+
+
 @lru_cache(maxsize=None)
 def _adversarial(fw: str, model: str) -> tuple:
     """One adversarial batch per (framework, workload), shared by the three strategies' tests."""

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jax_impl.layers import PRECISION
+from jax_impl.precision import wide
 from contract.cost_model import norm_route
 from jax_impl.rules import (Leaves, register_clipped_sum, register_grad_sampler, register_layout,
                             register_norm_sampler, sq)
@@ -34,11 +35,14 @@ def _with_bias(layer: nnx.Linear, kernel: jax.Array, bias: jax.Array) -> Leaves:
 
 def weight_grads(a: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
     """a: (B, [T...,] in), g: (B, [T...,] out) -> per-example (kernel (B, in, out), bias (B, out)) of y = a K + b
-    (also the "projection" kind's, ``rules.projection``)."""
+    (also the "projection" kind's, ``rules.projection``). In bfloat16 a is rounded to g's bfloat16, as the layer
+    rounds its input (``promote_linear``; torch's autocast: the same), and the sum over T accumulates in float32."""
+    a = a.astype(g.dtype)
     if a.ndim == 2:
         return jnp.einsum("bi,bo->bio", a, g, precision=PRECISION), g
     a3, g3 = _positions(a, g)
-    return jnp.einsum("bti,bto->bio", a3, g3, precision=PRECISION), g3.sum(axis=1)
+    kernel = jnp.einsum("bti,bto->bio", a3, g3, precision=PRECISION, preferred_element_type=wide(g.dtype))
+    return kernel.astype(g.dtype), g3.sum(axis=1)
 
 
 def weight_norm_sq(a: jax.Array, g: jax.Array, bias: bool) -> jax.Array | None:

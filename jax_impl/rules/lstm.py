@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from contract.cost_model import norm_route
 from jax_impl.layers import LSTM, PRECISION, GateInput
+from jax_impl.precision import wide
 from jax_impl.rules import (SITE_TYPES, Leaves, register_clipped_sum, register_grad_sampler, register_layout,
                             register_norm_sampler, register_site_input, sq)
 
@@ -54,8 +55,12 @@ def _leaves(layer: GateInput, both: jax.Array, bias: jax.Array, d_in: int) -> Le
 
 @register_grad_sampler("lstm", GateInput)
 def lstm_grad_sample(layer: GateInput, a: jax.Array, g: jax.Array) -> Leaves:
-    """kernel_ih (B, in, 4H), kernel_hh (B, H, 4H), bias_ih = bias_hh (B, 4H); a = u, g = dz."""
-    return _leaves(layer, jnp.einsum("btd,btg->bdg", a, g, precision=PRECISION), g.sum(axis=1), _split(a, g))
+    """kernel_ih (B, in, 4H), kernel_hh (B, H, 4H), bias_ih = bias_hh (B, 4H); a = u, g = dz. In bfloat16 u (whose
+    h_prev is float32) is rounded to g's bfloat16 and the product accumulated in float32, as the model's own backward
+    (``jax_impl.layers._mm``) and torch's autocast ``bmm`` compute it."""
+    both = jnp.einsum("btd,btg->bdg", a.astype(g.dtype), g, precision=PRECISION,
+                      preferred_element_type=wide(g.dtype, "dot")).astype(g.dtype)
+    return _leaves(layer, both, g.sum(axis=1), _split(a, g))
 
 
 @register_norm_sampler("lstm", GateInput)
