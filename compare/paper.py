@@ -72,13 +72,17 @@ OUTPUTS: tuple[Output, ...] = (
     Output("cpu-devices", "cpu-devices", tuple(
         _run("--devices", n, "--methods", "dist_per_sample,dist_dp_bk", "--batch-sizes", "64", "--no-agreement",
              "--out", f"{{root}}/cpu-devices/n{n}") for n in ("1", "2")), 2),
-    Output("cpu-distributed", "cpu-distributed", (_script("cpu_distributed.py", "--models",
-                                                          "logreg,ffnn,mnist_cnn,embed", "--out",
-                                                          "{root}/cpu-distributed/results.json"),), 10),
+    Output("cpu-distributed", "cpu-distributed", (
+        _script("cpu_distributed.py", "--models", "logreg,ffnn,embed,seed_cnn,mnist_cnn,cifar10_cnn,lstm,transformer,"
+                "wrn16_4", "--batch-sizes", "64,256", "--steps", "6", "--timeout", "900", "--out",
+                "{root}/cpu-distributed/results.json"),), 60),
     Output("cpu-suite", "cpu-suite", (
         _run("--suite", "fast-dpsgd", "--agreement-only", "--out", "{root}/cpu-suite"),
         _run("--suite", "fast-dpsgd", "--agreement-file", "{root}/cpu-suite/agreement.json", "--out",
              "{root}/cpu-suite")), 32),
+    Output("cpu-suite-paired", "cpu-suite-paired", (
+        _run("--suite", "fast-dpsgd", "--model", "logreg,ffnn,embed,mnist_cnn,seed_cnn", "--batch-sizes", "64,256",
+             "--no-agreement", "--out", "{root}/cpu-suite-paired"),), 30),
     Output("cpu-suite-breakdown", "cpu-suite/breakdown", tuple(
         _script("dp_breakdown.py", "--framework", fw, "--model", "embed,logreg,mnist_cnn,seed_cnn,cifar10_cnn",
                 "--batch-size", "256", "--out", "{root}/cpu-suite/breakdown") for fw in ("torch", "jax")), 10),
@@ -172,8 +176,9 @@ def commands(output: Output, root: Path, python: str = sys.executable) -> list[l
 
 
 def dirty(repo: Path) -> bool | None:
-    """True when tracked files differ from HEAD in ``repo``; None when ``repo`` is not a git checkout."""
-    commit = git_commit(repo)
+    """True when any tracked file (results and prose included) differs from HEAD in ``repo``; None when ``repo`` is
+    not a git checkout."""
+    commit = git_commit(repo, code_only=False)
     return None if commit is None else commit.endswith("-dirty")
 
 

@@ -21,11 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 FIELDS: tuple[str, ...] = ("command", "git_commit", "date", "device", "cores", "platform", "versions", "lock")
 
 
-def git_commit(root: Path = ROOT) -> str | None:
-    """HEAD's sha, with ``-dirty`` when tracked files differ from it; None outside a git checkout."""
+# Paths that hold results and prose, not code: a run writing into a committed results directory (what
+# ``compare.paper`` does) would otherwise mark itself, and every later output, as made from a modified tree.
+NOT_CODE: tuple[str, ...] = ("paper", "docs", "results", "*.md")
+
+
+def git_commit(root: Path = ROOT, *, code_only: bool = True) -> str | None:
+    """HEAD's sha, with ``-dirty`` when tracked files differ from it (with ``code_only``, files outside
+    ``NOT_CODE``: the code that ran); None outside a git checkout."""
+    spec = ["--", ".", *(f":(exclude){p}" for p in NOT_CODE)] if code_only else []
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", *spec], cwd=root,
                                capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None

@@ -67,6 +67,24 @@ def test_a_dirty_tree_is_refused_in_one_line_before_anything_runs(repo, monkeypa
     assert paper.main(["--only", "figures"]) == 0 and [o.name for o in ran[0]] == ["figures"]
 
 
+def test_an_output_written_into_a_committed_results_directory_leaves_the_commit_clean(repo):
+    """A result records the code's commit: its own committed output directory (paper/) being rewritten, or
+    prose, does not make it -dirty; a changed code file does. compare.paper's own refusal counts every file."""
+    from compare.provenance import git_commit
+
+    (repo / "paper").mkdir()
+    (repo / "paper" / "points.jsonl").write_text("{}\n")
+    (repo / "code.py").write_text("x = 1\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "results")
+    (repo / "paper" / "points.jsonl").write_text("{}\n{}\n")
+    (repo / "NOTES.md").write_text("prose\n")
+    _git(repo, "add", "NOTES.md")
+    assert not git_commit(repo).endswith("-dirty") and paper.dirty(repo) is True
+    (repo / "code.py").write_text("x = 2\n")
+    assert git_commit(repo).endswith("-dirty")
+
+
 def test_outside_a_git_checkout_nothing_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(paper, "ROOT", tmp_path)
     assert paper.main(["--only", "figures"]) == 2
