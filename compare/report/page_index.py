@@ -34,7 +34,12 @@ def protocol(page: Page, paper: Paper) -> None:
         f"- **Verdicts.** A goal reads **met** when the whole interval is on its side of the bound, **missed** when "
         f"the whole interval is on the other side, **undecided** when the interval straddles it. Goals: {goals}.",
         "- **Unpaired runs.** Runs written before paired timing (results schema 1) give the ratio of two medians "
-        "taken in two processes: no interval and no verdict; this document marks them as unpaired."]))
+        "taken in two processes: no interval and no verdict; this document marks them as unpaired.",
+        "- **What pairs cannot undo.** torch runs one OpenMP thread per core; with any other runnable process on "
+        "the machine, even at `nice 19`, those threads wait for each other at every parallel region, and a step "
+        "made of many small ops slows by an order of magnitude while a step of few large ops barely moves. That "
+        "slowdown differs between the two members of a pair, so interleaving does not cancel it. The study runs "
+        "here were made with nothing else running."]))
     if paper.has(DEMO):
         d = paper.json(DEMO)
         u, p = d["unpaired"]["ratio_b_over_a"], d["paired"]["ratio_b_over_a"]
