@@ -38,8 +38,8 @@ def protocol(page: Page, paper: Paper) -> None:
         "- **What pairs cannot undo.** torch runs one OpenMP thread per core; with any other runnable process on "
         "the machine, even at `nice 19`, those threads wait for each other at every parallel region, and a step "
         "made of many small ops slows by an order of magnitude while a step of few large ops barely moves. That "
-        "slowdown differs between the two members of a pair, so interleaving does not cancel it. The study runs "
-        "here were made with nothing else running."]))
+        "slowdown differs between the two members of a pair, so interleaving does not cancel it: time on an idle "
+        "machine. Each point records the load average before it (`loadavg_1m_before`)."]))
     if paper.has(DEMO):
         d = paper.json(DEMO)
         u, p = d["unpaired"]["ratio_b_over_a"], d["paired"]["ratio_b_over_a"]
