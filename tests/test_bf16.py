@@ -226,3 +226,12 @@ def test_combine_keeps_every_run_when_a_part_is_already_combined(tmp_path):
     assert {g["model"] for g in report["gradients"]} == {"logreg", "ffnn"}
     text = (tmp_path / "c" / "precision.md").read_text()
     assert ": logreg (" in text and ": ffnn (" in text
+    # a re-run of one workload replaces its rows and its run's mention
+    assert precision_main(["--model", "logreg", "--batch-size", "3", "--clip-batch-size", "4",
+                           "--methods", "per_layer", "--out", str(tmp_path / "a2")]) == 0
+    assert precision_main(["--combine", str(tmp_path / "c"), str(tmp_path / "a2"), "--out", str(tmp_path / "d")]) == 0
+    report = json.loads((tmp_path / "d" / "precision.json").read_text())
+    assert [p["models"] for p in report["meta"]["parts"]] == [["ffnn"], ["logreg"]]
+    assert {g["batch_size"] for g in report["gradients"] if g["model"] == "logreg"} == {3}
+    assert len([c for c in report["clipping"] if c["model"] == "logreg"]) == len(
+        [c for c in report["clipping"] if c["model"] == "ffnn"])

@@ -177,22 +177,29 @@ def markdown(report: dict) -> str:
 
 def combine(parts: list[Path], out: Path, command: str) -> int:
     """One report from runs over different workloads (each with its own command), rows in ``MODELS`` order.
-    A part that is itself a combined report contributes its runs, so a table can grow by one workload at a time."""
+    A part that is itself a combined report contributes its runs, so a table can grow by one workload at a time;
+    a workload in several parts is taken from the last of them (a re-run replaces its rows and its run's mention)."""
     files = [d / "precision.json" for d in parts]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise SystemExit(f"--combine: no such file: {', '.join(missing)}")
     reports = [json.loads(f.read_text()) for f in files]
     order = {name: i for i, name in enumerate(MODELS)}
-    metas = [m for r in reports for m in (r["meta"]["parts"] if "parts" in r["meta"] else  # a combined part: its runs
-                                          [{**r["meta"], "models": sorted({g["model"] for g in r["clipping"]},
-                                                                          key=order.get)}])]
+    latest = {g["model"]: i for i, r in enumerate(reports) for g in r["clipping"] + r["gradients"]}
+    metas = []
+    for i, r in enumerate(reports):
+        runs = r["meta"]["parts"] if "parts" in r["meta"] else [  # a combined part: its runs
+            {**r["meta"], "models": sorted({g["model"] for g in r["clipping"]}, key=order.get)}]
+        for m in runs:
+            kept = [name for name in m["models"] if latest.get(name) == i]
+            if kept:
+                metas.append({**m, "models": kept})
     first = metas[0]
     meta = {"command": command, "commit": first["commit"], "cpu": first["cpu"], "versions": first["versions"],
             "u": first["u"], "xla_flags": first.get("xla_flags", ""), "parts": metas}
-    report = {"meta": meta,
-              "gradients": sorted((g for r in reports for g in r["gradients"]), key=lambda g: order[g["model"]]),
-              "clipping": sorted((c for r in reports for c in r["clipping"]), key=lambda c: order[c["model"]])}
+    rows = {key: sorted((g for i, r in enumerate(reports) for g in r[key] if latest[g["model"]] == i),
+                        key=lambda g: order[g["model"]]) for key in ("gradients", "clipping")}
+    report = {"meta": meta, **rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "precision.json").write_text(json.dumps(report, indent=1))
     (out / "precision.md").write_text(markdown(report))
