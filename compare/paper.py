@@ -130,6 +130,10 @@ OUTPUTS: tuple[Output, ...] = (
     Output("cpu-bf16-speed", "cpu-bf16", (
         _script("bf16_speed.py", "--model", "seed_cnn,mnist_cnn,embed", "--batch-size", "64", "--threads", "1",
                 "--rounds", "7", "--out", "{root}/cpu-bf16"),), 40),
+    Output("cpu-bf16-jax-ablation", "cpu-bf16", (
+        _script("bf16_jax_ablation.py", "--model", "seed_cnn", "--batch-size", "16", "--out", "{root}/cpu-bf16"),), 15),
+    Output("cpu-bf16-lstm-ablation", "cpu-bf16", (
+        _script("bf16_lstm_ablation.py", "--batch-size", "16", "--out", "{root}/cpu-bf16"),), 15),
     Output("cpu-bf16-train", "cpu-bf16-train", tuple(
         _train(f"cpu-bf16-train/{dt}-seed{seed}", "--model", "mnist_cnn", "--dtype", dt, "--seed", seed)
         for dt in ("float32", "bfloat16") for seed in ("0", "1", "2")) + (

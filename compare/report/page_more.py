@@ -33,9 +33,10 @@ def bfloat16(paper: Paper, out: Path) -> Page | None:
                  + "; ".join(f"{n} {v}" for v, n in verdicts.most_common()) + f". Clipping bound: holds in "
                  f"{holds[True]} of {len(d['clipping'])} (workload, framework, strategy) rows.",
                  demote(precision_markdown(d), 3))
-    if paper.has("cpu-bf16/jax_ablation.md"):  # written from jax_ablation.json by scripts/bf16_jax_ablation.py
-        found = True
-        page.add(demote(paper.path("cpu-bf16/jax_ablation.md").read_text(), 2))
+    for name in ("jax_ablation", "lstm_ablation"):  # written from their JSON by scripts/bf16_<name>.py
+        if paper.has(f"cpu-bf16/{name}.md"):
+            found = True
+            page.add(demote(paper.path(f"cpu-bf16/{name}.md").read_text(), 2))
     if paper.has("cpu-bf16/speed.json"):
         found = True
         d = paper.json("cpu-bf16/speed.json")
