@@ -54,10 +54,12 @@ def table(report: dict) -> str:
         for fw in ("torch", "jax"):
             for m in modes:
                 r = by_mode.get(m)
-                cells.append("not run" if r is None else r.get("error", "")[:40] or f"{r[fw]['step_ms']:.1f}")
-        done = [r for r in by_mode.values() if "error" not in r]
+                cells.append("not run" if r is None else "not run on a CPU" if "skipped" in r else
+                             r.get("error", "")[:40] or f"{r[fw]['step_ms']:.1f}")
+        done = [r for r in by_mode.values() if "error" not in r and "skipped" not in r]
         comm = done[0]["torch"]["communication"]["allreduce_bytes"] if done else ""
-        load = "/".join(f"{r['load_average_1min_before']:.0f}" for r in by_mode.values())
+        load = "/".join(f"{r['load_average_1min_before']:.0f}" for r in by_mode.values()
+                        if "load_average_1min_before" in r)
         lines.append("| " + " | ".join([model, str(batch), *cells, str(comm), load]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -93,10 +95,20 @@ def main() -> int:
         report["rows"] = [{**r, "commit": r.get("commit", earlier["commit"])} for r in earlier["rows"]]
     have = {(r["model"], r["batch_size"], r["mode"]) for r in report["rows"] if "error" not in r}
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
+    from compare.benchmark.config import SUITES
+
+    cpu_sizes = dict(SUITES["fast-dpsgd"]["cpu_batch_sizes"])  # what the study times on a CPU, per workload
     for batch in map(int, a.batch_sizes.split(",")):
         for model in a.models.split(","):
             for mode, flags in MODES.items():
                 if (model, batch, mode) in have:
+                    continue
+                if batch not in cpu_sizes.get(model, (batch,)):
+                    row = {"model": model, "batch_size": batch, "mode": mode, "commit": commit,
+                           "skipped": f"not run on a CPU: the study times {model} at B = "
+                                      f"{', '.join(map(str, cpu_sizes[model]))} only there (compare.benchmark.config)"}
+                    report["rows"] = [r for r in report["rows"] if (r["model"], r["batch_size"], r["mode"]) !=
+                                      (model, batch, mode)] + [row]
                     continue
                 with tempfile.TemporaryDirectory() as tmp:
                     cmd = [sys.executable, "-m", "compare.train", "--model", model, "--steps", str(a.steps),
