@@ -89,9 +89,12 @@ def distributed(paper: Paper, out: Path) -> Page | None:
         found = True
         d = paper.json("cpu-distributed/results.json")
         rows = [[f"`{r['model']}`", str(r["batch_size"]), r["mode"],
-                 *(f"{r[f]['step_ms']:.2f}" if r.get(f) and r[f].get("step_ms") is not None else "–"
-                   for f in ("torch", "jax"))] for r in d["rows"]]
-        page.add(f"## Every workload (`{d.get('command', 'not recorded')}`)", f"Recorded note: {d.get('note', '')}",
+                 *("not run on a CPU" if r.get("skipped") else f"{r[f]['step_ms']:.2f}"
+                   if r.get(f) and r[f].get("step_ms") is not None else "–" for f in ("torch", "jax"))]
+                for r in d["rows"]]
+        skipped = sorted({r["skipped"] for r in d["rows"] if r.get("skipped")})
+        page.add(f"## Every workload (`{d.get('command', 'not recorded')}`)",
+                 f"Recorded note: {d.get('note', '')}" + "".join(f"; {why}" for why in skipped),
                  table(["workload", "B", "mode", "torch step ms", "JAX step ms"], rows, "lrlrr"))
     if paper.has("cpu/train_f64_devices1/train.json") and paper.has("cpu/train_f64_devices2/train.json"):
         one, two = (paper.json(f"cpu/train_f64_devices{n}/train.json") for n in (1, 2))
