@@ -56,6 +56,24 @@ def test_bad_data_files_fail_before_training(tmp_path, caplog):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_communication_of_bfloat16_compute_is_its_float32_sums():
+    """The all-reduce carries the clipped sums in the parameters' storage dtype: float32 under bfloat16 compute."""
+    from contract.communication import step_bytes
+
+    assert step_bytes("logreg", "bfloat16", 2) == step_bytes("logreg", "float32", 2)
+    assert step_bytes("logreg", "float64", 2)["allreduce_bytes"] == 2 * step_bytes("logreg", "float32", 2)[
+        "allreduce_bytes"]
+
+
+@pytest.mark.slow
+def test_tiny_bfloat16_run_completes_in_both_frameworks(tmp_path):
+    assert train.main([*TINY, "--dtype", "bfloat16", "--noise-multiplier", "0", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "train.json").read_text())
+    assert report["complete"] and report["config"]["dtype"] == "bfloat16"
+    for r in report["frameworks"].values():
+        assert len(r["loss"]) == 2 and all(math.isfinite(v) for v in r["loss"]) and 0 <= r["test_accuracy"] <= 1
+
+
 @pytest.mark.slow
 def test_tiny_run_writes_report_progress_and_figure(tmp_path):
     assert train.main([*TINY, "--noise-multiplier", "0", "--out", str(tmp_path)]) == 0
