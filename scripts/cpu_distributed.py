@@ -109,6 +109,8 @@ def main() -> int:
                                       f"{', '.join(map(str, cpu_sizes[model]))} only there (compare.benchmark.config)"}
                     report["rows"] = [r for r in report["rows"] if (r["model"], r["batch_size"], r["mode"]) !=
                                       (model, batch, mode)] + [row]
+                    a.out.parent.mkdir(parents=True, exist_ok=True)
+                    a.out.write_text(json.dumps(report, indent=2))
                     continue
                 with tempfile.TemporaryDirectory() as tmp:
                     cmd = [sys.executable, "-m", "compare.train", "--model", model, "--steps", str(a.steps),
