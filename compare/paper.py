@@ -83,9 +83,6 @@ OUTPUTS: tuple[Output, ...] = (
     Output("cpu-suite-paired", "cpu-suite-paired", (
         _run("--suite", "fast-dpsgd", "--model", "logreg,ffnn,embed,mnist_cnn,seed_cnn", "--batch-sizes", "64,256",
              "--no-agreement", "--out", "{root}/cpu-suite-paired"),), 30),
-    Output("cpu-suite-paired-seq", "cpu-suite-paired-seq", (
-        _run("--suite", "fast-dpsgd", "--model", "lstm,transformer", "--batch-sizes", "256", "--timeout", "120",
-             "--no-agreement", "--out", "{root}/cpu-suite-paired-seq"),), 30),
     Output("cpu-suite-breakdown", "cpu-suite/breakdown", tuple(
         _script("dp_breakdown.py", "--framework", fw, "--model", "embed,logreg,mnist_cnn,seed_cnn,cifar10_cnn",
                 "--batch-size", "256", "--out", "{root}/cpu-suite/breakdown") for fw in ("torch", "jax")), 10),
